@@ -1,1 +1,736 @@
-//! Backup repository encodings.
+//! Encodings of the backup repository: chunk files and backup manifests.
+//!
+//! Both are plain byte formats with their own checksums, so a repository copied anywhere (an
+//! `aws s3 sync` round trip, a USB disk) can be checked without any other state.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::xxh3_128;
+
+use crate::{DistanceMetric, Error, Result};
+
+/// Version of the repository layout and encodings written by this build.
+///
+/// A repository or manifest with a higher version is refused with a message naming both
+/// versions; lower versions do not exist yet.
+pub const REPOSITORY_VERSION: u32 = 1;
+
+/// Largest plain size a chunk may have. Chunkers must stay below it; decoders refuse more, so a
+/// hostile manifest or chunk cannot make the reader allocate without bound.
+pub const MAX_CHUNK_SIZE: u32 = 16 * 1024 * 1024;
+
+/// Largest encoded backup manifest accepted (a 10 GB data dir needs well under 1 MiB).
+pub const MAX_MANIFEST_SIZE: u64 = 64 * 1024 * 1024;
+
+const CHUNK_MAGIC: &[u8; 4] = b"KBCK";
+const CHUNK_HEADER_LEN: usize = 12;
+const CODEC_STORED: u8 = 0;
+const CODEC_LZ4: u8 = 1;
+const MANIFEST_MAGIC: &str = "kyrodb-backup-manifest";
+
+/// XXH3-128 of a byte string: names chunks and fingerprints whole files.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ContentHash(pub u128);
+
+impl ContentHash {
+    /// Hashes `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        Self(xxh3_128(bytes))
+    }
+
+    /// The 32-character lower-case hex form used in file names and manifests.
+    pub fn to_hex(self) -> String {
+        format!("{:032x}", self.0)
+    }
+}
+
+impl fmt::Display for ContentHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+impl fmt::Debug for ContentHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ContentHash({self})")
+    }
+}
+
+impl FromStr for ContentHash {
+    type Err = Error;
+
+    /// Parses exactly 32 lower-case hex digits.
+    fn from_str(s: &str) -> Result<Self> {
+        if s.len() != 32 || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(Error::BackupManifest(format!(
+                "{s:?} is not a 32-digit lower-case hex hash"
+            )));
+        }
+        u128::from_str_radix(s, 16)
+            .map(Self)
+            .map_err(|e| Error::BackupManifest(format!("{s:?}: {e}")))
+    }
+}
+
+impl Serialize for ContentHash {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for ContentHash {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// An encoded chunk, ready to be written to the chunk store.
+#[derive(Debug, Clone)]
+pub struct EncodedChunk {
+    /// The bytes of the chunk file (header and payload).
+    pub bytes: Vec<u8>,
+    /// Whether the payload is LZ4-compressed (it is only when that makes it smaller).
+    pub compressed: bool,
+}
+
+/// Encodes a chunk file: a 12-byte header (`KBCK`, version, codec, reserved, plain length as
+/// u32 LE) then the payload, LZ4-compressed when that saves at least 1/32 of the size.
+///
+/// The chunk's name (its [`ContentHash`] of `plain`) is its checksum: [`decode_chunk`] refuses a
+/// chunk whose decoded bytes do not hash to it.
+pub fn encode_chunk(plain: &[u8]) -> Result<EncodedChunk> {
+    let plain_len = u32::try_from(plain.len())
+        .ok()
+        .filter(|&n| n <= MAX_CHUNK_SIZE)
+        .ok_or_else(|| Error::Chunk {
+            hash: ContentHash::of(plain).to_hex(),
+            detail: format!("{} bytes exceed the chunk size limit", plain.len()),
+        })?;
+    let compressed = lz4_flex::block::compress(plain);
+    let (codec, payload): (u8, &[u8]) = if compressed.len() + plain.len() / 32 < plain.len() {
+        (CODEC_LZ4, &compressed)
+    } else {
+        (CODEC_STORED, plain)
+    };
+    let mut bytes = Vec::with_capacity(CHUNK_HEADER_LEN + payload.len());
+    bytes.extend_from_slice(CHUNK_MAGIC);
+    bytes.push(1);
+    bytes.push(codec);
+    bytes.extend_from_slice(&[0, 0]);
+    bytes.extend_from_slice(&plain_len.to_le_bytes());
+    bytes.extend_from_slice(payload);
+    Ok(EncodedChunk {
+        bytes,
+        compressed: codec == CODEC_LZ4,
+    })
+}
+
+/// Decodes a chunk file and checks it against what the manifest says of it: its plain size and
+/// its content hash. Never allocates more than `expected_len` bytes for the plain data.
+pub fn decode_chunk(stored: &[u8], expected: ContentHash, expected_len: u32) -> Result<Vec<u8>> {
+    let bad = |detail: String| Error::Chunk {
+        hash: expected.to_hex(),
+        detail,
+    };
+    if expected_len > MAX_CHUNK_SIZE {
+        return Err(bad(format!(
+            "manifest claims {expected_len} bytes, above the {MAX_CHUNK_SIZE}-byte limit"
+        )));
+    }
+    if stored.len() < CHUNK_HEADER_LEN || &stored[..4] != CHUNK_MAGIC {
+        return Err(bad("not a chunk file (bad header)".into()));
+    }
+    if stored[4] != 1 || stored[6..8] != [0, 0] {
+        return Err(bad(format!("unknown chunk version {}", stored[4])));
+    }
+    let plain_len = u32::from_le_bytes([stored[8], stored[9], stored[10], stored[11]]);
+    if plain_len != expected_len {
+        return Err(bad(format!(
+            "header says {plain_len} bytes, manifest says {expected_len}"
+        )));
+    }
+    let payload = &stored[CHUNK_HEADER_LEN..];
+    let plain = match stored[5] {
+        CODEC_STORED => payload.to_vec(),
+        CODEC_LZ4 => {
+            let mut out = vec![0u8; expected_len as usize];
+            let n = lz4_flex::block::decompress_into(payload, &mut out)
+                .map_err(|e| bad(format!("lz4 payload does not decode: {e}")))?;
+            if n != out.len() {
+                return Err(bad(format!(
+                    "lz4 payload decodes to {n} bytes, expected {expected_len}"
+                )));
+            }
+            out
+        }
+        other => return Err(bad(format!("unknown codec {other}"))),
+    };
+    if plain.len() != expected_len as usize {
+        return Err(bad(format!(
+            "holds {} bytes, expected {expected_len}",
+            plain.len()
+        )));
+    }
+    let actual = ContentHash::of(&plain);
+    if actual != expected {
+        return Err(bad(format!("content hashes to {actual}")));
+    }
+    Ok(plain)
+}
+
+/// Whether a backup is a full backup (starts a chain) or an incremental (joins one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BackupType {
+    /// Starts a new chain with its own chunk store.
+    Full,
+    /// Joins the chain of its parent and stores only chunks the chain lacks.
+    Incremental,
+}
+
+impl fmt::Display for BackupType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BackupType::Full => "Full",
+            BackupType::Incremental => "Incremental",
+        })
+    }
+}
+
+/// The role a captured file plays in the data directory's consistent state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileKind {
+    /// The data directory's `MANIFEST`.
+    Manifest,
+    /// The snapshot the MANIFEST names.
+    Snapshot,
+    /// A WAL segment the MANIFEST lists, cut at its last whole frame.
+    Wal,
+}
+
+/// One chunk of a captured file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkRef {
+    /// XXH3-128 of the chunk's plain bytes; also the chunk file's name.
+    pub hash: ContentHash,
+    /// Plain size in bytes.
+    pub size: u32,
+}
+
+/// One captured file of the data directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// File name inside the data directory (never a path).
+    pub name: String,
+    /// The file's role.
+    pub kind: FileKind,
+    /// Size in bytes (the sum of its chunks' sizes).
+    pub size: u64,
+    /// XXH3-128 of the whole file.
+    pub hash: ContentHash,
+    /// The file's chunks in order.
+    pub chunks: Vec<ChunkRef>,
+    /// For a WAL segment: which sequence numbers and seconds its entries cover.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal_index: Option<WalIndex>,
+}
+
+/// The entries of a captured WAL segment, compressed to what point-in-time resolution needs:
+/// one run per stretch of entries with consecutive sequence numbers and the same timestamp.
+///
+/// An engine writing a thousand entries a second needs one run per second, not per entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WalIndex {
+    /// Number of entries (whole frames) captured.
+    pub entries: u64,
+    /// Runs of entries: `[first seq, timestamp, count]`, in file order.
+    pub runs: Vec<[u64; 3]>,
+}
+
+impl WalIndex {
+    /// Adds the next entry of the segment.
+    pub fn push(&mut self, seq: u64, timestamp: u64) {
+        self.entries += 1;
+        if let Some([first, ts, count]) = self.runs.last_mut() {
+            let continues = if seq == 0 {
+                *first == 0
+            } else {
+                first.checked_add(*count) == Some(seq)
+            };
+            if continues && *ts == timestamp {
+                *count += 1;
+                return;
+            }
+        }
+        self.runs.push([seq, timestamp, 1]);
+    }
+
+    /// Every `(seq, timestamp)` the index covers, in file order.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.runs.iter().flat_map(|&[first, ts, count]| {
+            (0..count).map(move |i| (if first == 0 { 0 } else { first + i }, ts))
+        })
+    }
+}
+
+/// What a backup records of the snapshot it captured.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotSummary {
+    /// File name.
+    pub file: String,
+    /// The payload's version field.
+    pub version: u32,
+    /// Layout name as decoded (`V4`, `LegacyV2`, ...).
+    pub layout: String,
+    /// Unix seconds when the snapshot was taken.
+    pub timestamp: u64,
+    /// Highest WAL sequence number the snapshot contains (0 for layouts without one).
+    pub last_wal_seq: u64,
+    /// Number of documents in the snapshot.
+    pub doc_count: u64,
+}
+
+/// What a backup records of the WAL it captured.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WalSummary {
+    /// Lowest sequence number captured (0 for legacy entries without one).
+    pub first_seq: u64,
+    /// Highest sequence number captured.
+    pub last_seq: u64,
+    /// Earliest entry timestamp (Unix seconds).
+    pub first_timestamp: u64,
+    /// Latest entry timestamp (Unix seconds).
+    pub last_timestamp: u64,
+    /// Number of entries captured.
+    pub entries: u64,
+}
+
+/// A file of the data directory that the backup saw but did not capture, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedFile {
+    /// File name.
+    pub name: String,
+    /// Why it is not part of the consistent state.
+    pub reason: String,
+}
+
+/// Everything a repository knows about one backup; the body of a manifest file.
+///
+/// The manifest lists the complete captured state, so a restore needs only this manifest and its
+/// chain's chunk store, never the other backups of the chain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct BackupManifest {
+    /// Encoding version ([`REPOSITORY_VERSION`] when written by this build).
+    pub format_version: u32,
+    /// Backup id (a lower-case hyphenated UUID).
+    pub id: String,
+    /// Id of the full backup that started this backup's chain (its own id for a full backup).
+    pub chain_id: String,
+    /// Unix second the backup was taken.
+    pub timestamp: u64,
+    /// Full or incremental.
+    pub backup_type: BackupType,
+    /// The backup this one was made against (incrementals only).
+    pub parent_id: Option<String>,
+    /// Free text given by the operator.
+    pub description: String,
+    /// Total size of the captured files.
+    pub size_bytes: u64,
+    /// Bytes this backup added to the repository (new chunk files).
+    pub stored_bytes: u64,
+    /// Live documents the captured state recovers to (snapshot plus WAL replay).
+    pub vector_count: u64,
+    /// Vector dimension, when known.
+    pub dimension: Option<u64>,
+    /// Distance metric stored in the snapshot; `None` when the state does not record one.
+    pub distance: Option<DistanceMetric>,
+    /// The captured snapshot, if the state has one.
+    pub snapshot: Option<SnapshotSummary>,
+    /// The captured WAL entries, if any.
+    pub wal: Option<WalSummary>,
+    /// The data directory the backup was taken from, as given.
+    pub source: String,
+    /// Version of the tool that wrote the backup.
+    pub tool_version: String,
+    /// The captured files: the MANIFEST, the snapshot it names, the WAL segments it lists.
+    pub files: Vec<FileEntry>,
+    /// Files seen in the data directory and left out.
+    #[serde(default)]
+    pub skipped: Vec<SkippedFile>,
+}
+
+impl BackupManifest {
+    /// Creates a manifest with the fields every backup has; the rest start empty.
+    pub fn new(id: String, chain_id: String, timestamp: u64, backup_type: BackupType) -> Self {
+        Self {
+            format_version: REPOSITORY_VERSION,
+            id,
+            chain_id,
+            timestamp,
+            backup_type,
+            parent_id: None,
+            description: String::new(),
+            size_bytes: 0,
+            stored_bytes: 0,
+            vector_count: 0,
+            dimension: None,
+            distance: None,
+            snapshot: None,
+            wal: None,
+            source: String::new(),
+            tool_version: String::new(),
+            files: Vec::new(),
+            skipped: Vec::new(),
+        }
+    }
+
+    /// Checks what a hostile or damaged manifest could get wrong beyond its checksum: ids,
+    /// file names (plain KyroDB names only, no paths), sizes adding up, chunk sizes in range.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::BackupManifest(m));
+        if self.format_version > REPOSITORY_VERSION {
+            return bad(format!(
+                "written by a newer kyrodb_backup (format {}, this build reads up to {REPOSITORY_VERSION}); upgrade kyrodb_backup",
+                self.format_version
+            ));
+        }
+        for id in [
+            Some(&self.id),
+            Some(&self.chain_id),
+            self.parent_id.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if !is_backup_id(id) {
+                return bad(format!("{id:?} is not a backup id"));
+            }
+        }
+        if (self.backup_type == BackupType::Full) != (self.id == self.chain_id) {
+            return bad("chain id does not match the backup type".into());
+        }
+        let mut manifests = 0;
+        let mut seen = std::collections::HashSet::new();
+        for f in &self.files {
+            let name_ok = match f.kind {
+                FileKind::Manifest => f.name == "MANIFEST",
+                FileKind::Snapshot => crate::is_snapshot_file_name(&f.name),
+                FileKind::Wal => crate::is_wal_file_name(&f.name),
+            };
+            if !name_ok {
+                return bad(format!(
+                    "file name {:?} is not a KyroDB {:?} file name",
+                    f.name, f.kind
+                ));
+            }
+            if !seen.insert(f.name.as_str()) {
+                return bad(format!("file {:?} listed twice", f.name));
+            }
+            if f.kind == FileKind::Manifest {
+                manifests += 1;
+            }
+            let mut total: u64 = 0;
+            for c in &f.chunks {
+                if c.size == 0 || c.size > MAX_CHUNK_SIZE {
+                    return bad(format!(
+                        "{}: chunk {} has an impossible size {}",
+                        f.name, c.hash, c.size
+                    ));
+                }
+                total = total.saturating_add(u64::from(c.size));
+            }
+            if let Some(ix) = &f.wal_index {
+                if f.kind != FileKind::Wal {
+                    return bad(format!("{}: only WAL segments have a WAL index", f.name));
+                }
+                let n: u64 = ix.runs.iter().map(|r| r[2]).fold(0, u64::saturating_add);
+                if n != ix.entries || ix.entries > f.size {
+                    return bad(format!("{}: WAL index does not add up", f.name));
+                }
+            }
+            if total != f.size {
+                return bad(format!(
+                    "{}: chunks add up to {total} bytes, file size is {}",
+                    f.name, f.size
+                ));
+            }
+        }
+        if manifests != 1 {
+            return bad(format!("{manifests} MANIFEST files listed, expected 1"));
+        }
+        Ok(())
+    }
+
+    /// The distinct chunks this backup needs, in first-use order.
+    pub fn chunk_refs(&self) -> Vec<ChunkRef> {
+        let mut seen = std::collections::HashSet::new();
+        self.files
+            .iter()
+            .flat_map(|f| f.chunks.iter().copied())
+            .filter(|c| seen.insert(c.hash))
+            .collect()
+    }
+}
+
+/// Whether `s` has the shape of a backup id: a lower-case hyphenated UUID.
+pub fn is_backup_id(s: &str) -> bool {
+    s.len() == 36
+        && s.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => matches!(b, b'0'..=b'9' | b'a'..=b'f'),
+        })
+}
+
+/// Encodes a manifest file: one header line `kyrodb-backup-manifest <version> <xxh3-128 of the
+/// body> <body length>` then the JSON body. The header's hash is the manifest's checksum.
+pub fn encode_manifest(manifest: &BackupManifest) -> Result<Vec<u8>> {
+    let body = serde_json::to_vec_pretty(manifest)
+        .map_err(|e| Error::BackupManifest(format!("cannot encode: {e}")))?;
+    let mut out = format!(
+        "{MANIFEST_MAGIC} {REPOSITORY_VERSION} {} {}\n",
+        ContentHash::of(&body),
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(&body);
+    out.push(b'\n');
+    Ok(out)
+}
+
+/// The checksum recorded in an encoded manifest's header (the XXH3-128 of its body).
+pub fn manifest_checksum(encoded: &[u8]) -> Result<ContentHash> {
+    split_manifest(encoded).map(|(hash, _)| hash)
+}
+
+fn split_manifest(encoded: &[u8]) -> Result<(ContentHash, &[u8])> {
+    let bad = |m: &str| Error::BackupManifest(m.to_string());
+    let nl = encoded
+        .iter()
+        .take(256)
+        .position(|&b| b == b'\n')
+        .ok_or_else(|| bad("no header line"))?;
+    let header = std::str::from_utf8(&encoded[..nl]).map_err(|_| bad("header is not text"))?;
+    let mut parts = header.split(' ');
+    if parts.next() != Some(MANIFEST_MAGIC) {
+        return Err(bad("not a kyrodb_backup manifest"));
+    }
+    let version: u32 = parts
+        .next()
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| bad("header has no version"))?;
+    if version == 0 {
+        return Err(bad("header has version 0"));
+    }
+    if version > REPOSITORY_VERSION {
+        return Err(Error::BackupManifest(format!(
+            "written by a newer kyrodb_backup (format {version}, this build reads up to {REPOSITORY_VERSION}); upgrade kyrodb_backup"
+        )));
+    }
+    let hash: ContentHash = parts
+        .next()
+        .ok_or_else(|| bad("header has no hash"))?
+        .parse()?;
+    let len: usize = parts
+        .next()
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| bad("header has no length"))?;
+    if parts.next().is_some() {
+        return Err(bad("header has extra fields"));
+    }
+    let rest = &encoded[nl + 1..];
+    if rest.len() != len + 1 || rest.last() != Some(&b'\n') {
+        return Err(Error::BackupManifest(format!(
+            "body is {} bytes, header says {len} (truncated or appended to)",
+            rest.len().saturating_sub(1)
+        )));
+    }
+    let body = &rest[..len];
+    let actual = ContentHash::of(body);
+    if actual != hash {
+        return Err(Error::Checksum {
+            what: "backup manifest",
+            offset: (nl + 1) as u64,
+            stored: hash.to_hex(),
+            computed: actual.to_hex(),
+        });
+    }
+    Ok((hash, body))
+}
+
+/// Decodes and validates a manifest file: header, checksum, JSON body, [`BackupManifest::validate`].
+pub fn decode_manifest(encoded: &[u8]) -> Result<BackupManifest> {
+    if encoded.len() as u64 > MAX_MANIFEST_SIZE {
+        return Err(Error::BackupManifest(format!(
+            "{} bytes, above the {MAX_MANIFEST_SIZE}-byte limit",
+            encoded.len()
+        )));
+    }
+    let (_, body) = split_manifest(encoded)?;
+    let manifest: BackupManifest = serde_json::from_slice(body)
+        .map_err(|e| Error::BackupManifest(format!("body does not decode: {e}")))?;
+    manifest.validate()?;
+    Ok(manifest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> BackupManifest {
+        let id = "0b8f5e3e-2a6c-4d3e-9f7a-1c2b3d4e5f60".to_string();
+        let mut m = BackupManifest::new(id.clone(), id, 1_795_529_700, BackupType::Full);
+        let data = b"{\"version\":1}".to_vec();
+        let hash = ContentHash::of(&data);
+        m.files.push(FileEntry {
+            name: "MANIFEST".into(),
+            kind: FileKind::Manifest,
+            size: data.len() as u64,
+            hash,
+            chunks: vec![ChunkRef {
+                hash,
+                size: data.len() as u32,
+            }],
+            wal_index: None,
+        });
+        m
+    }
+
+    #[test]
+    fn chunk_round_trip_compressible_and_not() {
+        let text = b"kyrodb ".repeat(10_000);
+        let enc = encode_chunk(&text).unwrap();
+        assert!(enc.compressed);
+        assert!(enc.bytes.len() < text.len() / 10);
+        let back = decode_chunk(&enc.bytes, ContentHash::of(&text), text.len() as u32).unwrap();
+        assert_eq!(back, text);
+
+        let noise: Vec<u8> = (0u32..4096)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let enc = encode_chunk(&noise).unwrap();
+        let back = decode_chunk(&enc.bytes, ContentHash::of(&noise), noise.len() as u32).unwrap();
+        assert_eq!(back, noise);
+    }
+
+    #[test]
+    fn every_damaged_chunk_byte_is_caught() {
+        let text = b"abcabcabd".repeat(300);
+        let hash = ContentHash::of(&text);
+        let enc = encode_chunk(&text).unwrap().bytes;
+        for i in 0..enc.len() {
+            let mut bad = enc.clone();
+            bad[i] ^= 0x5a;
+            assert!(
+                decode_chunk(&bad, hash, text.len() as u32).is_err(),
+                "flip at {i}"
+            );
+        }
+        for n in 0..enc.len() {
+            assert!(decode_chunk(&enc[..n], hash, text.len() as u32).is_err());
+        }
+    }
+
+    #[test]
+    fn chunk_that_lies_about_its_size_is_refused_without_allocating_it() {
+        let text = b"x".repeat(1000);
+        let enc = encode_chunk(&text).unwrap().bytes;
+        let err = decode_chunk(&enc, ContentHash::of(&text), u32::MAX).unwrap_err();
+        assert!(err.to_string().contains("limit"), "{err}");
+        let err = decode_chunk(&enc, ContentHash::of(&text), 999).unwrap_err();
+        assert!(err.to_string().contains("manifest says 999"), "{err}");
+    }
+
+    #[test]
+    fn manifest_round_trip_and_checksum() {
+        let m = sample();
+        let enc = encode_manifest(&m).unwrap();
+        assert_eq!(decode_manifest(&enc).unwrap(), m);
+        for i in 0..enc.len() {
+            let mut bad = enc.clone();
+            bad[i] ^= 0x01;
+            assert!(decode_manifest(&bad).is_err(), "flip at {i} undetected");
+        }
+        assert!(decode_manifest(&enc[..enc.len() - 2]).is_err());
+    }
+
+    #[test]
+    fn hostile_manifests_are_refused() {
+        for name in [
+            "../MANIFEST",
+            "/etc/passwd",
+            "wal_1.wal/..",
+            "snapshot_x.snap",
+        ] {
+            let mut m = sample();
+            m.files.push(FileEntry {
+                name: name.into(),
+                kind: FileKind::Wal,
+                size: 0,
+                hash: ContentHash(0),
+                chunks: vec![],
+                wal_index: None,
+            });
+            let enc = encode_manifest(&m).unwrap();
+            let err = decode_manifest(&enc).unwrap_err().to_string();
+            assert!(err.contains("not a KyroDB"), "{name}: {err}");
+        }
+        let mut m = sample();
+        m.id = "../../x".into();
+        assert!(decode_manifest(&encode_manifest(&m).unwrap()).is_err());
+        let mut m = sample();
+        m.files[0].size += 1;
+        assert!(decode_manifest(&encode_manifest(&m).unwrap()).is_err());
+    }
+
+    #[test]
+    fn newer_versions_are_refused_clearly() {
+        let mut m = sample();
+        m.format_version = REPOSITORY_VERSION + 1;
+        let err = decode_manifest(&encode_manifest(&m).unwrap()).unwrap_err();
+        assert!(err.to_string().contains("newer kyrodb_backup"), "{err}");
+        let enc = encode_manifest(&sample()).unwrap();
+        let s = String::from_utf8(enc).unwrap().replacen(" 1 ", " 2 ", 1);
+        let err = decode_manifest(s.as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("upgrade"), "{err}");
+    }
+
+    #[test]
+    fn wal_index_compresses_runs_and_expands_back() {
+        let entries = [
+            (1, 10),
+            (2, 10),
+            (3, 10),
+            (4, 11),
+            (5, 11),
+            (7, 11),
+            (8, 12),
+        ];
+        let mut ix = WalIndex::default();
+        for (s, t) in entries {
+            ix.push(s, t);
+        }
+        assert_eq!(
+            ix.runs,
+            vec![[1, 10, 3], [4, 11, 2], [7, 11, 1], [8, 12, 1]]
+        );
+        assert_eq!(ix.iter().collect::<Vec<_>>(), entries.to_vec());
+        let mut legacy = WalIndex::default();
+        legacy.push(0, 5);
+        legacy.push(0, 5);
+        legacy.push(0, 6);
+        assert_eq!(legacy.runs, vec![[0, 5, 2], [0, 6, 1]]);
+        assert_eq!(legacy.iter().count(), 3);
+    }
+
+    #[test]
+    fn backup_ids() {
+        assert!(is_backup_id("0b8f5e3e-2a6c-4d3e-9f7a-1c2b3d4e5f60"));
+        assert!(!is_backup_id("0B8F5E3E-2a6c-4d3e-9f7a-1c2b3d4e5f60"));
+        assert!(!is_backup_id("../8f5e3e-2a6c-4d3e-9f7a-1c2b3d4e5f60"));
+        assert!(!is_backup_id("0b8f5e3e"));
+    }
+}

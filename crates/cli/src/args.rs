@@ -1,0 +1,167 @@
+//! The command line, as fixed by the CLI contract.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Backup and recovery for KyroDB data directories.
+#[derive(Debug, Parser)]
+#[command(name = "kyrodb_backup", version, about, long_about = None)]
+pub struct Cli {
+    /// The KyroDB data directory.
+    #[arg(long, global = true, env = "KYRODB_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// The backup repository.
+    #[arg(
+        long,
+        global = true,
+        env = "KYRODB_BACKUP_DIR",
+        default_value = "./backups"
+    )]
+    pub backup_dir: PathBuf,
+    /// Output format [default: table for `list`, text elsewhere].
+    #[arg(long, global = true, value_enum)]
+    pub format: Option<Format>,
+    /// Print only errors on stderr.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Plain text for people.
+    Text,
+    /// A boxed table (with the `cli-tools` feature; text otherwise).
+    Table,
+    /// One JSON document on stdout.
+    Json,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Take a backup (full by default).
+    Create(CreateArgs),
+    /// List every backup, newest first.
+    List,
+    /// Show one backup in full: files, chain, WAL coverage.
+    Show {
+        /// Backup id or unique prefix (8+ characters).
+        id: String,
+    },
+    /// Restore a backup into --data-dir.
+    Restore(RestoreArgs),
+    /// Re-read, re-hash and decode every stored byte of backups.
+    Verify(VerifyArgs),
+    /// Monitoring: fail when the newest backup is older than a limit.
+    Check(CheckArgs),
+}
+
+/// `create` options.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Make an incremental backup that joins the chain of --reference.
+    #[arg(long, requires = "reference")]
+    pub incremental: bool,
+    /// The backup to build on: an id, a unique prefix, or `latest`.
+    #[arg(long, requires = "incremental", value_name = "ID|latest")]
+    pub reference: Option<String>,
+    /// Free text stored with the backup.
+    #[arg(long, default_value = "")]
+    pub description: String,
+}
+
+/// `restore` options.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The backup to restore: an id or unique prefix (8+ characters).
+    #[arg(long, value_name = "ID")]
+    pub backup_id: String,
+    /// Report what would happen, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Keep the data dir's previous contents beside it instead of deleting them.
+    #[arg(long)]
+    pub keep_previous: bool,
+}
+
+/// `verify` options.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The backup to verify (id or unique prefix). Without it, every backup is verified.
+    #[arg(conflicts_with = "all")]
+    pub id: Option<String>,
+    /// Verify every backup.
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// `check` options.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Oldest acceptable age of the newest backup, e.g. `90m`, `26h`, `7d`, `1h30m`.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub max_age: u64,
+}
+
+/// Parses `90m`, `26h`, `7d`, `45s`, `1h30m` (or plain seconds) into seconds.
+pub fn parse_duration(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("empty duration".into());
+    }
+    if let Ok(n) = s.parse::<u64>() {
+        return Ok(n);
+    }
+    let mut total: u64 = 0;
+    let mut num = String::new();
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            'w' => 604_800,
+            _ => return Err(format!("unknown unit {c:?} in {s:?} (use s, m, h, d, w)")),
+        };
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("{s:?} is not a duration like 90m, 26h or 7d"))?;
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(|| format!("{s:?} is too long"))?;
+        num.clear();
+    }
+    if !num.is_empty() {
+        return Err(format!("{s:?} ends without a unit (use s, m, h, d, w)"));
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90m"), Ok(5400));
+        assert_eq!(parse_duration("26h"), Ok(93_600));
+        assert_eq!(parse_duration("7d"), Ok(604_800));
+        assert_eq!(parse_duration("1h30m"), Ok(5400));
+        assert_eq!(parse_duration("120"), Ok(120));
+        assert!(parse_duration("26").is_ok());
+        assert!(parse_duration("26x").is_err());
+        assert!(parse_duration("h").is_err());
+        assert!(parse_duration("5h3").is_err());
+        assert!(parse_duration("").is_err());
+    }
+}

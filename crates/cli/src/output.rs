@@ -1,0 +1,117 @@
+//! Rendering: human units for text, the contract's shapes for JSON.
+
+use kyrodb_backup_storage::StoredBackup;
+use serde_json::{json, Value};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+/// `1536` → `1.5 KiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// A Unix second as RFC 3339 UTC (`2025-10-20T14:30:00Z`).
+pub fn utc(ts: u64) -> String {
+    i64::try_from(ts)
+        .ok()
+        .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| format!("@{ts}"))
+}
+
+/// `5400` → `1h 30m`.
+pub fn human_age(secs: u64) -> String {
+    let (d, h, m, s) = (
+        secs / 86_400,
+        secs % 86_400 / 3600,
+        secs % 3600 / 60,
+        secs % 60,
+    );
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m {s}s"),
+        (0, _, _) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h"),
+    }
+}
+
+/// The contract's backup object.
+pub fn backup_json(b: &StoredBackup) -> Value {
+    let m = &b.manifest;
+    json!({
+        "id": m.id,
+        "timestamp": m.timestamp,
+        "backup_type": m.backup_type.to_string(),
+        "parent_id": m.parent_id,
+        "chain_id": m.chain_id,
+        "description": m.description,
+        "size_bytes": m.size_bytes,
+        "stored_bytes": m.stored_bytes,
+        "vector_count": m.vector_count,
+        "dimension": m.dimension,
+        "distance": m.distance.map(|d| d.to_string()),
+        "checksum": b.checksum.to_hex(),
+        "snapshot": m.snapshot.as_ref().map(|s| json!({
+            "file": s.file,
+            "version": s.version,
+            "timestamp": s.timestamp,
+            "last_wal_seq": s.last_wal_seq,
+        })),
+        "wal": m.wal.as_ref().map(|w| json!({
+            "first_seq": w.first_seq,
+            "last_seq": w.last_seq,
+            "first_timestamp": w.first_timestamp,
+            "last_timestamp": w.last_timestamp,
+        })),
+    })
+}
+
+/// Prints one JSON document on stdout.
+pub fn print_json(v: &Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).expect("json values serialize")
+    );
+}
+
+/// One line summary of a backup's recorded state, for text output.
+pub fn state_line(b: &StoredBackup) -> String {
+    let m = &b.manifest;
+    let mut s = format!("{} vectors", m.vector_count);
+    if let Some(d) = m.dimension {
+        s.push_str(&format!(", dimension {d}"));
+    }
+    match m.distance {
+        Some(d) => s.push_str(&format!(", {d}")),
+        None => s.push_str(", metric not recorded"),
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(1024 * 1024 * 1024), "1.0 GiB");
+        assert_eq!(utc(1_760_970_600), "2025-10-20T14:30:00Z");
+        assert_eq!(human_age(59), "59s");
+        assert_eq!(human_age(5400), "1h 30m");
+        assert_eq!(human_age(200_000), "2d 7h");
+    }
+}

@@ -1,0 +1,336 @@
+//! Recovering a data directory's state exactly as the engine does.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+use crate::{
+    DataDirManifest, DistanceMetric, Error, Metadata, Result, SnapshotInfo, SnapshotReader, WalOp,
+    WalReader,
+};
+
+/// Where recovery reads files from: a directory, bytes captured in a backup, anything.
+pub trait FileSource {
+    /// Opens a file of the state by name.
+    fn open(&mut self, name: &str) -> io::Result<Box<dyn Read + '_>>;
+    /// Names of the files present (the legacy MANIFEST layout needs it).
+    fn list(&mut self) -> io::Result<Vec<String>>;
+}
+
+/// A data directory as a [`FileSource`].
+#[derive(Debug, Clone)]
+pub struct DirSource {
+    dir: PathBuf,
+}
+
+impl DirSource {
+    /// Reads from `dir`.
+    pub fn new(dir: impl AsRef<Path>) -> Self {
+        Self {
+            dir: dir.as_ref().to_path_buf(),
+        }
+    }
+}
+
+impl FileSource for DirSource {
+    fn open(&mut self, name: &str) -> io::Result<Box<dyn Read + '_>> {
+        Ok(Box::new(BufReader::with_capacity(
+            1 << 20,
+            File::open(self.dir.join(name))?,
+        )))
+    }
+
+    fn list(&mut self) -> io::Result<Vec<String>> {
+        let mut v = Vec::new();
+        for e in std::fs::read_dir(&self.dir)? {
+            v.push(e?.file_name().to_string_lossy().into_owned());
+        }
+        v.sort();
+        Ok(v)
+    }
+}
+
+/// Where recovered state goes.
+pub trait StateSink {
+    /// Inserts or replaces a document.
+    fn insert(&mut self, id: u64, embedding: Vec<f32>, metadata: Metadata);
+    /// Removes a document.
+    fn delete(&mut self, id: u64);
+    /// Replaces the metadata of an existing document (no effect on a missing one).
+    fn update_metadata(&mut self, id: u64, metadata: Metadata);
+}
+
+/// A recovered document.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Document {
+    /// The embedding.
+    pub embedding: Vec<f32>,
+    /// The metadata.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// The whole recovered state in memory.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FullState {
+    /// Documents by id.
+    pub docs: BTreeMap<u64, Document>,
+}
+
+impl StateSink for FullState {
+    fn insert(&mut self, id: u64, embedding: Vec<f32>, metadata: Metadata) {
+        self.docs.insert(
+            id,
+            Document {
+                embedding,
+                metadata: metadata.into_iter().collect(),
+            },
+        );
+    }
+    fn delete(&mut self, id: u64) {
+        self.docs.remove(&id);
+    }
+    fn update_metadata(&mut self, id: u64, metadata: Metadata) {
+        if let Some(d) = self.docs.get_mut(&id) {
+            d.metadata = metadata.into_iter().collect();
+        }
+    }
+}
+
+impl FullState {
+    /// Renders the state like the fixtures' `expected.json`: `count`, and `docs` keyed by id
+    /// with `emb` (f32 values widened to f64) and `meta`.
+    pub fn to_expected_json(&self) -> Value {
+        let docs: serde_json::Map<String, Value> = self
+            .docs
+            .iter()
+            .map(|(id, d)| {
+                let emb: Vec<f64> = d.embedding.iter().map(|&x| f64::from(x)).collect();
+                (id.to_string(), json!({"emb": emb, "meta": d.metadata}))
+            })
+            .collect();
+        json!({"count": self.docs.len(), "docs": docs})
+    }
+
+    /// Reads an `expected.json` (numbers are narrowed to f32, as the engine stores them).
+    pub fn from_expected_json(v: &Value) -> Result<Self> {
+        let bad = |m: &str| Error::Manifest(format!("expected.json: {m}"));
+        let mut s = FullState::default();
+        for (id, d) in v["docs"].as_object().ok_or_else(|| bad("no docs"))? {
+            let id: u64 = id.parse().map_err(|_| bad("doc id is not a number"))?;
+            let embedding = d["emb"]
+                .as_array()
+                .ok_or_else(|| bad("no emb"))?
+                .iter()
+                .map(|x| x.as_f64().map(|f| f as f32).ok_or_else(|| bad("emb value")))
+                .collect::<Result<Vec<f32>>>()?;
+            let metadata = d["meta"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            s.docs.insert(
+                id,
+                Document {
+                    embedding,
+                    metadata,
+                },
+            );
+        }
+        Ok(s)
+    }
+}
+
+/// Only the ids of live documents: recovery in memory proportional to the document count, not
+/// to the data.
+#[derive(Debug, Clone, Default)]
+pub struct LiveIds {
+    ids: HashSet<u64>,
+}
+
+impl LiveIds {
+    /// Number of live documents.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+impl StateSink for LiveIds {
+    fn insert(&mut self, id: u64, _: Vec<f32>, _: Metadata) {
+        self.ids.insert(id);
+    }
+    fn delete(&mut self, id: u64) {
+        self.ids.remove(&id);
+    }
+    fn update_metadata(&mut self, _: u64, _: Metadata) {}
+}
+
+/// How strictly to recover.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RecoveryOptions {
+    /// `false`: as the engine on a live directory (a torn final frame ends a segment);
+    /// `true`: for files a backup captured, which end at a whole frame, so a torn tail is damage.
+    pub torn_tail_is_error: bool,
+}
+
+/// What recovery read from one WAL segment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SegmentReport {
+    /// File name.
+    pub name: String,
+    /// Whole frames read.
+    pub entries: u64,
+    /// Entries applied (not covered by the snapshot).
+    pub applied: u64,
+    /// Lowest sequence number.
+    pub first_seq: Option<u64>,
+    /// Highest sequence number.
+    pub last_seq: Option<u64>,
+    /// Earliest timestamp.
+    pub first_timestamp: Option<u64>,
+    /// Latest timestamp.
+    pub last_timestamp: Option<u64>,
+    /// Offset after the last whole frame.
+    pub valid_len: u64,
+    /// Whether the segment ended in a torn frame.
+    pub torn_tail: bool,
+}
+
+/// What a recovery found.
+#[derive(Debug, Clone)]
+pub struct RecoveryReport {
+    /// The MANIFEST.
+    pub manifest: DataDirManifest,
+    /// The snapshot loaded, with its file name.
+    pub snapshot: Option<(String, SnapshotInfo)>,
+    /// The WAL segments replayed, in order.
+    pub segments: Vec<SegmentReport>,
+    /// The snapshot's dimension, else the first inserted embedding's length.
+    pub dimension: Option<u64>,
+    /// The metric the snapshot stores.
+    pub distance: Option<DistanceMetric>,
+}
+
+fn open<'a>(src: &'a mut dyn FileSource, name: &str) -> Result<Box<dyn Read + 'a>> {
+    src.open(name).map_err(|e| {
+        if e.kind() == io::ErrorKind::NotFound {
+            Error::Manifest(format!("{name} is listed but missing")).in_file(name)
+        } else {
+            Error::Io(e).in_file(name)
+        }
+    })
+}
+
+/// Recovers the state as the engine does: MANIFEST, the named snapshot, then every listed WAL
+/// segment in order, skipping entries the snapshot already holds (by sequence number, or for
+/// legacy entries without one, by timestamp). Errors name the file.
+pub fn recover(
+    src: &mut dyn FileSource,
+    sink: &mut dyn StateSink,
+    opts: &RecoveryOptions,
+) -> Result<RecoveryReport> {
+    let mut mbytes = Vec::new();
+    open(src, "MANIFEST")?
+        .take(1 << 20)
+        .read_to_end(&mut mbytes)
+        .map_err(|e| Error::Io(e).in_file("MANIFEST"))?;
+    let manifest = DataDirManifest::parse(&mbytes).map_err(|e| e.in_file("MANIFEST"))?;
+    let mut snapshot = None;
+    let mut dimension = None;
+    let mut distance = None;
+    if let Some(name) = manifest.snapshot_file() {
+        let info = (|| {
+            let mut rd = SnapshotReader::new(open(src, &name)?)?;
+            // Stream: documents first (without metadata), then each metadata entry onto its
+            // document, so nothing but the sink grows with the snapshot.
+            while let Some((id, emb)) = rd.next_document()? {
+                sink.insert(id, emb, Vec::new());
+            }
+            while let Some((id, m)) = rd.next_metadata()? {
+                sink.update_metadata(id, m);
+            }
+            let info = rd.finish()?;
+            Ok::<_, Error>(info)
+        })()
+        .map_err(|e| e.in_file(&name))?;
+        dimension = Some(info.dimension);
+        distance = info.distance;
+        snapshot = Some((name, info));
+    }
+    let (snap_seq, snap_ts) = snapshot
+        .as_ref()
+        .map_or((0, None), |(_, i)| (i.last_wal_seq, Some(i.timestamp)));
+    let listing = match &manifest {
+        DataDirManifest::Legacy { .. } => src.list().map_err(Error::Io)?,
+        DataDirManifest::Modern(_) => Vec::new(),
+    };
+    let mut segments = Vec::new();
+    for name in manifest.wal_segments(&listing) {
+        let report = (|| {
+            let mut rd = WalReader::new(open(src, &name)?)?;
+            let mut r = SegmentReport {
+                name: name.clone(),
+                ..SegmentReport::default()
+            };
+            while let Some(frame) = rd.next_frame()? {
+                let e = frame.entry;
+                r.entries += 1;
+                r.first_seq = Some(r.first_seq.map_or(e.seq_no, |s| s.min(e.seq_no)));
+                r.last_seq = Some(r.last_seq.map_or(e.seq_no, |s| s.max(e.seq_no)));
+                r.first_timestamp = Some(
+                    r.first_timestamp
+                        .map_or(e.timestamp, |s| s.min(e.timestamp)),
+                );
+                r.last_timestamp =
+                    Some(r.last_timestamp.map_or(e.timestamp, |s| s.max(e.timestamp)));
+                let covered = if e.seq_no != 0 {
+                    e.seq_no <= snap_seq
+                } else {
+                    snap_ts.is_some_and(|t| e.timestamp <= t)
+                };
+                if covered {
+                    continue;
+                }
+                r.applied += 1;
+                match e.op {
+                    WalOp::Insert => {
+                        if dimension.is_none() {
+                            dimension = Some(e.embedding.len() as u64);
+                        }
+                        sink.insert(e.doc_id, e.embedding, e.metadata);
+                    }
+                    WalOp::Delete => sink.delete(e.doc_id),
+                    WalOp::UpdateMetadata => sink.update_metadata(e.doc_id, e.metadata),
+                }
+            }
+            r.valid_len = rd.valid_len();
+            r.torn_tail = rd.torn();
+            if r.torn_tail && opts.torn_tail_is_error {
+                return Err(Error::Truncated {
+                    what: "WAL frame",
+                    offset: r.valid_len,
+                });
+            }
+            Ok::<_, Error>(r)
+        })()
+        .map_err(|e| e.in_file(&name))?;
+        segments.push(report);
+    }
+    Ok(RecoveryReport {
+        manifest,
+        snapshot,
+        segments,
+        dimension,
+        distance,
+    })
+}

@@ -1,0 +1,370 @@
+//! Capturing a data directory's consistent state into the repository (`create`).
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use kyrodb_backup_format::{
+    is_snapshot_file_name, is_wal_file_name, recover, BackupManifest, BackupType, DataDirManifest,
+    FileEntry, FileKind, FileSource, LiveIds, RecoveryOptions, RecoveryReport, SkippedFile,
+    SnapshotSummary, WalIndex, WalReader, WalSummary,
+};
+
+use crate::chunkstore::StoreStats;
+use crate::error::{Error, IoContext, Result};
+use crate::repository::{Repository, StoredBackup};
+
+/// How often `create` re-reads the MANIFEST when a file it names vanishes before it is opened
+/// (the engine compacted or replaced it in between).
+pub const MAX_CAPTURE_ATTEMPTS: u32 = 8;
+
+/// What `create` is asked to do. The caller supplies the id and the clock.
+#[derive(Debug, Clone)]
+pub struct CreateOptions {
+    /// The KyroDB data directory to capture.
+    pub data_dir: PathBuf,
+    /// Id of the new backup (a lower-case hyphenated UUID).
+    pub id: String,
+    /// The Unix second the backup is taken.
+    pub now: u64,
+    /// Operator's description.
+    pub description: String,
+    /// Version of the tool, recorded in the manifest.
+    pub tool_version: String,
+    /// For an incremental: the backup it is made against (it joins that backup's chain).
+    pub parent: Option<BackupManifest>,
+}
+
+/// What `create` did.
+#[derive(Debug)]
+pub struct CreateReport {
+    /// The committed backup.
+    pub backup: StoredBackup,
+    /// Chunk counters.
+    pub stats: StoreStats,
+    /// How many MANIFEST reads it took to open a consistent set of files.
+    pub attempts: u32,
+}
+
+/// A positional reader over a prefix of an open file: many may read one file independently.
+pub struct PrefixReader<'a> {
+    file: &'a File,
+    pos: u64,
+    end: u64,
+}
+
+impl<'a> PrefixReader<'a> {
+    /// Reads `file[0..end]`.
+    pub fn new(file: &'a File, end: u64) -> Self {
+        Self { file, pos: 0, end }
+    }
+}
+
+impl Read for PrefixReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let want = (self.end - self.pos).min(buf.len() as u64) as usize;
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file shrank while being read",
+            ));
+        }
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// The files of one MANIFEST generation, opened (so later deletions cannot take them away),
+/// with the length of each that belongs to the captured state.
+struct OpenState {
+    manifest_bytes: Vec<u8>,
+    /// (name, kind, file, captured length) in MANIFEST order: snapshot first, then segments.
+    files: Vec<(String, FileKind, File, u64)>,
+    listing: Vec<String>,
+}
+
+impl FileSource for OpenState {
+    fn open(&mut self, name: &str) -> io::Result<Box<dyn Read + '_>> {
+        if name == "MANIFEST" {
+            return Ok(Box::new(io::Cursor::new(self.manifest_bytes.as_slice())));
+        }
+        self.files
+            .iter()
+            .find(|(n, ..)| n == name)
+            .map(|(_, _, f, len)| Box::new(PrefixReader::new(f, *len)) as Box<dyn Read + '_>)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{name} not captured")))
+    }
+
+    fn list(&mut self) -> io::Result<Vec<String>> {
+        Ok(self
+            .files
+            .iter()
+            .map(|(n, ..)| n.clone())
+            .chain(std::iter::once("MANIFEST".to_string()))
+            .collect())
+    }
+}
+
+fn list_dir(dir: &Path) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    for e in fs::read_dir(dir).at(dir)? {
+        names.push(e.at(dir)?.file_name().to_string_lossy().into_owned());
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// Reads the MANIFEST once and opens every file it names. Returns `None` when a named file
+/// vanished (the caller re-reads the MANIFEST).
+fn open_state(dir: &Path) -> Result<Option<OpenState>> {
+    let mpath = dir.join("MANIFEST");
+    let manifest_bytes = match fs::read(&mpath) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(Error::DataDir(format!(
+                "{} has no MANIFEST: not a KyroDB data directory",
+                dir.display()
+            )))
+        }
+        Err(e) => return Err(Error::io(mpath, e)),
+    };
+    let manifest = DataDirManifest::parse(&manifest_bytes).map_err(|e| e.in_file("MANIFEST"))?;
+    let listing = list_dir(dir)?;
+    let mut wanted = Vec::new();
+    if let Some(s) = manifest.snapshot_file() {
+        if !is_snapshot_file_name(&s) {
+            return Err(Error::DataDir(format!(
+                "MANIFEST names {s:?}, which is not a snapshot file name"
+            )));
+        }
+        wanted.push((s, FileKind::Snapshot));
+    }
+    for w in manifest.wal_segments(&listing) {
+        if !is_wal_file_name(&w) {
+            return Err(Error::DataDir(format!(
+                "MANIFEST lists {w:?}, which is not a WAL file name"
+            )));
+        }
+        wanted.push((w, FileKind::Wal));
+    }
+    let mut files = Vec::new();
+    for (name, kind) in wanted {
+        let path = dir.join(&name);
+        let file = match crate::fsutil::open_no_follow(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(path, e)),
+        };
+        let meta = file.metadata().at(&path)?;
+        if !meta.is_file() {
+            return Err(Error::DataDir(format!(
+                "{} is not a regular file",
+                path.display()
+            )));
+        }
+        files.push((name, kind, file, meta.len()));
+    }
+    Ok(Some(OpenState {
+        manifest_bytes,
+        files,
+        listing,
+    }))
+}
+
+/// Length of a WAL segment up to its last whole frame, as the engine would replay it, and the
+/// index of its entries. A bad CRC is corruption the engine refuses to start on, so it fails
+/// the backup.
+fn scan_wal(name: &str, file: &File, len: u64) -> Result<(u64, WalIndex)> {
+    let mut reader = WalReader::new(PrefixReader::new(file, len)).map_err(|e| e.in_file(name))?;
+    let mut index = WalIndex::default();
+    while let Some(frame) = reader.next_frame().map_err(|e| e.in_file(name))? {
+        index.push(frame.entry.seq_no, frame.entry.timestamp);
+    }
+    Ok((reader.valid_len(), index))
+}
+
+fn skip_reason(name: &str) -> &'static str {
+    if name.ends_with(".tmp") {
+        "temporary file of an interrupted write"
+    } else if is_snapshot_file_name(name) {
+        "older snapshot the MANIFEST does not name"
+    } else if is_wal_file_name(name) {
+        "WAL segment the MANIFEST does not list"
+    } else {
+        "not part of the KyroDB state"
+    }
+}
+
+/// Takes a backup of `opts.data_dir`: reads the MANIFEST once, opens exactly the files it names
+/// (retrying if one vanishes first), cuts WAL segments at their last whole frame, stores the
+/// bytes in the chain's chunk store, replays the captured state to count live documents, and
+/// commits the manifest last. The caller holds the repository lock.
+pub fn create_backup(repo: &Repository, opts: &CreateOptions) -> Result<CreateReport> {
+    let dir = &opts.data_dir;
+    if !dir.is_dir() {
+        return Err(Error::DataDir(format!(
+            "data directory {} does not exist",
+            dir.display()
+        )));
+    }
+    let mut attempts = 0;
+    let mut state = loop {
+        attempts += 1;
+        if let Some(s) = open_state(dir)? {
+            break s;
+        }
+        if attempts >= MAX_CAPTURE_ATTEMPTS {
+            return Err(Error::DataDir(format!(
+                "files named by {}/MANIFEST vanished {attempts} times in a row while opening them",
+                dir.display()
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20 * u64::from(attempts)));
+    };
+    let mut indexes = BTreeMap::new();
+    for (name, kind, file, len) in &mut state.files {
+        if *kind == FileKind::Wal {
+            let (valid, index) = scan_wal(name, file, *len)?;
+            *len = valid;
+            indexes.insert(name.clone(), index);
+        }
+    }
+
+    let (chain_id, backup_type, parent_id) = match &opts.parent {
+        None => (opts.id.clone(), BackupType::Full, None),
+        Some(p) => (
+            p.chain_id.clone(),
+            BackupType::Incremental,
+            Some(p.id.clone()),
+        ),
+    };
+    let store = repo.chain_store(&chain_id)?;
+    let mut stats = StoreStats::default();
+
+    // Store the bytes and replay them at the same time: two readers of the same open files.
+    let (stored, recovered) = std::thread::scope(|s| {
+        let replay = s.spawn(|| -> Result<(RecoveryReport, u64)> {
+            let mut src = OpenState {
+                manifest_bytes: state.manifest_bytes.clone(),
+                files: state
+                    .files
+                    .iter()
+                    .map(|(n, k, f, l)| Ok((n.clone(), *k, f.try_clone()?, *l)))
+                    .collect::<io::Result<_>>()
+                    .map_err(|e| Error::io(dir, e))?,
+                listing: Vec::new(),
+            };
+            let mut ids = LiveIds::default();
+            let report = recover(
+                &mut src,
+                &mut ids,
+                &RecoveryOptions {
+                    torn_tail_is_error: true,
+                },
+            )?;
+            Ok((report, ids.len() as u64))
+        });
+        let mut files = Vec::new();
+        let stored = (|| -> Result<Vec<FileEntry>> {
+            files.push(store.store_file(
+                state.manifest_bytes.as_slice(),
+                "MANIFEST",
+                FileKind::Manifest,
+                &mut stats,
+            )?);
+            for (name, kind, file, len) in &state.files {
+                files.push(store.store_file(
+                    PrefixReader::new(file, *len),
+                    name,
+                    *kind,
+                    &mut stats,
+                )?);
+            }
+            Ok(files)
+        })();
+        let recovered = replay.join().expect("replay thread panicked");
+        (stored, recovered)
+    });
+    let mut files = stored?;
+    for f in &mut files {
+        f.wal_index = indexes.remove(&f.name);
+    }
+    let (report, vector_count) = recovered?;
+    store.sync()?;
+
+    let captured: BTreeMap<&str, ()> = files.iter().map(|f| (f.name.as_str(), ())).collect();
+    let skipped = state
+        .listing
+        .iter()
+        .filter(|n| !captured.contains_key(n.as_str()))
+        .map(|n| SkippedFile {
+            name: n.clone(),
+            reason: skip_reason(n).to_string(),
+        })
+        .collect();
+
+    let mut m = BackupManifest::new(opts.id.clone(), chain_id, opts.now, backup_type);
+    m.parent_id = parent_id;
+    m.description.clone_from(&opts.description);
+    m.size_bytes = files.iter().map(|f| f.size).sum();
+    m.stored_bytes = stats.stored_bytes;
+    m.vector_count = vector_count;
+    m.dimension = report.dimension;
+    m.distance = report.distance;
+    m.snapshot = report
+        .snapshot
+        .as_ref()
+        .map(|(file, info)| SnapshotSummary {
+            file: file.clone(),
+            version: info.version,
+            layout: format!("{:?}", info.layout),
+            timestamp: info.timestamp,
+            last_wal_seq: info.last_wal_seq,
+            doc_count: info.documents,
+        });
+    m.wal = wal_summary(&report);
+    m.source = dir.display().to_string();
+    m.tool_version.clone_from(&opts.tool_version);
+    m.files = files;
+    m.skipped = skipped;
+    let backup = repo.commit_manifest(&m)?;
+    Ok(CreateReport {
+        backup,
+        stats,
+        attempts,
+    })
+}
+
+/// Summarises the WAL entries a recovery read (all captured entries, applied or not).
+pub fn wal_summary(report: &RecoveryReport) -> Option<WalSummary> {
+    let mut out: Option<WalSummary> = None;
+    for s in &report.segments {
+        if s.entries == 0 {
+            continue;
+        }
+        let (Some(fs), Some(ls), Some(ft), Some(lt)) =
+            (s.first_seq, s.last_seq, s.first_timestamp, s.last_timestamp)
+        else {
+            continue;
+        };
+        let w = out.get_or_insert(WalSummary {
+            first_seq: fs,
+            last_seq: ls,
+            first_timestamp: ft,
+            last_timestamp: lt,
+            entries: 0,
+        });
+        w.first_seq = w.first_seq.min(fs);
+        w.last_seq = w.last_seq.max(ls);
+        w.first_timestamp = w.first_timestamp.min(ft);
+        w.last_timestamp = w.last_timestamp.max(lt);
+        w.entries += s.entries;
+    }
+    out
+}

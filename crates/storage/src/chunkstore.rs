@@ -1,0 +1,264 @@
+//! A chain's content-addressed chunk store.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use kyrodb_backup_format::{
+    decode_chunk, encode_chunk, ChunkRef, ContentHash, FileEntry, FileKind, MAX_CHUNK_SIZE,
+};
+use xxhash_rust::xxh3::Xxh3;
+
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil::{
+    create_private_dir_all, create_private_file, fsync_dir, open_no_follow, tmp_path_for,
+};
+
+/// Smallest chunk the content-defined chunker cuts (except a file's last).
+pub const MIN_CHUNK: u32 = 256 * 1024;
+/// Average chunk size the chunker aims for.
+pub const AVG_CHUNK: u32 = 1024 * 1024;
+/// Largest chunk the chunker cuts (well under [`MAX_CHUNK_SIZE`]).
+pub const MAX_CHUNK: u32 = 4 * 1024 * 1024;
+
+const _: () = assert!(MAX_CHUNK <= MAX_CHUNK_SIZE);
+
+/// Counters of what storing files added to a chain.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Chunks written by this run.
+    pub new_chunks: u64,
+    /// Chunks the chain already had.
+    pub reused_chunks: u64,
+    /// Bytes of chunk files written by this run.
+    pub stored_bytes: u64,
+}
+
+/// The chunk store of one chain: `<hh>/<xxh3-128 hex>` files, each a self-checking chunk.
+///
+/// Chunks are immutable once written: a chunk that exists is never rewritten. Writes are
+/// atomic (temporary file, fsync, rename); [`ChainStore::sync`] then makes the directory
+/// entries durable, once per directory rather than once per chunk.
+#[derive(Debug)]
+pub struct ChainStore {
+    dir: PathBuf,
+    touched: Mutex<BTreeSet<PathBuf>>,
+}
+
+impl ChainStore {
+    pub(crate) fn new(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            touched: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    /// The store's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where the chunk with this hash lives.
+    pub fn chunk_path(&self, hash: ContentHash) -> PathBuf {
+        let hex = hash.to_hex();
+        self.dir.join(&hex[..2]).join(hex)
+    }
+
+    /// Whether the chunk exists as a regular file (a symlink does not count).
+    pub fn contains(&self, hash: ContentHash) -> bool {
+        fs::symlink_metadata(self.chunk_path(hash)).is_ok_and(|m| m.file_type().is_file())
+    }
+
+    /// Stores one chunk unless the chain has it; returns its reference and the bytes written.
+    pub fn put(&self, plain: &[u8]) -> Result<(ChunkRef, u64)> {
+        let hash = ContentHash::of(plain);
+        let r = ChunkRef {
+            hash,
+            size: u32::try_from(plain.len()).map_err(|_| {
+                Error::DataDir(format!("chunk of {} bytes is too large", plain.len()))
+            })?,
+        };
+        if self.contains(hash) {
+            return Ok((r, 0));
+        }
+        let path = self.chunk_path(hash);
+        let parent = path
+            .parent()
+            .expect("chunk path has a parent")
+            .to_path_buf();
+        create_private_dir_all(&parent)?;
+        let encoded = encode_chunk(plain)?;
+        let tmp = tmp_path_for(&path);
+        let written = (|| {
+            let mut f = create_private_file(&tmp)?;
+            f.write_all(&encoded.bytes).at(&tmp)?;
+            f.sync_all().at(&tmp)?;
+            fs::rename(&tmp, &path).at(&path)
+        })();
+        if written.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        written?;
+        self.touched.lock().expect("lock").insert(parent);
+        Ok((r, encoded.bytes.len() as u64))
+    }
+
+    /// Reads and checks one chunk: present, decodable, of the size and hash the manifest says.
+    pub fn get(&self, r: &ChunkRef) -> Result<Vec<u8>> {
+        let path = self.chunk_path(r.hash);
+        let mut file = match open_no_follow(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(Error::Damaged(format!(
+                    "chunk {} is missing ({})",
+                    r.hash,
+                    path.display()
+                )))
+            }
+            Err(e) => {
+                return Err(Error::Damaged(format!(
+                    "chunk {}: {}: {e}",
+                    r.hash,
+                    path.display()
+                )))
+            }
+        };
+        let meta = file.metadata().at(&path)?;
+        if !meta.is_file() {
+            return Err(Error::Damaged(format!(
+                "{} is not a regular file",
+                path.display()
+            )));
+        }
+        // A chunk file is at most its header plus an LZ4 worst case; anything larger is damage.
+        let limit = u64::from(r.size) + u64::from(r.size) / 255 + 64;
+        if meta.len() > limit {
+            return Err(Error::Damaged(format!(
+                "{}: {} bytes is too large for a chunk of {} bytes",
+                path.display(),
+                meta.len(),
+                r.size
+            )));
+        }
+        let mut stored = Vec::with_capacity(meta.len() as usize);
+        (&mut file)
+            .take(limit + 1)
+            .read_to_end(&mut stored)
+            .at(&path)?;
+        decode_chunk(&stored, r.hash, r.size)
+            .map_err(|e| Error::Damaged(format!("{}: {e}", path.display())))
+    }
+
+    /// Splits a file into content-defined chunks, stores the ones the chain lacks, and returns
+    /// the file's entry. Memory stays bounded by the chunk size.
+    pub fn store_file(
+        &self,
+        reader: impl Read,
+        name: &str,
+        kind: FileKind,
+        stats: &mut StoreStats,
+    ) -> Result<FileEntry> {
+        let mut whole = Xxh3::new();
+        let mut chunks = Vec::new();
+        let mut size = 0u64;
+        let cdc = fastcdc::v2020::StreamCDC::new(reader, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK);
+        for chunk in cdc {
+            let chunk = chunk.map_err(|e| Error::DataDir(format!("{name}: read failed: {e}")))?;
+            whole.update(&chunk.data);
+            size += chunk.data.len() as u64;
+            let (r, written) = self.put(&chunk.data)?;
+            if written > 0 {
+                stats.new_chunks += 1;
+                stats.stored_bytes += written;
+            } else {
+                stats.reused_chunks += 1;
+            }
+            chunks.push(r);
+        }
+        Ok(FileEntry {
+            name: name.to_string(),
+            kind,
+            size,
+            hash: ContentHash(whole.digest128()),
+            chunks,
+            wal_index: None,
+        })
+    }
+
+    /// Makes every chunk written so far durable in its directory.
+    pub fn sync(&self) -> Result<()> {
+        let touched = std::mem::take(&mut *self.touched.lock().expect("lock"));
+        for dir in &touched {
+            fsync_dir(dir)?;
+        }
+        if !touched.is_empty() {
+            fsync_dir(&self.dir)?;
+            if let Some(chain) = self.dir.parent() {
+                fsync_dir(chain)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A reader of a stored file's bytes that checks every chunk and, at the end, the
+    /// whole-file hash. Damage surfaces as an `InvalidData` I/O error naming the chunk.
+    pub fn reader<'a>(&'a self, entry: &'a FileEntry) -> FileReader<'a> {
+        FileReader {
+            store: self,
+            entry,
+            next: 0,
+            buf: Vec::new(),
+            pos: 0,
+            whole: Xxh3::new(),
+            done: false,
+        }
+    }
+}
+
+/// Reads a stored file chunk by chunk; see [`ChainStore::reader`].
+pub struct FileReader<'a> {
+    store: &'a ChainStore,
+    entry: &'a FileEntry,
+    next: usize,
+    buf: Vec<u8>,
+    pos: usize,
+    whole: Xxh3,
+    done: bool,
+}
+
+impl Read for FileReader<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.buf.len() {
+            if self.done {
+                return Ok(0);
+            }
+            let Some(r) = self.entry.chunks.get(self.next) else {
+                let actual = ContentHash(self.whole.digest128());
+                self.done = true;
+                if actual != self.entry.hash {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "{}: whole-file hash {actual} does not match the manifest's {}",
+                            self.entry.name, self.entry.hash
+                        ),
+                    ));
+                }
+                return Ok(0);
+            };
+            self.buf = self
+                .store
+                .get(r)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+            self.whole.update(&self.buf);
+            self.pos = 0;
+            self.next += 1;
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}

@@ -1,0 +1,348 @@
+//! The repository's layout, lock and manifests.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use kyrodb_backup_format::{
+    decode_manifest, encode_manifest, is_backup_id, manifest_checksum, BackupManifest, ContentHash,
+    REPOSITORY_VERSION,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::chunkstore::ChainStore;
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil::{atomic_write, create_private_dir_all, open_no_follow, FILE_MODE, TMP_MARKER};
+
+const CONFIG_FILE: &str = "kyrodb-backup.json";
+const LOCK_FILE: &str = "kyrodb-backup.lock";
+const CHAINS_DIR: &str = "chains";
+const MANIFESTS_DIR: &str = "manifests";
+const MANIFEST_EXT: &str = ".manifest";
+
+#[derive(Serialize, Deserialize)]
+struct Config {
+    repository: String,
+    version: u32,
+}
+
+/// A `kyrodb_backup` repository: a directory of plain files, safe to copy with `aws s3 sync`.
+///
+/// ```text
+/// <backup-dir>/kyrodb-backup.json                        format marker and version
+/// <backup-dir>/kyrodb-backup.lock                        fs2 lock (content unused)
+/// <backup-dir>/chains/<full-id>/manifests/<id>.manifest  one per backup of the chain
+/// <backup-dir>/chains/<full-id>/chunks/<hh>/<hash>       the chain's chunk store
+/// ```
+#[derive(Debug, Clone)]
+pub struct Repository {
+    root: PathBuf,
+}
+
+/// Whether a lock excludes every other run or only exclusive ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    /// For readers: restore, verify, list. Many may run together.
+    Shared,
+    /// For writers: create, prune. Nothing else runs beside it.
+    Exclusive,
+}
+
+/// A held repository lock; released when dropped (or when the process dies).
+#[derive(Debug)]
+pub struct RepoLock {
+    _file: File,
+}
+
+/// A manifest found in the repository, with the checksum from its header.
+#[derive(Debug, Clone)]
+pub struct StoredBackup {
+    /// The decoded manifest.
+    pub manifest: BackupManifest,
+    /// XXH3-128 of the manifest body: the backup's checksum.
+    pub checksum: ContentHash,
+    /// Size of the manifest file.
+    pub manifest_bytes: u64,
+}
+
+/// What listing the repository found: backups newest first, and files it could not read.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// Readable backups, newest first (ties broken by id).
+    pub backups: Vec<StoredBackup>,
+    /// Manifest files that failed to load, with why.
+    pub problems: Vec<(PathBuf, Error)>,
+}
+
+impl Repository {
+    /// Opens an existing repository, checking its format version.
+    pub fn open(root: &Path) -> Result<Self> {
+        let config_path = root.join(CONFIG_FILE);
+        let bytes = match fs::read(&config_path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotARepository(root.to_path_buf()))
+            }
+            Err(e) => return Err(Error::io(&config_path, e)),
+        };
+        let config: Config = serde_json::from_slice(&bytes)
+            .map_err(|_| Error::NotARepository(root.to_path_buf()))?;
+        if config.repository != "kyrodb_backup" {
+            return Err(Error::NotARepository(root.to_path_buf()));
+        }
+        if config.version > REPOSITORY_VERSION {
+            return Err(Error::UnsupportedVersion {
+                found: config.version,
+                supported: REPOSITORY_VERSION,
+            });
+        }
+        Ok(Self {
+            root: root.to_path_buf(),
+        })
+    }
+
+    /// Opens the repository at `root`, creating it (mode 0700) if the directory is missing or
+    /// holds no repository yet.
+    pub fn open_or_init(root: &Path) -> Result<Self> {
+        match Self::open(root) {
+            Err(Error::NotARepository(_)) if !root.join(CONFIG_FILE).exists() => {}
+            other => return other,
+        }
+        create_private_dir_all(root)?;
+        let config = Config {
+            repository: "kyrodb_backup".into(),
+            version: REPOSITORY_VERSION,
+        };
+        let mut bytes = serde_json::to_vec_pretty(&config).expect("config serializes");
+        bytes.push(b'\n');
+        atomic_write(&root.join(CONFIG_FILE), &bytes, true)?;
+        Self::open(root)
+    }
+
+    /// Whether `root` holds a repository.
+    pub fn exists(root: &Path) -> bool {
+        root.join(CONFIG_FILE).is_file()
+    }
+
+    /// The repository's directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Takes the repository lock without waiting; [`Error::Locked`] if another run holds it.
+    pub fn lock(&self, mode: LockMode) -> Result<RepoLock> {
+        let path = self.root.join(LOCK_FILE);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(FILE_MODE)
+            .open(&path)
+            .at(&path)?;
+        let res = match mode {
+            LockMode::Shared => fs2::FileExt::try_lock_shared(&file),
+            LockMode::Exclusive => fs2::FileExt::try_lock_exclusive(&file),
+        };
+        match res {
+            Ok(()) => Ok(RepoLock { _file: file }),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                Err(Error::Locked(self.root.clone()))
+            }
+            Err(e) if e.raw_os_error() == fs2::lock_contended_error().raw_os_error() => {
+                Err(Error::Locked(self.root.clone()))
+            }
+            Err(e) => Err(Error::io(&path, e)),
+        }
+    }
+
+    fn chain_dir(&self, chain_id: &str) -> PathBuf {
+        self.root.join(CHAINS_DIR).join(chain_id)
+    }
+
+    /// The chunk store of a chain (created on first write).
+    pub fn chain_store(&self, chain_id: &str) -> Result<ChainStore> {
+        if !is_backup_id(chain_id) {
+            return Err(Error::Damaged(format!("{chain_id:?} is not a chain id")));
+        }
+        Ok(ChainStore::new(self.chain_dir(chain_id).join("chunks")))
+    }
+
+    /// Writes a backup's manifest: the commit point of a create. Everything it names must
+    /// already be durable in the chain's store.
+    pub fn commit_manifest(&self, manifest: &BackupManifest) -> Result<StoredBackup> {
+        manifest.validate()?;
+        let dir = self.chain_dir(&manifest.chain_id).join(MANIFESTS_DIR);
+        create_private_dir_all(&dir)?;
+        let bytes = encode_manifest(manifest)?;
+        let path = dir.join(format!("{}{MANIFEST_EXT}", manifest.id));
+        if path.exists() {
+            return Err(Error::io(
+                &path,
+                std::io::Error::new(std::io::ErrorKind::AlreadyExists, "backup already exists"),
+            ));
+        }
+        atomic_write(&path, &bytes, true)?;
+        Ok(StoredBackup {
+            checksum: manifest_checksum(&bytes)?,
+            manifest: manifest.clone(),
+            manifest_bytes: bytes.len() as u64,
+        })
+    }
+
+    /// Path of a backup's manifest file.
+    pub fn manifest_path(&self, chain_id: &str, id: &str) -> PathBuf {
+        self.chain_dir(chain_id)
+            .join(MANIFESTS_DIR)
+            .join(format!("{id}{MANIFEST_EXT}"))
+    }
+
+    /// Loads one manifest file, checking its checksum, its contents and that it sits where its
+    /// ids say it should.
+    pub fn load_manifest(&self, path: &Path) -> Result<StoredBackup> {
+        let file = open_no_follow(path).at(path)?;
+        let len = file.metadata().at(path)?.len();
+        if len > kyrodb_backup_format::MAX_MANIFEST_SIZE {
+            return Err(Error::Damaged(format!(
+                "{}: {len} bytes is too large for a manifest",
+                path.display()
+            )));
+        }
+        let bytes = fs::read(path).at(path)?;
+        let manifest = decode_manifest(&bytes).map_err(|e| e.in_file(path.display()))?;
+        if path != self.manifest_path(&manifest.chain_id, &manifest.id) {
+            return Err(Error::Damaged(format!(
+                "{}: manifest of backup {} in chain {} is stored in the wrong place",
+                path.display(),
+                manifest.id,
+                manifest.chain_id
+            )));
+        }
+        Ok(StoredBackup {
+            checksum: manifest_checksum(&bytes)?,
+            manifest,
+            manifest_bytes: len,
+        })
+    }
+
+    /// Every backup, newest first, plus the manifest files that could not be read.
+    pub fn list(&self) -> Result<Listing> {
+        let mut listing = Listing::default();
+        let chains = self.root.join(CHAINS_DIR);
+        let Ok(entries) = fs::read_dir(&chains) else {
+            return Ok(listing);
+        };
+        for chain in entries {
+            let chain = chain.at(&chains)?;
+            let name = chain.file_name().to_string_lossy().into_owned();
+            if !is_backup_id(&name) {
+                continue;
+            }
+            let mdir = chain.path().join(MANIFESTS_DIR);
+            let Ok(manifests) = fs::read_dir(&mdir) else {
+                continue;
+            };
+            for m in manifests {
+                let m = m.at(&mdir)?;
+                let fname = m.file_name().to_string_lossy().into_owned();
+                let Some(id) = fname.strip_suffix(MANIFEST_EXT) else {
+                    continue;
+                };
+                if !is_backup_id(id) {
+                    continue;
+                }
+                match self.load_manifest(&m.path()) {
+                    Ok(b) => listing.backups.push(b),
+                    Err(e) => listing.problems.push((m.path(), e)),
+                }
+            }
+        }
+        listing.backups.sort_by(|a, b| {
+            b.manifest
+                .timestamp
+                .cmp(&a.manifest.timestamp)
+                .then_with(|| b.manifest.id.cmp(&a.manifest.id))
+        });
+        Ok(listing)
+    }
+
+    /// Finds a backup by full id or unique prefix of at least 8 characters.
+    pub fn find(&self, id_or_prefix: &str) -> Result<StoredBackup> {
+        let listing = self.list()?;
+        resolve(listing, id_or_prefix)
+    }
+
+    /// Removes temporary files that an interrupted run left in the repository. Only files
+    /// carrying this tool's temporary marker are touched. Call with the exclusive lock held.
+    pub fn remove_leftovers(&self) -> Result<u64> {
+        let mut removed = 0;
+        for entry in walkdir_files(&self.root)? {
+            if entry
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().contains(TMP_MARKER))
+            {
+                fs::remove_file(&entry).at(&entry)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+fn walkdir_files(root: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries {
+            let e = e.at(&dir)?;
+            let ft = e.file_type().at(&e.path())?;
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if ft.is_file() {
+                out.push(e.path());
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn resolve(listing: Listing, id_or_prefix: &str) -> Result<StoredBackup> {
+    if let Some(b) = listing
+        .backups
+        .iter()
+        .find(|b| b.manifest.id == id_or_prefix)
+    {
+        return Ok(b.clone());
+    }
+    if id_or_prefix.len() < 8 {
+        return Err(Error::PrefixTooShort(id_or_prefix.to_string()));
+    }
+    let mut matches: Vec<StoredBackup> = listing
+        .backups
+        .into_iter()
+        .filter(|b| b.manifest.id.starts_with(id_or_prefix))
+        .collect();
+    match matches.len() {
+        0 => {
+            // A damaged manifest of the wanted id is worth naming instead of "not found".
+            if let Some((path, e)) = listing.problems.into_iter().find(|(p, _)| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(id_or_prefix))
+            }) {
+                return Err(Error::Damaged(format!(
+                    "backup {id_or_prefix} cannot be read: {e} ({})",
+                    path.display()
+                )));
+            }
+            Err(Error::NotFound(id_or_prefix.to_string()))
+        }
+        1 => Ok(matches.pop().expect("one match")),
+        _ => Err(Error::Ambiguous {
+            prefix: id_or_prefix.to_string(),
+            matches: matches.into_iter().map(|b| b.manifest.id).collect(),
+        }),
+    }
+}

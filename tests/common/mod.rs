@@ -1,0 +1,140 @@
+//! Shared helpers of the CLI tests: fixture copies, running the binary, comparing trees.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+
+/// `../shared/fixtures` of the checkout.
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures")
+}
+
+/// Copies a fixture's `data/` into `dest` (created), with writable permissions.
+pub fn copy_fixture_data(fixture: &str, dest: &Path) {
+    copy_dir(&fixtures().join("kyrodb").join(fixture).join("data"), dest);
+}
+
+/// Copies a directory tree (files only), making the copies writable.
+pub fn copy_dir(src: &Path, dest: &Path) {
+    fs::create_dir_all(dest).unwrap();
+    for e in fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        let to = dest.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to);
+        } else {
+            fs::write(&to, fs::read(e.path()).unwrap()).unwrap();
+        }
+    }
+}
+
+/// Every file under `dir` with its bytes (relative paths).
+pub fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    if !dir.exists() {
+        return out;
+    }
+    for e in walk(dir) {
+        let rel = e.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+        out.insert(rel, fs::read(&e).unwrap());
+    }
+    out
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    for e in fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            v.extend(walk(&e.path()));
+        } else {
+            v.push(e.path());
+        }
+    }
+    v
+}
+
+/// The binary, with a clean environment for the variables it reads.
+pub fn kb() -> Command {
+    let mut c = Command::cargo_bin("kyrodb_backup").unwrap();
+    c.env_remove("KYRODB_DATA_DIR")
+        .env_remove("KYRODB_BACKUP_DIR")
+        .env_remove("BACKUP_ALLOW_CLEAR");
+    c
+}
+
+/// Runs `create` and returns the backup object it printed.
+pub fn create(data: &Path, repo: &Path, extra: &[&str]) -> serde_json::Value {
+    let out = kb()
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--backup-dir")
+        .arg(repo)
+        .args(["create", "--format", "json"])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "create failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("create prints one JSON document")
+}
+
+/// The files of a data dir that form its consistent state (MANIFEST, the snapshot it names,
+/// the WAL segments it lists), with their bytes.
+pub fn consistent_state_files(data: &Path) -> BTreeMap<String, Vec<u8>> {
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(data.join("MANIFEST")).unwrap()).unwrap();
+    let mut names = vec!["MANIFEST".to_string()];
+    if let Some(s) = manifest["latest_snapshot"].as_str() {
+        names.push(s.to_string());
+    }
+    for w in manifest["wal_segments"].as_array().unwrap() {
+        names.push(w.as_str().unwrap().to_string());
+    }
+    names
+        .into_iter()
+        .map(|n| {
+            let bytes = fs::read(data.join(&n)).unwrap();
+            (n, bytes)
+        })
+        .collect()
+}
+
+/// Recovers a data dir as the engine does and renders it like the fixtures' `expected.json`
+/// (`count`, and `docs` keyed by id with `emb` and `meta`).
+pub fn recovered_as_expected_json(data: &Path) -> serde_json::Value {
+    let mut state = kyrodb_backup_format::FullState::default();
+    kyrodb_backup_format::recover(
+        &mut kyrodb_backup_format::DirSource::new(data),
+        &mut state,
+        &kyrodb_backup_format::RecoveryOptions {
+            torn_tail_is_error: false,
+        },
+    )
+    .unwrap();
+    state.to_expected_json()
+}
+
+/// A fixture's `expected.json`, normalised the same way (f32 values).
+pub fn expected_json(fixture: &str) -> serde_json::Value {
+    let v: serde_json::Value = serde_json::from_slice(
+        &fs::read(
+            fixtures()
+                .join("kyrodb")
+                .join(fixture)
+                .join("expected.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    kyrodb_backup_format::FullState::from_expected_json(&v)
+        .unwrap()
+        .to_expected_json()
+}
