@@ -14,13 +14,13 @@ use kyrodb_backup_format::{recover, DirSource, FullState, RecoveryOptions};
 
 fn main() -> Result<()> {
     let task = std::env::args().nth(1).unwrap_or_default();
-    match task.as_str() {
-        "e2e" => e2e(),
-        _ => {
-            eprintln!("usage: cargo xtask <task>\n\ntasks:\n  e2e    back up, restore and compare every fixture");
-            bail!("unknown task {task:?}")
-        }
+    if task == "e2e" {
+        return e2e();
     }
+    eprintln!(
+        "usage: cargo xtask <task>\n\ntasks:\n  e2e    back up, restore and compare every fixture"
+    );
+    bail!("unknown task {task:?}")
 }
 
 fn root() -> PathBuf {

@@ -215,7 +215,7 @@ impl ChainView {
         })
     }
 
-    /// The start for `t`: (snapshot, its last_wal_seq), or `None` when nothing can start.
+    /// The start for `t`: (snapshot, its `last_wal_seq`), or `None` when nothing can start.
     fn start(&self, t: u64) -> Option<(Option<&Snap>, u64)> {
         if let Some(s) = self.snaps.iter().rev().find(|s| s.timestamp <= t) {
             return Some((Some(s), s.last_wal_seq));

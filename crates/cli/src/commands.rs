@@ -328,12 +328,12 @@ fn restore(ctx: &Ctx, a: &RestoreArgs) -> Result<Outcome> {
 fn verify(ctx: &Ctx, a: &VerifyArgs) -> Result<Outcome> {
     let repo = open_repo(&ctx.cli.backup_dir)?;
     let _lock = repo.lock(LockMode::Shared)?;
-    let (targets, unreadable) = match &a.id {
-        Some(id) => (vec![repo.find(id)?], Vec::new()),
-        None => {
-            let l = repo.list()?;
-            (l.backups, l.problems)
-        }
+    // Without an id (or with --all), every backup is verified.
+    let (targets, unreadable) = if let Some(id) = &a.id {
+        (vec![repo.find(id)?], Vec::new())
+    } else {
+        let l = repo.list()?;
+        (l.backups, l.problems)
     };
     let checks: Vec<_> = targets
         .iter()

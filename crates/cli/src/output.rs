@@ -88,15 +88,14 @@ pub fn print_json(v: &Value) {
 /// One line summary of a backup's recorded state, for text output.
 pub fn state_line(b: &StoredBackup) -> String {
     let m = &b.manifest;
-    let mut s = format!("{} vectors", m.vector_count);
-    if let Some(d) = m.dimension {
-        s.push_str(&format!(", dimension {d}"));
-    }
-    match m.distance {
-        Some(d) => s.push_str(&format!(", {d}")),
-        None => s.push_str(", metric not recorded"),
-    }
-    s
+    let dimension = m
+        .dimension
+        .map(|d| format!(", dimension {d}"))
+        .unwrap_or_default();
+    let metric = m
+        .distance
+        .map_or_else(|| "metric not recorded".to_string(), |d| d.to_string());
+    format!("{} vectors{dimension}, {metric}", m.vector_count)
 }
 
 #[cfg(test)]

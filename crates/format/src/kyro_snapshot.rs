@@ -319,6 +319,7 @@ impl TailBytes<'_> {
         DistanceMetric::from_index(self.u32()?)
     }
     /// `Option<T>`: `Some(None)` for none, `Some(Some(v))` for some, `None` when malformed.
+    #[allow(clippy::option_option)] // the outer option is "did it parse", the inner the value
     fn option<T>(&mut self, f: impl FnOnce(&mut Self) -> Option<T>) -> Option<Option<T>> {
         match self.u8()? {
             0 => Some(None),

@@ -123,10 +123,10 @@ impl<R: Read> WalReader<R> {
         self.torn
     }
 
-    fn tear(&mut self) -> Result<Option<WalFrame>> {
+    fn tear(&mut self) -> Option<WalFrame> {
         self.torn = true;
         self.done = true;
-        Ok(None)
+        None
     }
 
     /// The next whole frame, or `None` at the end (clean or torn).
@@ -142,7 +142,7 @@ impl<R: Read> WalReader<R> {
                 return Ok(None);
             }
             4 => {}
-            _ => return self.tear(),
+            _ => return Ok(self.tear()),
         }
         let len = u32::from_le_bytes(lb);
         if len == 0 || len > MAX_WAL_ENTRY {
@@ -157,11 +157,11 @@ impl<R: Read> WalReader<R> {
             .take(u64::from(len))
             .read_to_end(&mut body)?;
         if got < len as usize {
-            return self.tear();
+            return Ok(self.tear());
         }
         let mut cb = [0u8; 4];
         if read_full(&mut self.inner, &mut cb)? < 4 {
-            return self.tear();
+            return Ok(self.tear());
         }
         let stored = u32::from_le_bytes(cb);
         let computed = crc32fast::hash(&body);

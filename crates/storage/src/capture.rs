@@ -1,6 +1,6 @@
 //! Capturing a data directory's consistent state into the repository (`create`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
@@ -12,7 +12,7 @@ use kyrodb_backup_format::{
     SnapshotSummary, WalIndex, WalReader, WalSummary,
 };
 
-use crate::chunkstore::StoreStats;
+use crate::chunkstore::{ChainStore, StoreStats};
 use crate::error::{Error, IoContext, Result};
 use crate::repository::{Repository, StoredBackup};
 
@@ -190,7 +190,10 @@ fn scan_wal(name: &str, file: &File, len: u64) -> Result<(u64, WalIndex)> {
 }
 
 fn skip_reason(name: &str) -> &'static str {
-    if name.ends_with(".tmp") {
+    if Path::new(name)
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("tmp"))
+    {
         "temporary file of an interrupted write"
     } else if is_snapshot_file_name(name) {
         "older snapshot the MANIFEST does not name"
@@ -245,9 +248,52 @@ pub fn create_backup(repo: &Repository, opts: &CreateOptions) -> Result<CreateRe
         ),
     };
     let store = repo.chain_store(&chain_id)?;
-    let mut stats = StoreStats::default();
+    let (mut files, counters, report, vector_count) = store_and_replay(&store, &state, dir)?;
+    for f in &mut files {
+        f.wal_index = indexes.remove(&f.name);
+    }
+    store.sync()?;
 
-    // Store the bytes and replay them at the same time: two readers of the same open files.
+    let mut m = BackupManifest::new(opts.id.clone(), chain_id, opts.now, backup_type);
+    m.parent_id = parent_id;
+    m.description.clone_from(&opts.description);
+    m.size_bytes = files.iter().map(|f| f.size).sum();
+    m.stored_bytes = counters.stored_bytes;
+    m.vector_count = vector_count;
+    m.dimension = report.dimension;
+    m.distance = report.distance;
+    m.snapshot = report
+        .snapshot
+        .as_ref()
+        .map(|(file, info)| SnapshotSummary {
+            file: file.clone(),
+            version: info.version,
+            layout: format!("{:?}", info.layout),
+            timestamp: info.timestamp,
+            last_wal_seq: info.last_wal_seq,
+            doc_count: info.documents,
+        });
+    m.wal = wal_summary(&report);
+    m.source = dir.display().to_string();
+    m.tool_version.clone_from(&opts.tool_version);
+    m.skipped = skipped_files(&state.listing, &files);
+    m.files = files;
+    let backup = repo.commit_manifest(&m)?;
+    Ok(CreateReport {
+        backup,
+        stats: counters,
+        attempts,
+    })
+}
+
+/// Stores the captured files in the chain and, at the same time on a second thread, replays
+/// them (two readers of the same open files) to learn what state they recover to.
+fn store_and_replay(
+    store: &ChainStore,
+    state: &OpenState,
+    dir: &Path,
+) -> Result<(Vec<FileEntry>, StoreStats, RecoveryReport, u64)> {
+    let mut counters = StoreStats::default();
     let (stored, recovered) = std::thread::scope(|s| {
         let replay = s.spawn(|| -> Result<(RecoveryReport, u64)> {
             let mut src = OpenState {
@@ -270,75 +316,40 @@ pub fn create_backup(repo: &Repository, opts: &CreateOptions) -> Result<CreateRe
             )?;
             Ok((report, ids.len() as u64))
         });
-        let mut files = Vec::new();
         let stored = (|| -> Result<Vec<FileEntry>> {
-            files.push(store.store_file(
+            let mut files = vec![store.store_file(
                 state.manifest_bytes.as_slice(),
                 "MANIFEST",
                 FileKind::Manifest,
-                &mut stats,
-            )?);
+                &mut counters,
+            )?];
             for (name, kind, file, len) in &state.files {
                 files.push(store.store_file(
                     PrefixReader::new(file, *len),
                     name,
                     *kind,
-                    &mut stats,
+                    &mut counters,
                 )?);
             }
             Ok(files)
         })();
-        let recovered = replay.join().expect("replay thread panicked");
-        (stored, recovered)
+        (stored, replay.join().expect("replay thread panicked"))
     });
-    let mut files = stored?;
-    for f in &mut files {
-        f.wal_index = indexes.remove(&f.name);
-    }
-    let (report, vector_count) = recovered?;
-    store.sync()?;
+    let files = stored?;
+    let (report, count) = recovered?;
+    Ok((files, counters, report, count))
+}
 
-    let captured: BTreeMap<&str, ()> = files.iter().map(|f| (f.name.as_str(), ())).collect();
-    let skipped = state
-        .listing
+fn skipped_files(listing: &[String], captured: &[FileEntry]) -> Vec<SkippedFile> {
+    let captured: BTreeSet<&str> = captured.iter().map(|f| f.name.as_str()).collect();
+    listing
         .iter()
-        .filter(|n| !captured.contains_key(n.as_str()))
+        .filter(|n| !captured.contains(n.as_str()))
         .map(|n| SkippedFile {
             name: n.clone(),
             reason: skip_reason(n).to_string(),
         })
-        .collect();
-
-    let mut m = BackupManifest::new(opts.id.clone(), chain_id, opts.now, backup_type);
-    m.parent_id = parent_id;
-    m.description.clone_from(&opts.description);
-    m.size_bytes = files.iter().map(|f| f.size).sum();
-    m.stored_bytes = stats.stored_bytes;
-    m.vector_count = vector_count;
-    m.dimension = report.dimension;
-    m.distance = report.distance;
-    m.snapshot = report
-        .snapshot
-        .as_ref()
-        .map(|(file, info)| SnapshotSummary {
-            file: file.clone(),
-            version: info.version,
-            layout: format!("{:?}", info.layout),
-            timestamp: info.timestamp,
-            last_wal_seq: info.last_wal_seq,
-            doc_count: info.documents,
-        });
-    m.wal = wal_summary(&report);
-    m.source = dir.display().to_string();
-    m.tool_version.clone_from(&opts.tool_version);
-    m.files = files;
-    m.skipped = skipped;
-    let backup = repo.commit_manifest(&m)?;
-    Ok(CreateReport {
-        backup,
-        stats,
-        attempts,
-    })
+        .collect()
 }
 
 /// Summarises the WAL entries a recovery read (all captured entries, applied or not).

@@ -19,7 +19,7 @@ pub enum Error {
     /// A KyroDB file or repository encoding could not be decoded.
     #[error(transparent)]
     Format(#[from] kyrodb_backup_format::Error),
-    /// The backup directory holds no kyrodb_backup repository.
+    /// The backup directory holds no `kyrodb_backup` repository.
     #[error("{} is not a kyrodb_backup repository", .0.display())]
     NotARepository(PathBuf),
     /// The repository was written by a newer tool.

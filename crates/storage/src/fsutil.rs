@@ -96,6 +96,6 @@ pub fn atomic_write(dest: &Path, bytes: &[u8], sync_dir: bool) -> Result<()> {
 pub fn open_no_follow(path: &Path) -> std::io::Result<File> {
     OpenOptions::new()
         .read(true)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits().cast_signed())
         .open(path)
 }

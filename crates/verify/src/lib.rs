@@ -128,6 +128,44 @@ impl FileSource for StoredSource<'_> {
     }
 }
 
+/// What the recovered state says against what the manifest recorded.
+fn compare_with_manifest(
+    report: &kyrodb_backup_format::RecoveryReport,
+    count: u64,
+    m: &kyrodb_backup_format::BackupManifest,
+) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let mut note = |message: String| {
+        problems.push(Problem {
+            file: None,
+            message,
+        })
+    };
+    if count != m.vector_count {
+        note(format!(
+            "recovers to {count} documents, the manifest recorded {}",
+            m.vector_count
+        ));
+    }
+    let snap = report
+        .snapshot
+        .as_ref()
+        .map(|(f, i)| (f.clone(), i.last_wal_seq));
+    let recorded = m
+        .snapshot
+        .as_ref()
+        .map(|s| (s.file.clone(), s.last_wal_seq));
+    if snap != recorded {
+        note(format!(
+            "snapshot {snap:?} differs from the manifest's {recorded:?}"
+        ));
+    }
+    if wal_summary(report) != m.wal {
+        note("WAL coverage differs from the manifest's".into());
+    }
+    problems
+}
+
 /// Checks one backup completely; see the crate documentation. Never fails: everything found
 /// is in the returned [`BackupCheck`].
 pub fn verify_backup(repo: &Repository, backup: &StoredBackup) -> BackupCheck {
@@ -174,35 +212,7 @@ pub fn verify_backup(repo: &Repository, backup: &StoredBackup) -> BackupCheck {
         Ok(report) => {
             let count = ids.len() as u64;
             check.vector_count = Some(count);
-            if count != m.vector_count {
-                problems.push(Problem {
-                    file: None,
-                    message: format!(
-                        "recovers to {count} documents, the manifest recorded {}",
-                        m.vector_count
-                    ),
-                });
-            }
-            let snap = report
-                .snapshot
-                .as_ref()
-                .map(|(f, i)| (f.clone(), i.last_wal_seq));
-            let recorded = m
-                .snapshot
-                .as_ref()
-                .map(|s| (s.file.clone(), s.last_wal_seq));
-            if snap != recorded {
-                problems.push(Problem {
-                    file: None,
-                    message: format!("snapshot {snap:?} differs from the manifest's {recorded:?}"),
-                });
-            }
-            if wal_summary(&report) != m.wal {
-                problems.push(Problem {
-                    file: None,
-                    message: "WAL coverage differs from the manifest's".into(),
-                });
-            }
+            problems.extend(compare_with_manifest(&report, count, m));
         }
         Err(e) => {
             let message = e.to_string();
