@@ -138,3 +138,12 @@ pub fn expected_json(fixture: &str) -> serde_json::Value {
         .unwrap()
         .to_expected_json()
 }
+
+/// The binary as a plain `std::process::Command` (for spawning and killing).
+pub fn kb_process() -> std::process::Command {
+    let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("kyrodb_backup"));
+    c.env_remove("KYRODB_DATA_DIR")
+        .env_remove("KYRODB_BACKUP_DIR")
+        .env_remove("BACKUP_ALLOW_CLEAR");
+    c
+}

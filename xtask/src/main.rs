@@ -10,18 +10,29 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, ensure, Context, Result};
-use kyrodb_backup_format::{recover, DirSource, FullState, RecoveryOptions};
+use kyrodb_backup_format::{
+    recover, write_v4_snapshot, DataDirManifest, DirSource, DistanceMetric, FullState,
+    RecoveryOptions, V4SnapshotOptions, WalEntry, WalLayout, WalOp, WalWriter,
+};
 
 fn main() -> Result<()> {
     let task = std::env::args().nth(1).unwrap_or_default();
-    if task == "e2e" {
-        return e2e();
+    let rest: Vec<String> = std::env::args().skip(2).collect();
+    match task.as_str() {
+        "e2e" => e2e(),
+        "gen-data" => gen_data(&rest),
+        _ => {
+            eprintln!("{USAGE}");
+            bail!("unknown task {task:?}")
+        }
     }
-    eprintln!(
-        "usage: cargo xtask <task>\n\ntasks:\n  e2e    back up, restore and compare every fixture"
-    );
-    bail!("unknown task {task:?}")
 }
+
+const USAGE: &str = "usage: cargo xtask <task>
+
+tasks:
+  e2e       back up, restore and compare every fixture
+  gen-data  DIR [--vectors N] [--dim D] [--wal-segments K] [--wal-mb M]";
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -155,5 +166,95 @@ fn e2e() -> Result<()> {
         }
     }
     ensure!(failures == 0, "{failures} fixtures failed end to end");
+    Ok(())
+}
+
+/// A small deterministic generator (`SplitMix64`), so generated data is the same on every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A random unit vector of `dim` values.
+    fn unit(&mut self, dim: u64) -> Vec<f32> {
+        let v: Vec<f32> = (0..dim)
+            .map(|_| (self.next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5)
+            .collect();
+        let norm = v
+            .iter()
+            .map(|x| x * x)
+            .sum::<f32>()
+            .sqrt()
+            .max(f32::MIN_POSITIVE);
+        v.into_iter().map(|x| x / norm).collect()
+    }
+}
+
+fn flag(args: &[String], name: &str, default: u64) -> Result<u64> {
+    match args.iter().position(|a| a == name) {
+        None => Ok(default),
+        Some(i) => args
+            .get(i + 1)
+            .context(format!("{name} needs a value"))?
+            .parse()
+            .context(format!("{name} needs a number")),
+    }
+}
+
+/// Writes an engine-format data directory; see the crate documentation.
+fn gen_data(args: &[String]) -> Result<()> {
+    let dir = PathBuf::from(args.first().context("gen-data needs a directory")?);
+    let vectors = flag(args, "--vectors", 600_000)?;
+    let dim = flag(args, "--dim", 384)?;
+    let segments = flag(args, "--wal-segments", 4)?;
+    let wal_mb = flag(args, "--wal-mb", 16)?;
+    fs::create_dir_all(&dir)?;
+    let ts = 1_795_000_000;
+    let snapshot = "snapshot_1795000000000000.snap".to_string();
+    let w = std::io::BufWriter::with_capacity(1 << 20, fs::File::create(dir.join(&snapshot))?);
+    let opts = V4SnapshotOptions {
+        timestamp: ts,
+        dimension: dim,
+        distance: DistanceMetric::Cosine,
+        last_wal_seq: vectors,
+        count: vectors,
+    };
+    write_v4_snapshot(w, &opts, |i| (i + 1, Rng(i).unit(dim), Vec::new()))?;
+    let mut rng = Rng(vectors);
+    let mut seq = vectors;
+    let mut names = Vec::new();
+    for s in 0..segments {
+        let name = format!("wal_{}.wal", 1_795_000_000_000_000 + s + 1);
+        let f = std::io::BufWriter::new(fs::File::create(dir.join(&name))?);
+        let mut w = WalWriter::new(f)?;
+        let mut written = 4;
+        while written < wal_mb << 20 {
+            seq += 1;
+            let e = WalEntry {
+                op: WalOp::Insert,
+                doc_id: seq,
+                embedding: rng.unit(dim),
+                metadata: vec![("batch".into(), s.to_string())],
+                seq_no: seq,
+                timestamp: ts + 1 + (seq - vectors) / 100,
+            };
+            w.append(&e, WalLayout::W3)?;
+            written += 8 + 4 + 8 + 8 + 4 * dim + 8 + 8 + 5 + 8 + s.to_string().len() as u64 + 16;
+        }
+        std::io::Write::flush(&mut w.into_inner())?;
+        names.push(name);
+    }
+    let manifest = DataDirManifest::modern(Some(snapshot), Some(vectors), names, ts);
+    fs::write(dir.join("MANIFEST"), manifest.to_bytes())?;
+    println!(
+        "wrote {} ({vectors} vectors of dimension {dim}, {segments} WAL segments of ~{wal_mb} MiB, last seq {seq})",
+        dir.display()
+    );
     Ok(())
 }

@@ -30,9 +30,13 @@ impl Ctx<'_> {
 }
 
 fn now() -> u64 {
+    now_precise().0
+}
+
+fn now_precise() -> (u64, u32) {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+        .map_or((0, 0), |d| (d.as_secs(), d.subsec_nanos()))
 }
 
 /// Runs the parsed command line.
@@ -78,10 +82,12 @@ fn create(ctx: &Ctx, a: &CreateArgs) -> Result<Outcome> {
         (true, Some(r)) => Some(repo.find(r)?),
         (true, None) => bail!("--incremental needs --reference <ID|latest>"),
     };
+    let (now, now_subsec_nanos) = now_precise();
     let opts = CreateOptions {
         data_dir: ctx.cli.data_dir.clone(),
         id: uuid::Uuid::new_v4().to_string(),
-        now: now(),
+        now,
+        now_subsec_nanos,
         description: a.description.clone(),
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
         parent: parent.map(|p| p.manifest),
@@ -153,7 +159,7 @@ fn list(ctx: &Ctx) -> Result<Outcome> {
     );
     for b in &listing.backups {
         let m = &b.manifest;
-        println!(
+        let line = format!(
             "{:<36}  {:<20}  {:<11}  {:>10}  {:>10}  {}",
             m.id,
             utc(m.timestamp),
@@ -162,6 +168,7 @@ fn list(ctx: &Ctx) -> Result<Outcome> {
             m.vector_count,
             m.description
         );
+        println!("{}", line.trim_end());
     }
     Ok(Outcome::Done)
 }

@@ -48,7 +48,8 @@ pub use kyro_recovery::{
     SegmentReport, StateSink,
 };
 pub use kyro_snapshot::{
-    Snapshot, SnapshotHeader, SnapshotInfo, SnapshotLayout, SnapshotReader, SNAPSHOT_MAGIC,
+    write_v4_snapshot, Snapshot, SnapshotHeader, SnapshotInfo, SnapshotLayout, SnapshotReader,
+    V4SnapshotOptions, SNAPSHOT_MAGIC,
 };
 pub use kyro_types::{AnnSearchMode, DistanceMetric, Metadata, WalOp};
 pub use kyro_wal::{

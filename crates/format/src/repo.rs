@@ -332,6 +332,9 @@ pub struct BackupManifest {
     pub chain_id: String,
     /// Unix second the backup was taken.
     pub timestamp: u64,
+    /// Nanoseconds within that second: orders backups taken in the same second.
+    #[serde(default)]
+    pub subsec_nanos: u32,
     /// Full or incremental.
     pub backup_type: BackupType,
     /// The backup this one was made against (incrementals only).
@@ -371,6 +374,7 @@ impl BackupManifest {
             id,
             chain_id,
             timestamp,
+            subsec_nanos: 0,
             backup_type,
             parent_id: None,
             description: String::new(),

@@ -29,6 +29,8 @@ pub struct CreateOptions {
     pub id: String,
     /// The Unix second the backup is taken.
     pub now: u64,
+    /// Nanoseconds within that second (orders backups of the same second).
+    pub now_subsec_nanos: u32,
     /// Operator's description.
     pub description: String,
     /// Version of the tool, recorded in the manifest.
@@ -255,6 +257,7 @@ pub fn create_backup(repo: &Repository, opts: &CreateOptions) -> Result<CreateRe
     store.sync()?;
 
     let mut m = BackupManifest::new(opts.id.clone(), chain_id, opts.now, backup_type);
+    m.subsec_nanos = opts.now_subsec_nanos;
     m.parent_id = parent_id;
     m.description.clone_from(&opts.description);
     m.size_bytes = files.iter().map(|f| f.size).sum();

@@ -68,7 +68,7 @@ pub struct StoredBackup {
 /// What listing the repository found: backups newest first, and files it could not read.
 #[derive(Debug, Default)]
 pub struct Listing {
-    /// Readable backups, newest first (ties broken by id).
+    /// Readable backups, newest first (by second, then sub-second, then id).
     pub backups: Vec<StoredBackup>,
     /// Manifest files that failed to load, with why.
     pub problems: Vec<(PathBuf, Error)>,
@@ -258,9 +258,9 @@ impl Repository {
             }
         }
         listing.backups.sort_by(|a, b| {
-            b.manifest
-                .timestamp
-                .cmp(&a.manifest.timestamp)
+            let key = |x: &StoredBackup| (x.manifest.timestamp, x.manifest.subsec_nanos);
+            key(b)
+                .cmp(&key(a))
                 .then_with(|| b.manifest.id.cmp(&a.manifest.id))
         });
         Ok(listing)

@@ -139,7 +139,7 @@ fn compare_with_manifest(
         problems.push(Problem {
             file: None,
             message,
-        })
+        });
     };
     if count != m.vector_count {
         note(format!(

@@ -1,0 +1,207 @@
+//! Pins the text and JSON the CLI prints, and the hint of each documented failure (insta).
+//! Ids, times, hashes and temporary paths are replaced by placeholders.
+
+mod common;
+
+use common::*;
+
+fn settings(tmp: &std::path::Path) -> insta::Settings {
+    let mut s = insta::Settings::clone_current();
+    s.add_filter(&regex_escape(&tmp.display().to_string()), "[TMP]");
+    s.add_filter(
+        r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
+        "[ID]",
+    );
+    s.add_filter(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", "[TIME]");
+    s.add_filter(
+        r#""(timestamp|recovered_to)": 1[7-9]\d{8}"#,
+        r#""$1": [NOW]"#,
+    );
+    s.add_filter(r"\(1[7-9]\d{8}\)", "([NOW])");
+    s.add_filter(r"[0-9a-f]{32}", "[HASH]");
+    s.add_filter(r"previous-\d+", "previous-[NOW]");
+    s.add_filter(r"is \d+s old", "is [AGE] old");
+    s.add_filter(r"process \d+ \(\w+\)", "process [PID] ([CMD])");
+    s
+}
+
+fn regex_escape(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            if "\\.+*?()|[]{}^$".contains(c) {
+                vec!['\\', c]
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = kb().args(args).envs(env.iter().copied()).output().unwrap();
+    format!(
+        "exit: {}\n--- stdout\n{}--- stderr\n{}",
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn output_of_every_command() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let repo = tmp.path().join("backups");
+    copy_fixture_data("v4-rotated", &data);
+    let d = data.to_str().unwrap();
+    let r = repo.to_str().unwrap();
+    let _guard = settings(tmp.path()).bind_to_scope();
+
+    insta::assert_snapshot!(
+        "create_text",
+        run(
+            &[
+                "--data-dir",
+                d,
+                "--backup-dir",
+                r,
+                "create",
+                "--description",
+                "nightly"
+            ],
+            &[]
+        )
+    );
+    insta::assert_snapshot!(
+        "create_json",
+        run(
+            &[
+                "--data-dir",
+                d,
+                "--backup-dir",
+                r,
+                "create",
+                "--incremental",
+                "--reference",
+                "latest",
+                "--format",
+                "json"
+            ],
+            &[]
+        )
+    );
+    let list = kb()
+        .args(["--backup-dir", r, "list", "--format", "json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let full = v[1]["id"].as_str().unwrap().to_string();
+    insta::assert_snapshot!("list_text", run(&["--backup-dir", r, "list"], &[]));
+    insta::assert_snapshot!("show_text", run(&["--backup-dir", r, "show", &full], &[]));
+    insta::assert_snapshot!(
+        "verify_text",
+        run(&["--backup-dir", r, "verify", &full[..8]], &[])
+    );
+    let target = tmp.path().join("restored");
+    let t = target.to_str().unwrap();
+    insta::assert_snapshot!(
+        "restore_json",
+        run(
+            &[
+                "--backup-dir",
+                r,
+                "--data-dir",
+                t,
+                "restore",
+                "--backup-id",
+                &full,
+                "--format",
+                "json"
+            ],
+            &[]
+        )
+    );
+    insta::assert_snapshot!(
+        "restore_refused",
+        run(
+            &[
+                "--backup-dir",
+                r,
+                "--data-dir",
+                t,
+                "restore",
+                "--backup-id",
+                &full
+            ],
+            &[]
+        )
+    );
+    insta::assert_snapshot!(
+        "restore_text_keep_previous",
+        run(
+            &[
+                "--backup-dir",
+                r,
+                "--data-dir",
+                t,
+                "restore",
+                "--backup-id",
+                &full,
+                "--keep-previous"
+            ],
+            &[("BACKUP_ALLOW_CLEAR", "true")]
+        )
+    );
+    insta::assert_snapshot!(
+        "check_text",
+        run(&["--backup-dir", r, "check", "--max-age", "1d"], &[])
+    );
+}
+
+#[test]
+fn hints_of_documented_failures() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("backups");
+    let r = repo.to_str().unwrap();
+    let _guard = settings(tmp.path()).bind_to_scope();
+    insta::assert_snapshot!("no_repository", run(&["--backup-dir", r, "list"], &[]));
+    insta::assert_snapshot!(
+        "not_a_data_dir",
+        run(
+            &[
+                "--backup-dir",
+                r,
+                "--data-dir",
+                tmp.path().to_str().unwrap(),
+                "create"
+            ],
+            &[]
+        )
+    );
+    std::fs::create_dir_all(&repo).unwrap();
+    insta::assert_snapshot!(
+        "reference_latest_without_backups",
+        run(
+            &[
+                "--backup-dir",
+                r,
+                "--data-dir",
+                tmp.path().to_str().unwrap(),
+                "create",
+                "--incremental",
+                "--reference",
+                "latest"
+            ],
+            &[]
+        )
+    );
+    insta::assert_snapshot!(
+        "unknown_id",
+        run(&["--backup-dir", r, "show", "deadbeef"], &[])
+    );
+    insta::assert_snapshot!("short_id", run(&["--backup-dir", r, "show", "dead"], &[]));
+    insta::assert_snapshot!(
+        "check_no_backup",
+        run(&["--backup-dir", r, "check", "--max-age", "26h"], &[])
+    );
+}
