@@ -48,6 +48,7 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> String {
 }
 
 #[test]
+#[allow(clippy::too_many_lines)] // one scenario, step by step, each output pinned
 fn output_of_every_command() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");

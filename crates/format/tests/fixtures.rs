@@ -312,7 +312,7 @@ fn truncation_is_an_error_for_snapshots_and_a_whole_frame_prefix_for_the_engine(
         let bytes = fs::read(&path).unwrap();
         let full = read_wal_strict(&bytes).unwrap();
         let ends: Vec<u64> = std::iter::once(4)
-            .chain(full.iter().map(|f| f.end()))
+            .chain(full.iter().map(kyrodb_backup_format::WalFrame::end))
             .collect();
         for n in 0..bytes.len() {
             let cut = &bytes[..n];
