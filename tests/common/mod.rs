@@ -147,3 +147,70 @@ pub fn kb_process() -> std::process::Command {
         .env_remove("BACKUP_ALLOW_CLEAR");
     c
 }
+
+/// The state at second `t` by the fixture's own log: the replay of the `ops.jsonl` lines with
+/// `ts <= t` (`update` merges its `meta` into the document's), rendered like `expected.json`.
+pub fn ops_state_at(fixture: &str, t: u64) -> serde_json::Value {
+    let text =
+        fs::read_to_string(fixtures().join("kyrodb").join(fixture).join("ops.jsonl")).unwrap();
+    let mut docs: BTreeMap<
+        u64,
+        (
+            serde_json::Value,
+            serde_json::Map<String, serde_json::Value>,
+        ),
+    > = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let op: serde_json::Value = serde_json::from_str(line).unwrap();
+        if op["ts"].as_u64().unwrap() > t {
+            continue;
+        }
+        let id = op["id"].as_u64().unwrap();
+        match op["op"].as_str().unwrap() {
+            "insert" => {
+                let meta = op["meta"].as_object().cloned().unwrap_or_default();
+                docs.insert(id, (op["emb"].clone(), meta));
+            }
+            "delete" => {
+                docs.remove(&id);
+            }
+            "update" => {
+                if let Some(d) = docs.get_mut(&id) {
+                    for (k, v) in op["meta"].as_object().unwrap() {
+                        d.1.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+            other => panic!("unknown op {other}"),
+        }
+    }
+    let docs: serde_json::Map<String, serde_json::Value> = docs
+        .into_iter()
+        .map(|(id, (emb, meta))| {
+            (
+                id.to_string(),
+                serde_json::json!({"emb": emb, "meta": meta}),
+            )
+        })
+        .collect();
+    let v = serde_json::json!({"count": docs.len(), "docs": docs});
+    kyrodb_backup_format::FullState::from_expected_json(&v)
+        .unwrap()
+        .to_expected_json()
+}
+
+/// The `ts` range of a fixture's `ops.jsonl`.
+pub fn ops_time_range(fixture: &str) -> (u64, u64) {
+    let text =
+        fs::read_to_string(fixtures().join("kyrodb").join(fixture).join("ops.jsonl")).unwrap();
+    let ts: Vec<u64> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["ts"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    (*ts.iter().min().unwrap(), *ts.iter().max().unwrap())
+}

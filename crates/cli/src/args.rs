@@ -77,10 +77,18 @@ pub struct CreateArgs {
 
 /// `restore` options.
 #[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("what").required(true).args(["backup_id", "point_in_time"]))]
 pub struct RestoreArgs {
     /// The backup to restore: an id or unique prefix (8+ characters).
     #[arg(long, value_name = "ID")]
-    pub backup_id: String,
+    pub backup_id: Option<String>,
+    /// Restore the state as of this second (inclusive): Unix seconds or RFC 3339
+    /// (`2025-10-20T14:30:00Z`).
+    #[arg(long, value_name = "T", value_parser = parse_time)]
+    pub point_in_time: Option<u64>,
+    /// When T cannot be rebuilt exactly, restore the latest second before it that can.
+    #[arg(long, requires = "point_in_time")]
+    pub nearest: bool,
     /// Report what would happen, change nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -106,6 +114,16 @@ pub struct CheckArgs {
     /// Oldest acceptable age of the newest backup, e.g. `90m`, `26h`, `7d`, `1h30m`.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub max_age: u64,
+}
+
+/// Parses a point in time: Unix seconds, or RFC 3339 (`2025-10-20T14:30:00Z`, any offset).
+pub fn parse_time(s: &str) -> Result<u64, String> {
+    if let Ok(n) = s.trim().parse::<u64>() {
+        return Ok(n);
+    }
+    let t = time::OffsetDateTime::parse(s.trim(), &time::format_description::well_known::Rfc3339)
+        .map_err(|e| format!("{s:?} is neither Unix seconds nor RFC 3339 ({e})"))?;
+    u64::try_from(t.unix_timestamp()).map_err(|_| format!("{s:?} is before 1970"))
 }
 
 /// Parses `90m`, `26h`, `7d`, `45s`, `1h30m` (or plain seconds) into seconds.
@@ -150,6 +168,16 @@ pub fn parse_duration(s: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::parse_duration;
+
+    #[test]
+    fn times() {
+        use super::parse_time;
+        assert_eq!(parse_time("1760970600"), Ok(1_760_970_600));
+        assert_eq!(parse_time("2025-10-20T14:30:00Z"), Ok(1_760_970_600));
+        assert_eq!(parse_time("2025-10-20T16:30:00+02:00"), Ok(1_760_970_600));
+        assert!(parse_time("2025-10-20 14:30").is_err());
+        assert!(parse_time("1969-12-31T23:59:59Z").is_err());
+    }
 
     #[test]
     fn durations() {

@@ -3,10 +3,13 @@
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
+use kyrodb_backup_chain::{recoverable_windows, resolve, PitrOptions, PitrPlan};
+use kyrodb_backup_format::{DataDirManifest, FileEntry};
 use kyrodb_backup_storage::{
-    create_backup, restore_backup, target_is_empty, CreateOptions, Error as StorageError, LockMode,
-    Repository, RestoreOptions, StoredBackup,
+    create_backup, restore as restore_set, restore_backup, target_is_empty, ChainStore,
+    CreateOptions, Error as StorageError, Expectation, LockMode, PlannedContent, PlannedFile,
+    Repository, RestoreOptions, RestoreSet, StoredBackup,
 };
 use kyrodb_backup_verify::verify_backup;
 use serde_json::{json, Value};
@@ -189,6 +192,8 @@ fn show(ctx: &Ctx, id: &str) -> Result<Outcome> {
     let b = repo.find(id)?;
     let m = &b.manifest;
     let chain = chain_of(&repo, &b)?;
+    let manifests: Vec<_> = chain.iter().map(|c| c.manifest.clone()).collect();
+    let windows = recoverable_windows(&manifests);
     if ctx.json {
         let mut v = backup_json(&b);
         v["source"] = json!(m.source);
@@ -199,6 +204,10 @@ fn show(ctx: &Ctx, id: &str) -> Result<Outcome> {
             .map(|f| json!({"name": f.name, "kind": f.kind, "size": f.size, "hash": f.hash, "chunks": f.chunks.len()}))
             .collect::<Vec<_>>());
         v["skipped"] = json!(m.skipped);
+        v["recoverable_windows"] = match &windows {
+            Ok(w) => json!(w),
+            Err(e) => json!(e.to_string()),
+        };
         v["chain"] = json!(chain
             .iter()
             .map(|c| json!({"id": c.manifest.id, "timestamp": c.manifest.timestamp, "backup_type": c.manifest.backup_type.to_string()}))
@@ -256,6 +265,21 @@ fn show(ctx: &Ctx, id: &str) -> Result<Outcome> {
     for s in &m.skipped {
         println!("  skipped {} ({})", s.name, s.reason);
     }
+    match &windows {
+        Ok(w) if w.is_empty() => println!("point in time: no second of this chain is recoverable"),
+        Ok(w) => {
+            println!("point in time: recoverable windows of this chain (inclusive)");
+            for w in w {
+                let to = if w.to == u64::MAX {
+                    "…".to_string()
+                } else {
+                    utc(w.to)
+                };
+                println!("  {} .. {}", utc(w.from), to);
+            }
+        }
+        Err(e) => println!("point in time: {e}"),
+    }
     println!("chain");
     for c in &chain {
         let marker = if c.manifest.id == m.id { "*" } else { " " };
@@ -283,8 +307,6 @@ fn restore(ctx: &Ctx, a: &RestoreArgs) -> Result<Outcome> {
     }
     let repo = open_repo(&ctx.cli.backup_dir)?;
     let _lock = repo.lock(LockMode::Shared)?;
-    let b = repo.find(&a.backup_id)?;
-    let store = repo.chain_store(&b.manifest.chain_id)?;
     let opts = RestoreOptions {
         target: target.clone(),
         allow_clear: allow,
@@ -292,12 +314,40 @@ fn restore(ctx: &Ctx, a: &RestoreArgs) -> Result<Outcome> {
         dry_run: a.dry_run,
         now: now(),
     };
-    let r = restore_backup(&store, &b, &opts)?;
+    let (r, recovered_to) = match (&a.backup_id, a.point_in_time) {
+        (Some(id), _) => {
+            let b = repo.find(id)?;
+            let store = repo.chain_store(&b.manifest.chain_id)?;
+            (restore_backup(&store, &b, &opts)?, b.manifest.timestamp)
+        }
+        (None, Some(t)) => {
+            let backups: Vec<StoredBackup> = repo.list()?.backups;
+            let manifests: Vec<_> = backups.iter().map(|b| b.manifest.clone()).collect();
+            let plan = resolve(
+                &manifests,
+                &PitrOptions {
+                    target: t,
+                    nearest: a.nearest,
+                },
+            )?;
+            if plan.recovered_to != t {
+                ctx.note(format!(
+                    "{t} is not exactly recoverable; restoring the nearest earlier second, {} ({})",
+                    plan.recovered_to,
+                    utc(plan.recovered_to)
+                ));
+            }
+            let store = repo.chain_store(&plan.chain_id)?;
+            let set = pitr_set(&store, &backups, &plan)?;
+            (restore_set(&set, &opts)?, plan.recovered_to)
+        }
+        (None, None) => bail!("give --backup-id or --point-in-time"),
+    };
     if ctx.json {
         print_json(&json!({
             "backup_id": r.backup_id,
-            "point_in_time": Value::Null,
-            "recovered_to": b.manifest.timestamp,
+            "point_in_time": a.point_in_time,
+            "recovered_to": recovered_to,
             "vector_count": r.vector_count,
             "data_dir": r.target,
             "files": r.files.iter().map(|(n, s)| json!({"name": n, "size": s})).collect::<Vec<_>>(),
@@ -313,10 +363,16 @@ fn restore(ctx: &Ctx, a: &RestoreArgs) -> Result<Outcome> {
     } else {
         "restored"
     };
+    let what = match a.point_in_time {
+        Some(_) => format!(
+            "the state as of {} ({recovered_to}) from backup",
+            utc(recovered_to)
+        ),
+        None => "backup".to_string(),
+    };
     println!(
-        "{verb} backup {} ({}) into {}: {} files, {}, {} vectors",
+        "{verb} {what} {} into {}: {} files, {}, {} vectors",
         r.backup_id,
-        utc(b.manifest.timestamp),
         r.target.display(),
         r.files.len(),
         human_bytes(r.bytes),
@@ -330,6 +386,75 @@ fn restore(ctx: &Ctx, a: &RestoreArgs) -> Result<Outcome> {
         }
     }
     Ok(Outcome::Done)
+}
+
+/// The files that rebuild a point in time: the plan's snapshot and WAL segments (the last ones
+/// cut), and a MANIFEST naming exactly those.
+fn pitr_set<'a>(
+    store: &'a ChainStore,
+    backups: &'a [StoredBackup],
+    plan: &PitrPlan,
+) -> Result<RestoreSet<'a>> {
+    let entry = |f: &kyrodb_backup_chain::PlannedFile| -> Result<&'a FileEntry> {
+        backups
+            .iter()
+            .find(|b| b.manifest.id == f.backup_id)
+            .and_then(|b| b.manifest.files.iter().find(|e| e.name == f.name))
+            .ok_or_else(|| anyhow!("backup {} lists no file {}", f.backup_id, f.name))
+    };
+    let mut files = Vec::new();
+    let mut used = Vec::new();
+    if let Some(s) = &plan.snapshot {
+        files.push(PlannedFile {
+            name: s.name.clone(),
+            content: PlannedContent::Stored {
+                store,
+                entry: entry(s)?,
+                keep_frames: None,
+            },
+        });
+        used.push(s.backup_id.clone());
+    }
+    for seg in &plan.segments {
+        files.push(PlannedFile {
+            name: seg.file.name.clone(),
+            content: PlannedContent::Stored {
+                store,
+                entry: entry(&seg.file)?,
+                keep_frames: (!seg.whole).then_some(seg.keep_entries),
+            },
+        });
+        used.push(seg.file.backup_id.clone());
+    }
+    let manifest = DataDirManifest::modern(
+        plan.snapshot.as_ref().map(|s| s.name.clone()),
+        plan.snapshot.as_ref().map(|_| plan.start_seq),
+        plan.segments.iter().map(|s| s.file.name.clone()).collect(),
+        plan.recovered_to,
+    );
+    files.insert(
+        0,
+        PlannedFile {
+            name: "MANIFEST".into(),
+            content: PlannedContent::Generated(manifest.to_bytes()),
+        },
+    );
+    // Report the newest backup the bytes come from.
+    let backup_id = backups
+        .iter()
+        .find(|b| used.contains(&b.manifest.id))
+        .or_else(|| {
+            backups
+                .iter()
+                .find(|b| b.manifest.chain_id == plan.chain_id)
+        })
+        .map(|b| b.manifest.id.clone())
+        .unwrap_or_default();
+    Ok(RestoreSet {
+        backup_id,
+        files,
+        expect: Expectation::LastSeq(plan.last_seq),
+    })
 }
 
 fn verify(ctx: &Ctx, a: &VerifyArgs) -> Result<Outcome> {

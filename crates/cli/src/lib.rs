@@ -23,6 +23,7 @@ pub use args::{
     parse_duration, CheckArgs, Cli, Command, CreateArgs, Format, RestoreArgs, VerifyArgs,
 };
 pub use commands::run;
+pub use kyrodb_backup_chain::Error as ChainError;
 pub use kyrodb_backup_storage::Error as StorageError;
 
 /// How a command that ran to its end came out.

@@ -33,4 +33,7 @@ pub use chunkstore::{ChainStore, FileReader, StoreStats, AVG_CHUNK, MAX_CHUNK, M
 pub use error::{Error, Result};
 pub use fsutil::{atomic_write, fsync_dir, DIR_MODE, FILE_MODE};
 pub use repository::{Listing, LockMode, RepoLock, Repository, StoredBackup};
-pub use restore::{process_using, restore_backup, target_is_empty, RestoreOptions, RestoreReport};
+pub use restore::{
+    process_using, restore, restore_backup, target_is_empty, Expectation, PlannedContent,
+    PlannedFile, RestoreOptions, RestoreReport, RestoreSet,
+};

@@ -1,10 +1,10 @@
 //! Restoring a backup into a data directory: build beside, check, swap.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter};
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use kyrodb_backup_format::{recover, DirSource, LiveIds, RecoveryOptions};
+use kyrodb_backup_format::{recover, DirSource, FileEntry, LiveIds, RecoveryOptions, WalReader};
 
 use crate::chunkstore::ChainStore;
 use crate::error::{Error, IoContext, Result};
@@ -155,22 +155,94 @@ fn remove_stale_staging(parent: &Path, name: &str) {
     }
 }
 
-/// Restores `backup` into `opts.target` so that the target is never half-written:
-///
-/// 1. refuses a non-empty target unless `allow_clear`, and a target in use by a process;
-/// 2. writes every file into a staging directory beside the target, checking every chunk's
-///    hash and every file's hash on the way, fsyncs them and the directory;
-/// 3. replays the staged state and checks it recovers to the backup's document count;
-/// 4. swaps staging and target in one atomic `renameat2(RENAME_EXCHANGE)` and fsyncs the parent;
-/// 5. deletes the previous contents, or keeps them as `<target>.previous-<now>`.
-///
-/// Any failure before step 4 removes the staging directory and leaves the target as it was.
+/// The content of one file of a restore.
+#[derive(Debug)]
+pub enum PlannedContent<'a> {
+    /// A stored file: whole, or (a WAL segment) cut after its first `keep_frames` frames.
+    Stored {
+        /// The chain store holding its chunks.
+        store: &'a ChainStore,
+        /// The file as its backup's manifest lists it.
+        entry: &'a FileEntry,
+        /// For a point in time: how many WAL frames to keep.
+        keep_frames: Option<u64>,
+    },
+    /// Bytes made for this restore (a MANIFEST naming exactly the restored files).
+    Generated(Vec<u8>),
+}
+
+/// A file of a restore.
+#[derive(Debug)]
+pub struct PlannedFile<'a> {
+    /// Its name in the data directory.
+    pub name: String,
+    /// Where its bytes come from.
+    pub content: PlannedContent<'a>,
+}
+
+/// What the restored state must recover to before it may replace the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expectation {
+    /// This many live documents (restore of a whole backup, whose manifest recorded it).
+    VectorCount(u64),
+    /// Replay ends at this WAL sequence number (point in time).
+    LastSeq(u64),
+}
+
+/// Everything a restore writes, and what it must recover to.
+#[derive(Debug)]
+pub struct RestoreSet<'a> {
+    /// The backup named in reports (for a point in time, the newest backup used).
+    pub backup_id: String,
+    /// The files, MANIFEST included.
+    pub files: Vec<PlannedFile<'a>>,
+    /// The check made on the staged state.
+    pub expect: Expectation,
+}
+
+impl<'a> RestoreSet<'a> {
+    /// Every file of one backup, whole.
+    pub fn whole_backup(store: &'a ChainStore, backup: &'a StoredBackup) -> Self {
+        Self {
+            backup_id: backup.manifest.id.clone(),
+            files: backup
+                .manifest
+                .files
+                .iter()
+                .map(|entry| PlannedFile {
+                    name: entry.name.clone(),
+                    content: PlannedContent::Stored {
+                        store,
+                        entry,
+                        keep_frames: None,
+                    },
+                })
+                .collect(),
+            expect: Expectation::VectorCount(backup.manifest.vector_count),
+        }
+    }
+}
+
+/// Restores every file of `backup`; see [`restore`].
 pub fn restore_backup(
     store: &ChainStore,
     backup: &StoredBackup,
     opts: &RestoreOptions,
 ) -> Result<RestoreReport> {
-    let m = &backup.manifest;
+    restore(&RestoreSet::whole_backup(store, backup), opts)
+}
+
+/// Restores `set` into `opts.target` so that the target is never half-written:
+///
+/// 1. refuses a non-empty target unless `allow_clear`, and a target in use by a process;
+/// 2. writes every file into a staging directory beside the target, checking every chunk's
+///    hash (and whole files' hashes) on the way, fsyncs them and the directory;
+/// 3. replays the staged state and checks it against [`RestoreSet::expect`];
+/// 4. swaps staging and target in one atomic `renameat2(RENAME_EXCHANGE)` and fsyncs the parent;
+/// 5. deletes the previous contents, or keeps them as `<target>.previous-<now>`.
+///
+/// Any failure before step 4 removes the staging directory and leaves the target as it was.
+pub fn restore(set: &RestoreSet<'_>, opts: &RestoreOptions) -> Result<RestoreReport> {
     let empty = target_is_empty(&opts.target)?;
     if !empty && !opts.allow_clear {
         return Err(Error::TargetNotEmpty(opts.target.clone()));
@@ -180,21 +252,25 @@ pub fn restore_backup(
     }
     let (parent, name) = resolve_target(&opts.target)?;
     let mut report = RestoreReport {
-        backup_id: m.id.clone(),
+        backup_id: set.backup_id.clone(),
         target: parent.join(&name),
-        files: m.files.iter().map(|f| (f.name.clone(), f.size)).collect(),
-        bytes: m.files.iter().map(|f| f.size).sum(),
-        vector_count: m.vector_count,
+        files: Vec::new(),
+        bytes: 0,
+        vector_count: match set.expect {
+            Expectation::VectorCount(n) => n,
+            Expectation::LastSeq(_) => 0,
+        },
         replaced: !empty,
         previous: None,
         dry_run: opts.dry_run,
     };
     if opts.dry_run {
         // Read every chunk (read-only) so a dry run says whether the real one would succeed.
-        for f in &m.files {
-            io::copy(&mut store.reader(f), &mut io::sink())
-                .map_err(|e| Error::Damaged(format!("backup {}: {}: {e}", m.id, f.name)))?;
+        for f in &set.files {
+            let n = write_content(&f.content, &mut io::sink()).map_err(|e| damage(set, f, e))?;
+            report.files.push((f.name.clone(), n));
         }
+        report.bytes = report.files.iter().map(|f| f.1).sum();
         return Ok(report);
     }
     if !parent.is_dir() {
@@ -207,13 +283,19 @@ pub fn restore_backup(
     let staging = parent.join(format!(
         ".{name}{STAGING_MARKER}{}-{}",
         std::process::id(),
-        &m.id[..8]
+        &set.backup_id[..8.min(set.backup_id.len())]
     ));
-    let built = build_staging(store, backup, &staging);
-    if let Err(e) = built {
-        let _ = fs::remove_dir_all(&staging);
-        return Err(e);
-    }
+    let built = build_staging(set, &staging);
+    let (files, count) = match built {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+    };
+    report.bytes = files.iter().map(|f| f.1).sum();
+    report.files = files;
+    report.vector_count = count;
     let swapped = (|| {
         if !empty {
             check_not_in_use(&report.target)?;
@@ -242,10 +324,70 @@ pub fn restore_backup(
     Ok(report)
 }
 
-fn build_staging(store: &ChainStore, backup: &StoredBackup, staging: &Path) -> Result<()> {
-    let m = &backup.manifest;
+fn damage(set: &RestoreSet<'_>, f: &PlannedFile<'_>, e: io::Error) -> Error {
+    Error::Damaged(format!("backup {}: {}: {e}", set.backup_id, f.name))
+}
+
+/// Passes everything read through to a writer, so a WAL reader that stops after N frames has
+/// copied exactly those frames' bytes.
+struct Copying<'w, R, W: Write> {
+    inner: R,
+    out: &'w mut W,
+    copied: u64,
+}
+
+impl<R: io::Read, W: Write> io::Read for Copying<'_, R, W> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.out.write_all(&buf[..n])?;
+        self.copied += n as u64;
+        Ok(n)
+    }
+}
+
+/// Writes one file's content; returns the bytes written.
+fn write_content(content: &PlannedContent<'_>, out: &mut impl Write) -> io::Result<u64> {
+    match content {
+        PlannedContent::Generated(bytes) => {
+            out.write_all(bytes)?;
+            Ok(bytes.len() as u64)
+        }
+        PlannedContent::Stored {
+            store,
+            entry,
+            keep_frames: None,
+        } => io::copy(&mut store.reader(entry), out),
+        PlannedContent::Stored {
+            store,
+            entry,
+            keep_frames: Some(keep),
+        } => {
+            let mut copying = Copying {
+                inner: store.reader(entry),
+                out,
+                copied: 0,
+            };
+            let bad = |e: kyrodb_backup_format::Error| {
+                io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+            };
+            let mut wal = WalReader::new(&mut copying).map_err(bad)?;
+            for i in 0..*keep {
+                if wal.next_frame().map_err(bad)?.is_none() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("holds {i} frames, {keep} needed"),
+                    ));
+                }
+            }
+            Ok(copying.copied)
+        }
+    }
+}
+
+fn build_staging(set: &RestoreSet<'_>, staging: &Path) -> Result<(Vec<(String, u64)>, u64)> {
     fs::create_dir(staging).at(staging)?;
-    for f in &m.files {
+    let mut written = Vec::new();
+    for f in &set.files {
         let path = staging.join(&f.name);
         let file = OpenOptions::new()
             .write(true)
@@ -253,9 +395,9 @@ fn build_staging(store: &ChainStore, backup: &StoredBackup, staging: &Path) -> R
             .open(&path)
             .at(&path)?;
         let mut w = BufWriter::with_capacity(1 << 20, file);
-        io::copy(&mut store.reader(f), &mut w).map_err(|e| {
+        let n = write_content(&f.content, &mut w).map_err(|e| {
             if e.kind() == io::ErrorKind::InvalidData {
-                Error::Damaged(format!("backup {}: {e}", m.id))
+                damage(set, f, e)
             } else {
                 Error::io(&path, e)
             }
@@ -264,10 +406,11 @@ fn build_staging(store: &ChainStore, backup: &StoredBackup, staging: &Path) -> R
             .into_inner()
             .map_err(|e| Error::io(&path, e.into_error()))?;
         file.sync_all().at(&path)?;
+        written.push((f.name.clone(), n));
     }
     fsync_dir(staging)?;
     let mut ids = LiveIds::default();
-    recover(
+    let report = recover(
         &mut DirSource::new(staging),
         &mut ids,
         &RecoveryOptions {
@@ -275,15 +418,30 @@ fn build_staging(store: &ChainStore, backup: &StoredBackup, staging: &Path) -> R
         },
     )
     .map_err(|e| Error::Damaged(format!("restored state does not recover: {e}")))?;
-    if ids.len() as u64 != m.vector_count {
-        return Err(Error::Damaged(format!(
-            "restored state recovers to {} documents, backup {} recorded {}",
-            ids.len(),
-            m.id,
-            m.vector_count
-        )));
+    let count = ids.len() as u64;
+    match set.expect {
+        Expectation::VectorCount(n) if n != count => Err(Error::Damaged(format!(
+            "restored state recovers to {count} documents, backup {} recorded {n}",
+            set.backup_id
+        ))),
+        Expectation::LastSeq(want) => {
+            let last = report
+                .segments
+                .iter()
+                .filter_map(|s| s.last_seq)
+                .chain(report.snapshot.as_ref().map(|s| s.1.last_wal_seq))
+                .max()
+                .unwrap_or(0);
+            if last == want {
+                Ok((written, count))
+            } else {
+                Err(Error::Damaged(format!(
+                    "restored state replays to WAL sequence {last}, the plan needs {want}"
+                )))
+            }
+        }
+        Expectation::VectorCount(_) => Ok((written, count)),
     }
-    Ok(())
 }
 
 /// Puts `staging` at `target`. Returns whether an old target was swapped out (it is then at
