@@ -187,6 +187,33 @@ fn chain_of(repo: &Repository, b: &StoredBackup) -> Result<Vec<StoredBackup>> {
     Ok(chain)
 }
 
+/// `show --format json`: the backup object plus files, chain and recoverable windows.
+fn show_json(
+    b: &StoredBackup,
+    chain: &[StoredBackup],
+    windows: &Result<Vec<kyrodb_backup_chain::Window>, kyrodb_backup_chain::Error>,
+) -> Value {
+    let m = &b.manifest;
+    let mut v = backup_json(b);
+    v["source"] = json!(m.source);
+    v["tool_version"] = json!(m.tool_version);
+    v["files"] = json!(m
+            .files
+            .iter()
+            .map(|f| json!({"name": f.name, "kind": f.kind, "size": f.size, "hash": f.hash, "chunks": f.chunks.len()}))
+            .collect::<Vec<_>>());
+    v["skipped"] = json!(m.skipped);
+    v["recoverable_windows"] = match &windows {
+        Ok(w) => json!(w),
+        Err(e) => json!(e.to_string()),
+    };
+    v["chain"] = json!(chain
+            .iter()
+            .map(|c| json!({"id": c.manifest.id, "timestamp": c.manifest.timestamp, "backup_type": c.manifest.backup_type.to_string()}))
+            .collect::<Vec<_>>());
+    v
+}
+
 fn show(ctx: &Ctx, id: &str) -> Result<Outcome> {
     let repo = open_repo(&ctx.cli.backup_dir)?;
     let b = repo.find(id)?;
@@ -195,24 +222,7 @@ fn show(ctx: &Ctx, id: &str) -> Result<Outcome> {
     let manifests: Vec<_> = chain.iter().map(|c| c.manifest.clone()).collect();
     let windows = recoverable_windows(&manifests);
     if ctx.json {
-        let mut v = backup_json(&b);
-        v["source"] = json!(m.source);
-        v["tool_version"] = json!(m.tool_version);
-        v["files"] = json!(m
-            .files
-            .iter()
-            .map(|f| json!({"name": f.name, "kind": f.kind, "size": f.size, "hash": f.hash, "chunks": f.chunks.len()}))
-            .collect::<Vec<_>>());
-        v["skipped"] = json!(m.skipped);
-        v["recoverable_windows"] = match &windows {
-            Ok(w) => json!(w),
-            Err(e) => json!(e.to_string()),
-        };
-        v["chain"] = json!(chain
-            .iter()
-            .map(|c| json!({"id": c.manifest.id, "timestamp": c.manifest.timestamp, "backup_type": c.manifest.backup_type.to_string()}))
-            .collect::<Vec<_>>());
-        print_json(&v);
+        print_json(&show_json(&b, &chain, &windows));
         return Ok(Outcome::Done);
     }
     println!("backup      {}", m.id);

@@ -267,7 +267,7 @@ pub fn restore(set: &RestoreSet<'_>, opts: &RestoreOptions) -> Result<RestoreRep
     if opts.dry_run {
         // Read every chunk (read-only) so a dry run says whether the real one would succeed.
         for f in &set.files {
-            let n = write_content(&f.content, &mut io::sink()).map_err(|e| damage(set, f, e))?;
+            let n = write_content(&f.content, &mut io::sink()).map_err(|e| damage(set, f, &e))?;
             report.files.push((f.name.clone(), n));
         }
         report.bytes = report.files.iter().map(|f| f.1).sum();
@@ -324,7 +324,7 @@ pub fn restore(set: &RestoreSet<'_>, opts: &RestoreOptions) -> Result<RestoreRep
     Ok(report)
 }
 
-fn damage(set: &RestoreSet<'_>, f: &PlannedFile<'_>, e: io::Error) -> Error {
+fn damage(set: &RestoreSet<'_>, f: &PlannedFile<'_>, e: &io::Error) -> Error {
     Error::Damaged(format!("backup {}: {}: {e}", set.backup_id, f.name))
 }
 
@@ -397,7 +397,7 @@ fn build_staging(set: &RestoreSet<'_>, staging: &Path) -> Result<(Vec<(String, u
         let mut w = BufWriter::with_capacity(1 << 20, file);
         let n = write_content(&f.content, &mut w).map_err(|e| {
             if e.kind() == io::ErrorKind::InvalidData {
-                damage(set, f, e)
+                damage(set, f, &e)
             } else {
                 Error::io(&path, e)
             }
