@@ -375,14 +375,14 @@ fn restore(ctx: &Ctx, a: &RestoreArgs) -> Result<Outcome> {
     };
     let what = match a.point_in_time {
         Some(_) => format!(
-            "the state as of {} ({recovered_to}) from backup",
-            utc(recovered_to)
+            "the state as of {} ({recovered_to}) from backup {}",
+            utc(recovered_to),
+            r.backup_id
         ),
-        None => "backup".to_string(),
+        None => format!("backup {} ({})", r.backup_id, utc(recovered_to)),
     };
     println!(
-        "{verb} {what} {} into {}: {} files, {}, {} vectors",
-        r.backup_id,
+        "{verb} {what} into {}: {} files, {}, {} vectors",
         r.target.display(),
         r.files.len(),
         human_bytes(r.bytes),
