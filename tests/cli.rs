@@ -569,3 +569,47 @@ fn a_missing_data_dir_and_a_non_kyrodb_dir_fail_with_a_hint() {
         .code(1)
         .stderr(predicate::str::contains("no MANIFEST"));
 }
+
+#[test]
+fn an_incremental_against_a_missing_reference_suggests_a_new_full_backup() {
+    let e = env("v4-basic");
+    create(&e.data, &e.repo, &[]);
+    kb().arg("--backup-dir")
+        .arg(&e.repo)
+        .arg("--data-dir")
+        .arg(&e.data)
+        .args(["create", "--incremental", "--reference", "0123abcd-0000"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("no backup matches"))
+        .stderr(predicate::str::contains("hint: create a new full backup"));
+}
+
+#[test]
+fn an_incremental_repairs_chain_chunks_that_went_missing_or_were_truncated() {
+    let e = env("v4-rotated");
+    let full = create(&e.data, &e.repo, &[]);
+    let chunks = chunk_files(&e.repo);
+    fs::remove_file(&chunks[0]).unwrap();
+    let bytes = fs::read(&chunks[1]).unwrap();
+    fs::write(&chunks[1], &bytes[..bytes.len() / 2]).unwrap();
+    kb().arg("--backup-dir")
+        .arg(&e.repo)
+        .args(["verify", full["id"].as_str().unwrap()])
+        .assert()
+        .code(3);
+    let inc = create(
+        &e.data,
+        &e.repo,
+        &["--incremental", "--reference", "latest"],
+    );
+    assert!(
+        inc["stored_bytes"].as_u64().unwrap() > 0,
+        "the two chunks were written again"
+    );
+    kb().arg("--backup-dir")
+        .arg(&e.repo)
+        .args(["verify", "--all"])
+        .assert()
+        .success();
+}

@@ -82,7 +82,12 @@ fn create(ctx: &Ctx, a: &CreateArgs) -> Result<Outcome> {
                 )
             })?)
         }
-        (true, Some(r)) => Some(repo.find(r)?),
+        (true, Some(r)) => Some(repo.find(r).map_err(|e| {
+            Hinted::new(
+                format!("--reference {r}: {e}"),
+                "create a new full backup (without --incremental) to start a new chain",
+            )
+        })?),
         (true, None) => bail!("--incremental needs --reference <ID|latest>"),
     };
     let (now, now_subsec_nanos) = now_precise();

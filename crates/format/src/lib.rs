@@ -57,8 +57,8 @@ pub use kyro_wal::{
     WAL_MAGIC,
 };
 pub use repo::{
-    decode_chunk, decode_manifest, encode_chunk, encode_manifest, is_backup_id, manifest_checksum,
-    BackupManifest, BackupType, ChunkRef, ContentHash, EncodedChunk, FileEntry, FileKind,
-    SkippedFile, SnapshotSummary, WalIndex, WalSummary, MAX_CHUNK_SIZE, MAX_MANIFEST_SIZE,
-    REPOSITORY_VERSION,
+    chunk_header, decode_chunk, decode_manifest, encode_chunk, encode_manifest, is_backup_id,
+    manifest_checksum, BackupManifest, BackupType, ChunkRef, ContentHash, EncodedChunk, FileEntry,
+    FileKind, SkippedFile, SnapshotSummary, WalIndex, WalSummary, CHUNK_HEADER_LEN, MAX_CHUNK_SIZE,
+    MAX_MANIFEST_SIZE, REPOSITORY_VERSION,
 };

@@ -25,7 +25,8 @@ pub const MAX_CHUNK_SIZE: u32 = 16 * 1024 * 1024;
 pub const MAX_MANIFEST_SIZE: u64 = 64 * 1024 * 1024;
 
 const CHUNK_MAGIC: &[u8; 4] = b"KBCK";
-const CHUNK_HEADER_LEN: usize = 12;
+/// Length of a chunk file's header.
+pub const CHUNK_HEADER_LEN: usize = 16;
 const CODEC_STORED: u8 = 0;
 const CODEC_LZ4: u8 = 1;
 const MANIFEST_MAGIC: &str = "kyrodb-backup-manifest";
@@ -96,8 +97,9 @@ pub struct EncodedChunk {
     pub compressed: bool,
 }
 
-/// Encodes a chunk file: a 12-byte header (`KBCK`, version, codec, reserved, plain length as
-/// u32 LE) then the payload, LZ4-compressed when that saves at least 1/32 of the size.
+/// Encodes a chunk file: a 16-byte header (`KBCK`, version 1, codec, two reserved zero bytes,
+/// plain length and payload length as u32 LE) then the payload, LZ4-compressed when that saves
+/// at least 1/32 of the size.
 ///
 /// The chunk's name (its [`ContentHash`] of `plain`) is its checksum: [`decode_chunk`] refuses a
 /// chunk whose decoded bytes do not hash to it.
@@ -121,10 +123,26 @@ pub fn encode_chunk(plain: &[u8]) -> Result<EncodedChunk> {
     bytes.push(codec);
     bytes.extend_from_slice(&[0, 0]);
     bytes.extend_from_slice(&plain_len.to_le_bytes());
+    bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     bytes.extend_from_slice(payload);
     Ok(EncodedChunk {
         bytes,
         compressed: codec == CODEC_LZ4,
+    })
+}
+
+/// Reads a chunk file's header: `(plain length, payload length)`, or `None` when it is not a
+/// chunk header. A file whose length is not `CHUNK_HEADER_LEN + payload length` is damaged.
+pub fn chunk_header(head: &[u8]) -> Option<(u32, u32)> {
+    (head.len() >= CHUNK_HEADER_LEN
+        && &head[..4] == CHUNK_MAGIC
+        && head[4] == 1
+        && head[6..8] == [0, 0])
+    .then(|| {
+        (
+            u32::from_le_bytes([head[8], head[9], head[10], head[11]]),
+            u32::from_le_bytes([head[12], head[13], head[14], head[15]]),
+        )
     })
 }
 
@@ -153,6 +171,13 @@ pub fn decode_chunk(stored: &[u8], expected: ContentHash, expected_len: u32) -> 
         )));
     }
     let payload = &stored[CHUNK_HEADER_LEN..];
+    let payload_len = u32::from_le_bytes([stored[12], stored[13], stored[14], stored[15]]);
+    if payload.len() as u64 != u64::from(payload_len) {
+        return Err(bad(format!(
+            "payload is {} bytes, header says {payload_len} (truncated or appended to)",
+            payload.len()
+        )));
+    }
     let plain = match stored[5] {
         CODEC_STORED => payload.to_vec(),
         CODEC_LZ4 => {

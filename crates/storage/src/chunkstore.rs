@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use kyrodb_backup_format::{
-    decode_chunk, encode_chunk, ChunkRef, ContentHash, FileEntry, FileKind, MAX_CHUNK_SIZE,
+    chunk_header, decode_chunk, encode_chunk, ChunkRef, ContentHash, FileEntry, FileKind,
+    CHUNK_HEADER_LEN, MAX_CHUNK_SIZE,
 };
 use xxhash_rust::xxh3::Xxh3;
 
@@ -71,6 +72,23 @@ impl ChainStore {
         fs::symlink_metadata(self.chunk_path(hash)).is_ok_and(|m| m.file_type().is_file())
     }
 
+    /// Whether the chunk exists as a regular file whose header and size fit its reference (a
+    /// cheap check that catches missing, truncated or overwritten chunk files; `verify` reads
+    /// and hashes them in full).
+    fn looks_intact(&self, r: ChunkRef) -> bool {
+        let path = self.chunk_path(r.hash);
+        let Ok(mut f) = open_no_follow(&path) else {
+            return false;
+        };
+        let Ok(meta) = f.metadata() else { return false };
+        let mut head = [0u8; CHUNK_HEADER_LEN];
+        meta.is_file()
+            && f.read_exact(&mut head).is_ok()
+            && chunk_header(&head).is_some_and(|(plain, payload)| {
+                plain == r.size && meta.len() == CHUNK_HEADER_LEN as u64 + u64::from(payload)
+            })
+    }
+
     /// Stores one chunk unless the chain has it; returns its reference and the bytes written.
     pub fn put(&self, plain: &[u8]) -> Result<(ChunkRef, u64)> {
         let hash = ContentHash::of(plain);
@@ -80,9 +98,11 @@ impl ChainStore {
                 Error::DataDir(format!("chunk of {} bytes is too large", plain.len()))
             })?,
         };
-        if self.contains(hash) {
+        if self.looks_intact(r) {
             return Ok((r, 0));
         }
+        // Missing, or present but visibly damaged (wrong header, size): the bytes in hand are
+        // this chunk's true content, so writing them again repairs the chain.
         let path = self.chunk_path(hash);
         let parent = path
             .parent()
