@@ -21,6 +21,7 @@ fn main() -> Result<()> {
     match task.as_str() {
         "e2e" => e2e(),
         "gen-data" => gen_data(&rest),
+        "append-wal" => append_wal(&rest),
         _ => {
             eprintln!("{USAGE}");
             bail!("unknown task {task:?}")
@@ -32,7 +33,8 @@ const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
   e2e       back up, restore and compare every fixture
-  gen-data  DIR [--vectors N] [--dim D] [--wal-segments K] [--wal-mb M]";
+  gen-data  DIR [--vectors N] [--dim D] [--wal-segments K] [--wal-mb M]
+  append-wal DIR [--mb M]   append M MiB of inserts to the newest WAL segment, as the engine would";
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -256,5 +258,54 @@ fn gen_data(args: &[String]) -> Result<()> {
         "wrote {} ({vectors} vectors of dimension {dim}, {segments} WAL segments of ~{wal_mb} MiB, last seq {seq})",
         dir.display()
     );
+    Ok(())
+}
+
+/// Appends inserts to a data dir's newest segment; see the crate documentation.
+fn append_wal(args: &[String]) -> Result<()> {
+    let dir = PathBuf::from(args.first().context("append-wal needs a directory")?);
+    let mb = flag(args, "--mb", 10)?;
+    let mut ids = kyrodb_backup_format::LiveIds::default();
+    let report = recover(
+        &mut DirSource::new(&dir),
+        &mut ids,
+        &RecoveryOptions::default(),
+    )?;
+    let last = report
+        .segments
+        .last()
+        .context("the MANIFEST lists no WAL segment")?;
+    let mut seq = report
+        .segments
+        .iter()
+        .filter_map(|s| s.last_seq)
+        .chain(report.snapshot.as_ref().map(|s| s.1.last_wal_seq))
+        .max()
+        .unwrap_or(0);
+    let dim = report.dimension.unwrap_or(384);
+    let file = fs::OpenOptions::new()
+        .append(true)
+        .open(dir.join(&last.name))?;
+    let mut out = std::io::BufWriter::new(file);
+    let mut rng = Rng(seq);
+    let mut written = 0;
+    while written < mb << 20 {
+        seq += 1;
+        let entry = WalEntry {
+            op: WalOp::Insert,
+            doc_id: seq,
+            embedding: rng.unit(dim),
+            metadata: Vec::new(),
+            seq_no: seq,
+            timestamp: 1_795_100_000,
+        };
+        let body = kyrodb_backup_format::encode_entry(&entry, WalLayout::W3);
+        std::io::Write::write_all(&mut out, &(body.len() as u32).to_le_bytes())?;
+        std::io::Write::write_all(&mut out, &body)?;
+        std::io::Write::write_all(&mut out, &crc32fast::hash(&body).to_le_bytes())?;
+        written += body.len() as u64 + 8;
+    }
+    std::io::Write::flush(&mut out)?;
+    println!("appended {written} bytes to {} (last seq {seq})", last.name);
     Ok(())
 }
