@@ -226,7 +226,7 @@ fn a_kept_incremental_keeps_its_full_even_outside_every_window() {
     assert_eq!(p.chains_removed, ["G"]);
 }
 
-/// SplitMix64: deterministic histories.
+/// `SplitMix64`: deterministic histories.
 struct Rng(u64);
 impl Rng {
     fn next(&mut self) -> u64 {
