@@ -57,6 +57,8 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Re-read, re-hash and decode every stored byte of backups.
     Verify(VerifyArgs),
+    /// Delete backups that the retention policy does not keep.
+    Prune(PruneArgs),
     /// Monitoring: fail when the newest backup is older than a limit.
     Check(CheckArgs),
 }
@@ -106,6 +108,29 @@ pub struct VerifyArgs {
     /// Verify every backup.
     #[arg(long)]
     pub all: bool,
+}
+
+/// `prune` options: how many UTC periods of each kind keep their newest backup.
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Clock hours to keep, counting the current one.
+    #[arg(long, default_value_t = 24, value_name = "N")]
+    pub keep_hourly: u32,
+    /// Calendar days to keep, counting today.
+    #[arg(long, default_value_t = 7, value_name = "N")]
+    pub keep_daily: u32,
+    /// ISO weeks to keep, counting the current one.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub keep_weekly: u32,
+    /// Calendar months to keep, counting the current one.
+    #[arg(long, default_value_t = 6, value_name = "N")]
+    pub keep_monthly: u32,
+    /// Never delete a backup younger than this many days.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub min_age_days: u32,
+    /// Show the decisions, delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `check` options.

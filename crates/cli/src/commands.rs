@@ -5,16 +5,19 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Result};
 use kyrodb_backup_chain::{recoverable_windows, resolve, PitrOptions, PitrPlan};
-use kyrodb_backup_format::{DataDirManifest, FileEntry};
+use kyrodb_backup_format::{BackupType, DataDirManifest, FileEntry};
+use kyrodb_backup_retention::{plan as retention_plan, BackupInfo, RetentionPolicy};
 use kyrodb_backup_storage::{
-    create_backup, restore as restore_set, restore_backup, target_is_empty, ChainStore,
-    CreateOptions, Error as StorageError, Expectation, LockMode, PlannedContent, PlannedFile,
-    Repository, RestoreOptions, RestoreSet, StoredBackup,
+    create_backup, prune_backups, restore as restore_set, restore_backup, target_is_empty,
+    ChainStore, CreateOptions, Error as StorageError, Expectation, LockMode, PlannedContent,
+    PlannedFile, Repository, RestoreOptions, RestoreSet, StoredBackup,
 };
 use kyrodb_backup_verify::verify_backup;
 use serde_json::{json, Value};
 
-use crate::args::{CheckArgs, Cli, Command, CreateArgs, Format, RestoreArgs, VerifyArgs};
+use crate::args::{
+    CheckArgs, Cli, Command, CreateArgs, Format, PruneArgs, RestoreArgs, VerifyArgs,
+};
 use crate::output::{backup_json, human_age, human_bytes, print_json, state_line, utc};
 use crate::{Hinted, Outcome};
 
@@ -52,6 +55,7 @@ pub fn run(cli: &Cli) -> Result<Outcome> {
         Command::Show { id } => show(&ctx, id),
         Command::Restore(a) => restore(&ctx, a),
         Command::Verify(a) => verify(&ctx, a),
+        Command::Prune(a) => prune(&ctx, a),
         Command::Check(a) => check(&ctx, a),
     }
 }
@@ -532,6 +536,87 @@ fn verify(ctx: &Ctx, a: &VerifyArgs) -> Result<Outcome> {
     } else {
         Outcome::Integrity
     })
+}
+
+fn prune(ctx: &Ctx, a: &PruneArgs) -> Result<Outcome> {
+    let repo = open_repo(&ctx.cli.backup_dir)?;
+    let _lock = repo.lock(LockMode::Exclusive)?;
+    let listing = repo.list()?;
+    for (path, e) in &listing.problems {
+        ctx.note(format!(
+            "warning: {} cannot be read and is left alone, with its chain's chunks: {e}",
+            path.display()
+        ));
+    }
+    let infos: Vec<BackupInfo> = listing
+        .backups
+        .iter()
+        .map(|b| BackupInfo {
+            id: b.manifest.id.clone(),
+            chain_id: b.manifest.chain_id.clone(),
+            timestamp: b.manifest.timestamp,
+            full: b.manifest.backup_type == BackupType::Full,
+        })
+        .collect();
+    let policy = RetentionPolicy {
+        keep_hourly: a.keep_hourly,
+        keep_daily: a.keep_daily,
+        keep_weekly: a.keep_weekly,
+        keep_monthly: a.keep_monthly,
+        min_age_days: a.min_age_days,
+    };
+    let plan = retention_plan(&infos, &policy, now());
+    let report = prune_backups(&repo, &plan.pruned, a.dry_run)?;
+    if !a.dry_run {
+        repo.remove_leftovers()?;
+    }
+    let ts_of = |id: &str| {
+        listing
+            .backups
+            .iter()
+            .find(|b| b.manifest.id == id)
+            .map_or(0, |b| b.manifest.timestamp)
+    };
+    if ctx.json {
+        print_json(&json!({
+            "dry_run": a.dry_run,
+            "kept": plan.kept.iter().map(|k| json!({"id": k.id, "timestamp": ts_of(&k.id), "reasons": k.reasons})).collect::<Vec<_>>(),
+            "pruned": plan.pruned,
+            "chains_removed": report.chains_removed,
+            "deleted_chunks": report.deleted_chunks,
+            "bytes_freed": report.bytes_freed,
+            "chains_not_collected": report.chains_not_collected.iter().map(|(c, why)| json!({"chain_id": c, "reason": why})).collect::<Vec<_>>(),
+        }));
+        return Ok(Outcome::Done);
+    }
+    for k in &plan.kept {
+        println!(
+            "keep   {}  {}  {}",
+            k.id,
+            utc(ts_of(&k.id)),
+            k.reasons.join(", ")
+        );
+    }
+    for id in &plan.pruned {
+        println!("prune  {id}  {}", utc(ts_of(id)));
+    }
+    let verb = if a.dry_run { "would prune" } else { "pruned" };
+    println!(
+        "{verb} {} of {} backups, {} chunks, {} freed{}",
+        plan.pruned.len(),
+        infos.len(),
+        report.deleted_chunks,
+        human_bytes(report.bytes_freed),
+        if report.chains_removed.is_empty() {
+            String::new()
+        } else {
+            format!(", {} chains removed", report.chains_removed.len())
+        }
+    );
+    for (chain, why) in &report.chains_not_collected {
+        println!("chain {chain}: chunks not collected ({why})");
+    }
+    Ok(Outcome::Done)
 }
 
 fn check(ctx: &Ctx, a: &CheckArgs) -> Result<Outcome> {

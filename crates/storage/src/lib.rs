@@ -32,8 +32,8 @@ pub use capture::{
 };
 pub use chunkstore::{ChainStore, FileReader, StoreStats, AVG_CHUNK, MAX_CHUNK, MIN_CHUNK};
 pub use error::{Error, Result};
-pub use prune::{prune_backups, PruneReport};
 pub use fsutil::{atomic_write, fsync_dir, DIR_MODE, FILE_MODE};
+pub use prune::{prune_backups, PruneReport};
 pub use repository::{Listing, LockMode, RepoLock, Repository, StoredBackup};
 pub use restore::{
     process_using, restore, restore_backup, target_is_empty, Expectation, PlannedContent,

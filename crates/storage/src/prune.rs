@@ -82,7 +82,12 @@ pub fn prune_backups(repo: &Repository, ids: &[String], dry_run: bool) -> Result
         .problems
         .iter()
         .filter_map(|(path, e)| {
-            let chain = path.parent()?.parent()?.file_name()?.to_string_lossy().into_owned();
+            let chain = path
+                .parent()?
+                .parent()?
+                .file_name()?
+                .to_string_lossy()
+                .into_owned();
             Some((chain, e.to_string()))
         })
         .collect();
@@ -110,7 +115,12 @@ pub fn prune_backups(repo: &Repository, ids: &[String], dry_run: bool) -> Result
             continue;
         }
         let empty = BTreeSet::new();
-        collect_chunks(&chain.path().join("chunks"), keep.unwrap_or(&empty), dry_run, &mut report)?;
+        collect_chunks(
+            &chain.path().join("chunks"),
+            keep.unwrap_or(&empty),
+            dry_run,
+            &mut report,
+        )?;
     }
     if !dry_run && !report.chains_removed.is_empty() {
         fsync_dir(&chains_dir)?;
