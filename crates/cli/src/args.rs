@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use kyrodb_backup_format::DistanceMetric;
 
 /// Backup and recovery for KyroDB data directories.
 #[derive(Debug, Parser)]
@@ -59,6 +60,8 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Delete backups that the retention policy does not keep.
     Prune(PruneArgs),
+    /// Rewrite a legacy snapshot (and WAL) in --data-dir in the current format.
+    Migrate(MigrateArgs),
     /// Monitoring: fail when the newest backup is older than a limit.
     Check(CheckArgs),
 }
@@ -91,6 +94,10 @@ pub struct RestoreArgs {
     /// When T cannot be rebuilt exactly, restore the latest second before it that can.
     #[arg(long, requires = "point_in_time")]
     pub nearest: bool,
+    /// Migrate a restored legacy snapshot to the current format with this metric
+    /// (cosine, euclidean, innerproduct).
+    #[arg(long, value_name = "METRIC")]
+    pub distance: Option<DistanceMetric>,
     /// Report what would happen, change nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -129,6 +136,18 @@ pub struct PruneArgs {
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub min_age_days: u32,
     /// Show the decisions, delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `migrate` options.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// The metric the index used (cosine, euclidean, innerproduct). A metric stored in the
+    /// snapshot wins; one that contradicts it is refused.
+    #[arg(long, value_name = "METRIC")]
+    pub distance: Option<DistanceMetric>,
+    /// Report what would change and the evidence for the metric; change nothing.
     #[arg(long)]
     pub dry_run: bool,
 }

@@ -8,17 +8,20 @@ use kyrodb_backup_chain::{recoverable_windows, resolve, PitrOptions, PitrPlan};
 use kyrodb_backup_format::{BackupType, DataDirManifest, FileEntry};
 use kyrodb_backup_retention::{plan as retention_plan, BackupInfo, RetentionPolicy};
 use kyrodb_backup_storage::{
-    create_backup, prune_backups, restore as restore_set, restore_backup, target_is_empty,
-    ChainStore, CreateOptions, Error as StorageError, Expectation, LockMode, PlannedContent,
-    PlannedFile, Repository, RestoreOptions, RestoreSet, StoredBackup,
+    create_backup, migrate_data_dir, prune_backups, restore as restore_set, restore_backup,
+    target_is_empty, ChainStore, CreateOptions, Error as StorageError, Expectation, LockMode,
+    MetricSource, MigrateOptions, MigrateReport, PlannedContent, PlannedFile, Repository,
+    RestoreOptions, RestoreSet, StoredBackup,
 };
 use kyrodb_backup_verify::verify_backup;
 use serde_json::{json, Value};
 
 use crate::args::{
-    CheckArgs, Cli, Command, CreateArgs, Format, PruneArgs, RestoreArgs, VerifyArgs,
+    CheckArgs, Cli, Command, CreateArgs, Format, MigrateArgs, PruneArgs, RestoreArgs, VerifyArgs,
 };
-use crate::output::{backup_json, human_age, human_bytes, print_json, state_line, utc};
+use crate::output::{
+    backup_json, human_age, human_bytes, metric_word, print_json, state_line, utc,
+};
 use crate::{Hinted, Outcome};
 
 struct Ctx<'a> {
@@ -56,6 +59,7 @@ pub fn run(cli: &Cli) -> Result<Outcome> {
         Command::Restore(a) => restore(&ctx, a),
         Command::Verify(a) => verify(&ctx, a),
         Command::Prune(a) => prune(&ctx, a),
+        Command::Migrate(a) => migrate(&ctx, a),
         Command::Check(a) => check(&ctx, a),
     }
 }
@@ -166,18 +170,19 @@ fn list(ctx: &Ctx) -> Result<Outcome> {
         return Ok(Outcome::Done);
     }
     println!(
-        "{:<36}  {:<20}  {:<11}  {:>10}  {:>10}  DESCRIPTION",
-        "ID", "TAKEN (UTC)", "TYPE", "SIZE", "VECTORS"
+        "{:<36}  {:<20}  {:<11}  {:>10}  {:>10}  {:<12}  DESCRIPTION",
+        "ID", "TAKEN (UTC)", "TYPE", "SIZE", "VECTORS", "METRIC"
     );
     for b in &listing.backups {
         let m = &b.manifest;
         let line = format!(
-            "{:<36}  {:<20}  {:<11}  {:>10}  {:>10}  {}",
+            "{:<36}  {:<20}  {:<11}  {:>10}  {:>10}  {:<12}  {}",
             m.id,
             utc(m.timestamp),
             m.backup_type.to_string(),
             human_bytes(m.size_bytes),
             m.vector_count,
+            metric_word(b),
             m.description
         );
         println!("{}", line.trim_end());
@@ -336,6 +341,7 @@ fn restore(ctx: &Ctx, a: &RestoreArgs) -> Result<Outcome> {
     let (r, recovered_to) = match (&a.backup_id, a.point_in_time) {
         (Some(id), _) => {
             let b = repo.find(id)?;
+            check_distance(b.manifest.distance, a.distance)?;
             let store = repo.chain_store(&b.manifest.chain_id)?;
             (restore_backup(&store, &b, &opts)?, b.manifest.timestamp)
         }
@@ -356,12 +362,44 @@ fn restore(ctx: &Ctx, a: &RestoreArgs) -> Result<Outcome> {
                     utc(plan.recovered_to)
                 ));
             }
+            let snap_distance = plan.snapshot.as_ref().and_then(|s| {
+                backups
+                    .iter()
+                    .find(|b| b.manifest.id == s.backup_id)
+                    .and_then(|b| b.manifest.distance)
+            });
+            check_distance(snap_distance, a.distance)?;
             let store = repo.chain_store(&plan.chain_id)?;
             let set = pitr_set(&store, &backups, &plan)?;
             (restore_set(&set, &opts)?, plan.recovered_to)
         }
         (None, None) => bail!("give --backup-id or --point-in-time"),
     };
+    let migrated = match (a.distance, r.dry_run) {
+        (Some(d), false) => {
+            let m = migrate_data_dir(&MigrateOptions {
+                data_dir: r.target.clone(),
+                distance: Some(d),
+                dry_run: false,
+                keep_previous: false,
+                now: now(),
+            })?;
+            (!m.already_current).then_some(m)
+        }
+        _ => None,
+    };
+    print_restore(ctx, a, &r, recovered_to, migrated.as_ref());
+    Ok(Outcome::Done)
+}
+
+/// Prints a restore's result as JSON or text.
+fn print_restore(
+    ctx: &Ctx,
+    a: &RestoreArgs,
+    r: &kyrodb_backup_storage::RestoreReport,
+    recovered_to: u64,
+    migrated: Option<&MigrateReport>,
+) {
     if ctx.json {
         print_json(&json!({
             "backup_id": r.backup_id,
@@ -375,7 +413,7 @@ fn restore(ctx: &Ctx, a: &RestoreArgs) -> Result<Outcome> {
             "previous": r.previous,
             "dry_run": r.dry_run,
         }));
-        return Ok(Outcome::Done);
+        return;
     }
     let verb = if r.dry_run {
         "would restore"
@@ -397,6 +435,13 @@ fn restore(ctx: &Ctx, a: &RestoreArgs) -> Result<Outcome> {
         human_bytes(r.bytes),
         r.vector_count
     );
+    if let Some(m) = migrated {
+        println!(
+            "migrated the restored legacy state to the current format with metric {}",
+            m.metric
+                .map_or_else(|| "-".to_string(), |x| x.0.to_string())
+        );
+    }
     if r.replaced {
         match &r.previous {
             Some(p) => println!("previous contents kept at {}", p.display()),
@@ -404,7 +449,21 @@ fn restore(ctx: &Ctx, a: &RestoreArgs) -> Result<Outcome> {
             None => println!("previous contents removed"),
         }
     }
-    Ok(Outcome::Done)
+}
+
+/// Refuses `--distance` that contradicts the metric a backup's snapshot stores.
+fn check_distance(
+    stored: Option<kyrodb_backup_format::DistanceMetric>,
+    requested: Option<kyrodb_backup_format::DistanceMetric>,
+) -> Result<()> {
+    match (stored, requested) {
+        (Some(s), Some(r)) if s != r => Err(Hinted::new(
+            format!("--distance {r} contradicts the metric {s} stored in the backup's snapshot"),
+            "leave out --distance: a snapshot that stores its metric is restored with it",
+        )
+        .into()),
+        _ => Ok(()),
+    }
 }
 
 /// The files that rebuild a point in time: the plan's snapshot and WAL segments (the last ones
@@ -615,6 +674,121 @@ fn prune(ctx: &Ctx, a: &PruneArgs) -> Result<Outcome> {
     );
     for (chain, why) in &report.chains_not_collected {
         println!("chain {chain}: chunks not collected ({why})");
+    }
+    Ok(Outcome::Done)
+}
+
+/// What the norms of the vectors suggest about the metric.
+fn suggestion(unit_norm_share: f64) -> &'static str {
+    if unit_norm_share >= 0.99 {
+        "the vectors are L2-normalized: consistent with cosine or innerproduct (identical results on normalized vectors); euclidean would rank them by a different formula"
+    } else if unit_norm_share <= 0.01 {
+        "the vectors are not normalized: the engine rejects such vectors for cosine and innerproduct unless its normalization check was disabled, so euclidean is likely"
+    } else {
+        "the norms are mixed: check the configuration the index ran with"
+    }
+}
+
+fn warn_assumed(ctx: &Ctx, r: &MigrateReport) {
+    if let (Some((name, s)), Some((_, MetricSource::Assumed))) = (&r.snapshot, r.metric) {
+        eprintln!(
+            "warning: legacy snapshot {name} (timestamp {}, {} documents) stores no distance metric; assuming cosine. If the index used another metric, search results will be wrong: pass --distance",
+            s.info.timestamp, s.info.documents
+        );
+    }
+    let _ = ctx;
+}
+
+fn migrate_json(r: &MigrateReport, data_dir: &Path) -> Value {
+    json!({
+        "data_dir": data_dir,
+        "dry_run": r.dry_run,
+        "already_current": r.already_current,
+        "snapshot": r.snapshot.as_ref().map(|(name, s)| json!({
+            "file": name,
+            "layout": format!("{:?}", s.info.layout),
+            "timestamp": s.info.timestamp,
+            "documents": s.info.documents,
+            "dimension": s.info.dimension,
+            "stored_distance": s.info.distance.map(|d| d.to_string()),
+            "unit_norm_share": s.unit_norm_share(),
+            "suggestion": suggestion(s.unit_norm_share()),
+        })),
+        "distance": r.metric.map(|m| m.0.to_string()),
+        "distance_source": r.metric.map(|m| format!("{:?}", m.1).to_lowercase()),
+        "wal_entries_read": r.wal_entries.0,
+        "wal_entries_written": r.wal_entries.1,
+        "vector_count": r.vector_count,
+        "previous": r.previous,
+    })
+}
+
+fn migrate(ctx: &Ctx, a: &MigrateArgs) -> Result<Outcome> {
+    let r = migrate_data_dir(&MigrateOptions {
+        data_dir: ctx.cli.data_dir.clone(),
+        distance: a.distance,
+        dry_run: a.dry_run,
+        keep_previous: true,
+        now: now(),
+    })?;
+    warn_assumed(ctx, &r);
+    if ctx.json {
+        print_json(&migrate_json(&r, &ctx.cli.data_dir));
+        return Ok(Outcome::Done);
+    }
+    if let Some((name, s)) = &r.snapshot {
+        println!(
+            "snapshot  {name} ({:?}, {} documents, dimension {}, taken {})",
+            s.info.layout,
+            s.info.documents,
+            s.info.dimension,
+            utc(s.info.timestamp)
+        );
+        println!(
+            "norms     {} of {} vectors ({:.1}%) have unit L2 norm (within 1e-3): {}",
+            s.unit_norm,
+            s.info.documents,
+            s.unit_norm_share() * 100.0,
+            suggestion(s.unit_norm_share())
+        );
+    } else {
+        println!("snapshot  none (the state is its WAL)");
+    }
+    match r.metric {
+        Some((m, MetricSource::Stored)) => println!("metric    {m} (stored in the snapshot)"),
+        Some((m, MetricSource::Requested)) => println!("metric    {m} (from --distance)"),
+        Some((m, MetricSource::Assumed)) => {
+            println!(
+                "metric    {m} (ASSUMED: the snapshot stores none and no --distance was given)"
+            );
+        }
+        None => {}
+    }
+    println!(
+        "wal       {} entries read, {} written as W3 (the rest are already in the snapshot)",
+        r.wal_entries.0, r.wal_entries.1
+    );
+    if r.already_current {
+        println!(
+            "nothing to do: {} is already in the current format",
+            ctx.cli.data_dir.display()
+        );
+    } else if r.dry_run {
+        println!(
+            "would migrate {} ({} vectors; checked: the migrated state replays identically)",
+            ctx.cli.data_dir.display(),
+            r.vector_count
+        );
+    } else {
+        println!(
+            "migrated {} ({} vectors, replaying identically)",
+            ctx.cli.data_dir.display(),
+            r.vector_count
+        );
+        if let Some(p) = &r.previous {
+            println!("legacy files kept at {}", p.display());
+        }
+        println!("validate with `kyrodb_backup golden check` before resuming traffic");
     }
     Ok(Outcome::Done)
 }

@@ -85,6 +85,13 @@ pub fn print_json(v: &Value) {
     );
 }
 
+/// The metric column of `list`: the stored metric, or `unknown`.
+pub fn metric_word(b: &StoredBackup) -> String {
+    b.manifest
+        .distance
+        .map_or_else(|| "unknown".to_string(), |d| d.to_string())
+}
+
 /// One line summary of a backup's recorded state, for text output.
 pub fn state_line(b: &StoredBackup) -> String {
     let m = &b.manifest;
@@ -92,9 +99,14 @@ pub fn state_line(b: &StoredBackup) -> String {
         .dimension
         .map(|d| format!(", dimension {d}"))
         .unwrap_or_default();
-    let metric = m
-        .distance
-        .map_or_else(|| "metric not recorded".to_string(), |d| d.to_string());
+    let metric = match (m.distance, &m.snapshot) {
+        (Some(d), _) => d.to_string(),
+        (None, Some(s)) if s.version < 4 => format!(
+            "metric unknown ({} snapshot stores none; restore with --distance)",
+            s.layout
+        ),
+        (None, _) => "metric not recorded (no snapshot yet)".to_string(),
+    };
     format!("{} vectors{dimension}, {metric}", m.vector_count)
 }
 

@@ -64,6 +64,14 @@ pub enum Error {
         /// What is wrong with it.
         detail: String,
     },
+    /// A requested distance metric contradicts the one a snapshot stores.
+    #[error("the snapshot stores the metric {stored}; --distance {requested} contradicts it")]
+    MetricConflict {
+        /// The metric in the snapshot.
+        stored: crate::DistanceMetric,
+        /// The metric asked for.
+        requested: crate::DistanceMetric,
+    },
     /// An error inside a named file.
     #[error("{file}: {source}")]
     InFile {

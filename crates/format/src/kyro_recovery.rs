@@ -334,3 +334,59 @@ pub fn recover(
         distance,
     })
 }
+
+/// A digest of the recovered state: per document, hashes of its embedding and of its metadata.
+/// Two states are equal exactly when their digests are (up to hash collisions), in memory
+/// proportional to the document count only.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StateDigest {
+    docs: std::collections::HashMap<u64, (u128, u128)>,
+}
+
+impl StateDigest {
+    /// Number of live documents.
+    pub fn len(&self) -> usize {
+        self.docs.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.docs.is_empty()
+    }
+}
+
+fn metadata_digest(metadata: &Metadata) -> u128 {
+    let sorted: BTreeMap<&str, &str> = metadata
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let mut bytes = Vec::new();
+    for (k, v) in sorted {
+        bytes.extend_from_slice(&(k.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(k.as_bytes());
+        bytes.extend_from_slice(&(v.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(v.as_bytes());
+    }
+    xxhash_rust::xxh3::xxh3_128(&bytes)
+}
+
+impl StateSink for StateDigest {
+    fn insert(&mut self, id: u64, embedding: Vec<f32>, metadata: Metadata) {
+        let raw: Vec<u8> = embedding.iter().flat_map(|x| x.to_le_bytes()).collect();
+        self.docs.insert(
+            id,
+            (
+                xxhash_rust::xxh3::xxh3_128(&raw),
+                metadata_digest(&metadata),
+            ),
+        );
+    }
+    fn delete(&mut self, id: u64) {
+        self.docs.remove(&id);
+    }
+    fn update_metadata(&mut self, id: u64, metadata: Metadata) {
+        if let Some(d) = self.docs.get_mut(&id) {
+            d.1 = metadata_digest(&metadata);
+        }
+    }
+}

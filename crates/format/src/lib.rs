@@ -35,6 +35,7 @@
 mod error;
 mod kyro_bincode;
 mod kyro_manifest;
+mod kyro_migrate;
 mod kyro_recovery;
 mod kyro_snapshot;
 mod kyro_types;
@@ -43,9 +44,10 @@ mod repo;
 
 pub use error::{Error, Result};
 pub use kyro_manifest::{is_snapshot_file_name, is_wal_file_name, DataDirManifest, ModernManifest};
+pub use kyro_migrate::{choose_metric, survey_snapshot, write_migrated_snapshot, SnapshotSurvey};
 pub use kyro_recovery::{
     recover, DirSource, Document, FileSource, FullState, LiveIds, RecoveryOptions, RecoveryReport,
-    SegmentReport, StateSink,
+    SegmentReport, StateDigest, StateSink,
 };
 pub use kyro_snapshot::{
     write_v4_snapshot, Snapshot, SnapshotHeader, SnapshotInfo, SnapshotLayout, SnapshotReader,

@@ -66,6 +66,9 @@ pub enum Error {
         /// The process's command name.
         command: String,
     },
+    /// A requested metric contradicts the one the data stores.
+    #[error("{0}")]
+    MetricConflict(String),
     /// A restore target that cannot be swapped atomically (a mount point, say).
     #[error("{0}")]
     Unswappable(String),
@@ -117,6 +120,9 @@ impl Error {
                     .into()
             }
             Error::DataDir(_) => "check --data-dir points at a KyroDB data directory".into(),
+            Error::MetricConflict(_) => {
+                "leave out --distance: a snapshot that stores its metric keeps it".into()
+            }
             _ => return None,
         })
     }

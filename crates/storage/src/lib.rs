@@ -23,6 +23,7 @@ mod capture;
 mod chunkstore;
 mod error;
 mod fsutil;
+mod migrate;
 mod prune;
 mod repository;
 mod restore;
@@ -33,6 +34,7 @@ pub use capture::{
 pub use chunkstore::{ChainStore, FileReader, StoreStats, AVG_CHUNK, MAX_CHUNK, MIN_CHUNK};
 pub use error::{Error, Result};
 pub use fsutil::{atomic_write, fsync_dir, DIR_MODE, FILE_MODE};
+pub use migrate::{migrate_data_dir, MetricSource, MigrateOptions, MigrateReport};
 pub use prune::{prune_backups, PruneReport};
 pub use repository::{Listing, LockMode, RepoLock, Repository, StoredBackup};
 pub use restore::{

@@ -98,7 +98,7 @@ pub fn process_using(dir: &Path) -> Option<(u32, String)> {
     None
 }
 
-fn check_not_in_use(target: &Path) -> Result<()> {
+pub(crate) fn check_not_in_use(target: &Path) -> Result<()> {
     match process_using(target) {
         Some((pid, command)) => Err(Error::InUse {
             path: target.to_path_buf(),
@@ -111,7 +111,7 @@ fn check_not_in_use(target: &Path) -> Result<()> {
 
 /// Splits a target into (parent directory, file name), resolving a symlinked target to the
 /// directory it points at, so the swap happens where the data lives.
-fn resolve_target(target: &Path) -> Result<(PathBuf, String)> {
+pub(crate) fn resolve_target(target: &Path) -> Result<(PathBuf, String)> {
     let target =
         if fs::symlink_metadata(target).is_ok() {
             fs::canonicalize(target).at(target)?
@@ -446,7 +446,7 @@ fn build_staging(set: &RestoreSet<'_>, staging: &Path) -> Result<(Vec<(String, u
 
 /// Puts `staging` at `target`. Returns whether an old target was swapped out (it is then at
 /// the staging path).
-fn swap_in(staging: &Path, target: &Path, parent: &Path) -> Result<bool> {
+pub(crate) fn swap_in(staging: &Path, target: &Path, parent: &Path) -> Result<bool> {
     use rustix::fs::{renameat_with, RenameFlags, CWD};
     let exists = fs::symlink_metadata(target).is_ok();
     if exists {

@@ -1,0 +1,316 @@
+//! `migrate`: rewriting a legacy data directory in the current layouts, atomically.
+
+use std::collections::BTreeSet;
+use std::fs::{self, File};
+use std::io::{BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use kyrodb_backup_format::{
+    choose_metric, recover, survey_snapshot, write_migrated_snapshot, DataDirManifest, DirSource,
+    DistanceMetric, RecoveryOptions, SnapshotLayout, SnapshotSurvey, StateDigest, WalLayout,
+    WalReader, WalWriter,
+};
+
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil::fsync_dir;
+use crate::restore::{check_not_in_use, resolve_target, swap_in};
+
+/// What `migrate` is asked to do.
+#[derive(Debug, Clone)]
+pub struct MigrateOptions {
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// The metric chosen by the operator, if any.
+    pub distance: Option<DistanceMetric>,
+    /// Only report; change nothing.
+    pub dry_run: bool,
+    /// Keep the legacy files beside the data dir (`<dir>.pre-migrate-<now>`); otherwise they
+    /// are deleted after the swap.
+    pub keep_previous: bool,
+    /// Unix second, for the MANIFEST and the name of the kept previous contents.
+    pub now: u64,
+}
+
+/// Where the migrated snapshot's metric came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricSource {
+    /// The snapshot stores it.
+    Stored,
+    /// The operator gave it with `--distance`.
+    Requested,
+    /// Nobody knows it: cosine was assumed, as the engine used to.
+    Assumed,
+}
+
+/// What a migration found and did.
+#[derive(Debug, Clone)]
+pub struct MigrateReport {
+    /// The snapshot's file and survey, if the state has a snapshot.
+    pub snapshot: Option<(String, SnapshotSurvey)>,
+    /// The metric of the migrated snapshot, and where it came from.
+    pub metric: Option<(DistanceMetric, MetricSource)>,
+    /// WAL entries read, and entries written (the engine would skip the rest).
+    pub wal_entries: (u64, u64),
+    /// Whether the directory was already in the current layouts (nothing to do).
+    pub already_current: bool,
+    /// Live documents before and after (equal, or the migration is refused).
+    pub vector_count: u64,
+    /// Where the legacy files were kept (a real, non-dry run that changed something).
+    pub previous: Option<PathBuf>,
+    /// Whether this was a dry run.
+    pub dry_run: bool,
+}
+
+fn segments_of(dir: &Path, manifest: &DataDirManifest) -> Result<Vec<String>> {
+    let mut listing = Vec::new();
+    for e in fs::read_dir(dir).at(dir)? {
+        listing.push(e.at(dir)?.file_name().to_string_lossy().into_owned());
+    }
+    Ok(manifest.wal_segments(&listing))
+}
+
+/// Reads every WAL entry's layout and sequence number to decide what the WAL needs.
+fn wal_needs_migration(dir: &Path, segments: &[String]) -> Result<(bool, u64, u64)> {
+    let (mut legacy, mut sequenced) = (0u64, 0u64);
+    for name in segments {
+        let path = dir.join(name);
+        let mut r = WalReader::new(BufReader::new(File::open(&path).at(&path)?))
+            .map_err(|e| e.in_file(name))?;
+        while let Some(f) = r.next_frame().map_err(|e| e.in_file(name))? {
+            if f.layout == WalLayout::W3 && f.entry.seq_no != 0 {
+                sequenced += 1;
+            } else {
+                legacy += 1;
+            }
+        }
+    }
+    if legacy > 0 && sequenced > 0 {
+        return Err(Error::DataDir(
+            "the WAL mixes entries with and without sequence numbers; migrate it by hand".into(),
+        ));
+    }
+    Ok((legacy > 0, legacy, sequenced))
+}
+
+/// Rewrites a data directory whose snapshot or WAL predates the current layouts: the snapshot
+/// as V4 with a metric (the one it stores, else `--distance`, else cosine, reported as
+/// assumed), legacy WAL entries as W3 numbered after the snapshot (dropping exactly those the
+/// engine would skip), and a JSON MANIFEST naming them. The new state is built beside the data
+/// dir, checked to replay to exactly the same documents, vectors and metadata as the old one,
+/// and swapped in atomically; the legacy files are kept beside it as `<dir>.pre-migrate-<now>`
+/// when asked.
+pub fn migrate_data_dir(opts: &MigrateOptions) -> Result<MigrateReport> {
+    let dir = &opts.data_dir;
+    let mpath = dir.join("MANIFEST");
+    let mbytes = fs::read(&mpath).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::DataDir(format!(
+                "{} has no MANIFEST: not a KyroDB data directory",
+                dir.display()
+            ))
+        } else {
+            Error::io(&mpath, e)
+        }
+    })?;
+    let manifest = DataDirManifest::parse(&mbytes).map_err(|e| e.in_file("MANIFEST"))?;
+    check_not_in_use(dir)?;
+    let mut before = StateDigest::default();
+    recover(
+        &mut DirSource::new(dir),
+        &mut before,
+        &RecoveryOptions::default(),
+    )?;
+    let segments = segments_of(dir, &manifest)?;
+    let (wal_legacy, legacy_entries, sequenced_entries) = wal_needs_migration(dir, &segments)?;
+    let snapshot = match manifest.snapshot_file() {
+        Some(name) => {
+            let path = dir.join(&name);
+            let survey = survey_snapshot(BufReader::new(File::open(&path).at(&path)?))
+                .map_err(|e| e.in_file(&name))?;
+            Some((name, survey))
+        }
+        None => None,
+    };
+    let snap_legacy = snapshot
+        .as_ref()
+        .is_some_and(|(_, s)| s.info.layout != SnapshotLayout::V4);
+    let metric = match &snapshot {
+        None => None,
+        Some((_, s)) => Some(
+            match choose_metric(s.info.distance, opts.distance)
+                .map_err(|e| Error::MetricConflict(e.to_string()))?
+            {
+                Some(m) if s.info.distance.is_some() => (m, MetricSource::Stored),
+                Some(m) => (m, MetricSource::Requested),
+                None => (DistanceMetric::Cosine, MetricSource::Assumed),
+            },
+        ),
+    };
+    let mut report = MigrateReport {
+        snapshot: snapshot.clone(),
+        metric,
+        wal_entries: (legacy_entries + sequenced_entries, 0),
+        already_current: !snap_legacy
+            && !wal_legacy
+            && matches!(manifest, DataDirManifest::Modern(_)),
+        vector_count: before.len() as u64,
+        previous: None,
+        dry_run: opts.dry_run,
+    };
+    let (parent, name) = resolve_target(dir)?;
+    let staging = parent.join(format!(".{name}.kyrodb-migrate-{}", std::process::id()));
+    let built = build(
+        dir,
+        &staging,
+        snapshot.as_ref(),
+        &segments,
+        metric,
+        opts.now,
+    );
+    let written = match built {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+    };
+    report.wal_entries.1 = written;
+    swap_checked(&staging, &parent, &name, &before, &mut report, opts)?;
+    Ok(report)
+}
+
+/// Checks the staged state replays exactly like the old one, then swaps it in (unless dry or
+/// there was nothing to do) and keeps or deletes the legacy files.
+fn swap_checked(
+    staging: &Path,
+    parent: &Path,
+    name: &str,
+    before: &StateDigest,
+    report: &mut MigrateReport,
+    opts: &MigrateOptions,
+) -> Result<()> {
+    let mut after = StateDigest::default();
+    let replayed = recover(
+        &mut DirSource::new(staging),
+        &mut after,
+        &RecoveryOptions::default(),
+    );
+    if let Err(e) = replayed {
+        let _ = fs::remove_dir_all(staging);
+        return Err(Error::DataDir(format!(
+            "the migrated state does not recover: {e}"
+        )));
+    }
+    if after != *before {
+        let _ = fs::remove_dir_all(staging);
+        return Err(Error::DataDir(
+            "the migrated state would differ from the legacy one; nothing was changed".into(),
+        ));
+    }
+    if opts.dry_run || report.already_current {
+        fs::remove_dir_all(staging).at(staging)?;
+        return Ok(());
+    }
+    check_not_in_use(&opts.data_dir)?;
+    let target = parent.join(name);
+    swap_in(staging, &target, parent)?;
+    if opts.keep_previous {
+        let kept = parent.join(format!("{name}.pre-migrate-{}", opts.now));
+        fs::rename(staging, &kept).at(&kept)?;
+        report.previous = Some(kept);
+    } else {
+        fs::remove_dir_all(staging).at(staging)?;
+    }
+    fsync_dir(parent)
+}
+
+/// Writes the migrated state into `staging`; returns the number of WAL entries written.
+fn build(
+    dir: &Path,
+    staging: &Path,
+    snapshot: Option<&(String, SnapshotSurvey)>,
+    segments: &[String],
+    metric: Option<(DistanceMetric, MetricSource)>,
+    now: u64,
+) -> Result<u64> {
+    fs::create_dir(staging).at(staging)?;
+    let mut state_files: BTreeSet<String> = segments.iter().cloned().collect();
+    state_files.insert("MANIFEST".into());
+    let mut new_snapshot = None;
+    let mut snap_cut = None;
+    if let (Some((name, survey)), Some((m, _))) = (snapshot, metric) {
+        state_files.insert(name.clone());
+        let new_name = if Path::new(name).extension().is_some_and(|e| e == "snap") {
+            name.clone()
+        } else {
+            format!("{name}.snap")
+        };
+        let src = dir.join(name);
+        let out_path = staging.join(&new_name);
+        let mut out = BufWriter::new(File::create(&out_path).at(&out_path)?);
+        write_migrated_snapshot(
+            survey,
+            BufReader::new(File::open(&src).at(&src)?),
+            m,
+            &mut out,
+        )
+        .map_err(|e| e.in_file(name))?;
+        let f = out
+            .into_inner()
+            .map_err(|e| Error::io(&out_path, e.into_error()))?;
+        f.sync_all().at(&out_path)?;
+        snap_cut = Some((survey.info.timestamp, survey.info.last_wal_seq));
+        new_snapshot = Some((new_name, survey.info.last_wal_seq));
+    }
+    // WAL: entries the engine would skip are dropped, legacy ones numbered in order.
+    let mut seq = snap_cut.map_or(0, |c| c.1);
+    let mut written = 0;
+    for name in segments {
+        let src = dir.join(name);
+        let mut r = WalReader::new(BufReader::new(File::open(&src).at(&src)?))
+            .map_err(|e| e.in_file(name))?;
+        let out_path = staging.join(name);
+        let mut w = WalWriter::new(BufWriter::new(File::create(&out_path).at(&out_path)?))?;
+        while let Some(frame) = r.next_frame().map_err(|e| e.in_file(name))? {
+            let mut e = frame.entry;
+            if e.seq_no == 0 {
+                if snap_cut.is_some_and(|(ts, _)| e.timestamp <= ts) {
+                    continue;
+                }
+                seq += 1;
+                e.seq_no = seq;
+            }
+            w.append(&e, WalLayout::W3)?;
+            written += 1;
+        }
+        let f = w
+            .into_inner()
+            .into_inner()
+            .map_err(|e| Error::io(&out_path, e.into_error()))?;
+        f.sync_all().at(&out_path)?;
+    }
+    let m = DataDirManifest::modern(
+        new_snapshot.as_ref().map(|s| s.0.clone()),
+        new_snapshot.as_ref().map(|s| s.1),
+        segments.to_vec(),
+        now,
+    );
+    let mpath = staging.join("MANIFEST");
+    let mut f = File::create(&mpath).at(&mpath)?;
+    f.write_all(&m.to_bytes()).at(&mpath)?;
+    f.sync_all().at(&mpath)?;
+    // Files that are not part of the state (old snapshots, other programs' files) stay.
+    for e in fs::read_dir(dir).at(dir)? {
+        let e = e.at(dir)?;
+        let fname = e.file_name().to_string_lossy().into_owned();
+        if state_files.contains(&fname) || !e.file_type().at(&e.path())?.is_file() {
+            continue;
+        }
+        let to = staging.join(&fname);
+        if !to.exists() {
+            fs::hard_link(e.path(), &to).at(&to)?;
+        }
+    }
+    fsync_dir(staging)?;
+    Ok(written)
+}
