@@ -62,6 +62,12 @@ pub enum Command {
     Prune(PruneArgs),
     /// Rewrite a legacy snapshot (and WAL) in --data-dir in the current format.
     Migrate(MigrateArgs),
+    /// Offline top-k validation of --data-dir: record golden queries, or check them.
+    Golden {
+        /// Create or check.
+        #[command(subcommand)]
+        action: GoldenAction,
+    },
     /// Monitoring: fail when the newest backup is older than a limit.
     Check(CheckArgs),
 }
@@ -150,6 +156,38 @@ pub struct MigrateArgs {
     /// Report what would change and the evidence for the metric; change nothing.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+/// `golden` actions.
+#[derive(Debug, Subcommand)]
+pub enum GoldenAction {
+    /// Sample stored vectors as queries and record their exact top-k under the data dir's metric.
+    Create(GoldenCreateArgs),
+    /// Recompute a golden file's queries on --data-dir; exit 3 on any difference.
+    Check {
+        /// The golden file.
+        file: PathBuf,
+    },
+}
+
+/// `golden create` options.
+#[derive(Debug, Args)]
+pub struct GoldenCreateArgs {
+    /// Number of stored vectors to use as queries.
+    #[arg(long, value_name = "N")]
+    pub queries: usize,
+    /// Results per query.
+    #[arg(long, value_name = "K")]
+    pub k: usize,
+    /// Seed of the sampling (the same seed picks the same queries).
+    #[arg(long, default_value_t = 42, value_name = "S")]
+    pub seed: u64,
+    /// Metric to use when the data dir records none (a WAL-only dir, a legacy snapshot).
+    #[arg(long, value_name = "METRIC")]
+    pub distance: Option<DistanceMetric>,
+    /// Where to write the golden file.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
 }
 
 /// `check` options.

@@ -13,11 +13,14 @@ use kyrodb_backup_storage::{
     MetricSource, MigrateOptions, MigrateReport, PlannedContent, PlannedFile, Repository,
     RestoreOptions, RestoreSet, StoredBackup,
 };
-use kyrodb_backup_verify::verify_backup;
+use kyrodb_backup_verify::{
+    golden_check, golden_create, verify_backup, GoldenError, GoldenFile, GoldenOptions,
+};
 use serde_json::{json, Value};
 
 use crate::args::{
-    CheckArgs, Cli, Command, CreateArgs, Format, MigrateArgs, PruneArgs, RestoreArgs, VerifyArgs,
+    CheckArgs, Cli, Command, CreateArgs, Format, GoldenAction, GoldenCreateArgs, MigrateArgs,
+    PruneArgs, RestoreArgs, VerifyArgs,
 };
 use crate::output::{
     backup_json, human_age, human_bytes, metric_word, print_json, state_line, utc,
@@ -60,6 +63,7 @@ pub fn run(cli: &Cli) -> Result<Outcome> {
         Command::Verify(a) => verify(&ctx, a),
         Command::Prune(a) => prune(&ctx, a),
         Command::Migrate(a) => migrate(&ctx, a),
+        Command::Golden { action } => golden(&ctx, action),
         Command::Check(a) => check(&ctx, a),
     }
 }
@@ -789,6 +793,121 @@ fn migrate(ctx: &Ctx, a: &MigrateArgs) -> Result<Outcome> {
             println!("legacy files kept at {}", p.display());
         }
         println!("validate with `kyrodb_backup golden check` before resuming traffic");
+    }
+    Ok(Outcome::Done)
+}
+
+fn threads() -> usize {
+    std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
+}
+
+fn golden(ctx: &Ctx, action: &GoldenAction) -> Result<Outcome> {
+    let dir = &ctx.cli.data_dir;
+    let no_metric = |e: GoldenError| -> anyhow::Error {
+        match e {
+            GoldenError::NoMetric => Hinted::new(
+                format!("{} records no distance metric", dir.display()),
+                "pass --distance cosine|euclidean|innerproduct",
+            )
+            .into(),
+            e => anyhow!("{}: {e}", dir.display()),
+        }
+    };
+    match action {
+        GoldenAction::Create(a) => golden_create_cmd(ctx, a, no_metric),
+        GoldenAction::Check { file } => {
+            let bytes = std::fs::read(file).map_err(|e| anyhow!("{}: {e}", file.display()))?;
+            let golden: GoldenFile = serde_json::from_slice(&bytes)
+                .map_err(|e| anyhow!("{} is not a golden file: {e}", file.display()))?;
+            let report = match golden_check(dir, &golden, threads()) {
+                Err(GoldenError::Dimension { file: f, dir: d }) => {
+                    println!("MISMATCH: the golden file has dimension {f}, the data dir {d}");
+                    return Ok(Outcome::Integrity);
+                }
+                other => other.map_err(no_metric)?,
+            };
+            if ctx.json {
+                print_json(
+                    &json!({"file": file, "data_dir": dir, "metric": golden.metric.to_string(), "k": golden.k, "report": report}),
+                );
+            } else if report.ok {
+                println!(
+                    "ok: {} queries, top-{} under {} over {} vectors: ids, order and scores match",
+                    report.queries, golden.k, golden.metric, golden.count
+                );
+            } else {
+                if let Some((want, found)) = report.metric_differs {
+                    println!(
+                        "MISMATCH: the golden file was made with {want}, the data dir uses {found}"
+                    );
+                }
+                if let Some((want, found)) = report.count_differs {
+                    println!("note: the golden file saw {want} vectors, the data dir has {found}");
+                }
+                if let Some(m) = &report.first_mismatch {
+                    let show = |x: Option<(u64, f32)>| {
+                        x.map_or_else(
+                            || "nothing".to_string(),
+                            |(id, s)| format!("id {id} score {s:.6}"),
+                        )
+                    };
+                    println!(
+                        "MISMATCH: query {} (document {}) differs at rank {}: expected {}, found {}",
+                        m.query,
+                        m.source_id,
+                        m.rank + 1,
+                        show(m.expected),
+                        show(m.found)
+                    );
+                }
+            }
+            Ok(if report.ok {
+                Outcome::Done
+            } else {
+                Outcome::Integrity
+            })
+        }
+    }
+}
+
+fn golden_create_cmd(
+    ctx: &Ctx,
+    a: &GoldenCreateArgs,
+    no_metric: impl Fn(GoldenError) -> anyhow::Error,
+) -> Result<Outcome> {
+    if a.k == 0 || a.queries == 0 {
+        bail!("--queries and --k must be at least 1");
+    }
+    let started = std::time::Instant::now();
+    let golden = golden_create(
+        &ctx.cli.data_dir,
+        &GoldenOptions {
+            queries: a.queries,
+            k: a.k,
+            seed: a.seed,
+            distance: a.distance,
+            threads: threads(),
+        },
+    )
+    .map_err(no_metric)?;
+    let mut bytes = serde_json::to_vec_pretty(&golden)?;
+    bytes.push(b'\n');
+    kyrodb_backup_storage::atomic_write(&a.out, &bytes, true)?;
+    if ctx.json {
+        print_json(
+            &json!({"out": a.out, "queries": golden.queries.len(), "k": golden.k, "metric": golden.metric.to_string(), "dimension": golden.dimension, "count": golden.count, "seconds": started.elapsed().as_secs_f64()}),
+        );
+    } else {
+        println!(
+            "wrote {}: {} queries, exact top-{} under {} over {} vectors of dimension {} ({:.2} s)",
+            a.out.display(),
+            golden.queries.len(),
+            golden.k,
+            golden.metric,
+            golden.count,
+            golden.dimension,
+            started.elapsed().as_secs_f64()
+        );
     }
     Ok(Outcome::Done)
 }

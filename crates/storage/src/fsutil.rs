@@ -84,9 +84,11 @@ pub fn atomic_write(dest: &Path, bytes: &[u8], sync_dir: bool) -> Result<()> {
     }
     result?;
     if sync_dir {
-        if let Some(parent) = dest.parent() {
-            fsync_dir(parent)?;
-        }
+        let parent = dest
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        fsync_dir(parent)?;
     }
     Ok(())
 }
