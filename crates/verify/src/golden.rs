@@ -246,7 +246,7 @@ fn top_k(
         .collect()
 }
 
-/// SplitMix64, for reproducible sampling.
+/// `SplitMix64`, for reproducible sampling.
 fn splitmix(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
     let mut z = *state;
