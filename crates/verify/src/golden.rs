@@ -111,26 +111,83 @@ pub enum GoldenError {
     },
 }
 
-/// The recovered vectors, contiguous, sorted by id.
+/// The recovered vectors, contiguous (one allocation, no per-vector overhead).
 struct Vectors {
     ids: Vec<u64>,
     data: Vec<f32>,
     dim: usize,
 }
 
+impl Vectors {
+    fn row(&self, i: usize) -> &[f32] {
+        &self.data[i * self.dim..(i + 1) * self.dim]
+    }
+}
+
+/// Collects the recovered state into contiguous storage; deletes leave holes that
+/// [`VectorSink::finish`] compacts away.
 #[derive(Default)]
 struct VectorSink {
-    docs: HashMap<u64, Vec<f32>>,
+    index: HashMap<u64, usize>,
+    ids: Vec<u64>,
+    data: Vec<f32>,
+    alive: Vec<bool>,
+    dim: Option<usize>,
+    bad_dim: Option<usize>,
 }
 
 impl StateSink for VectorSink {
     fn insert(&mut self, id: u64, embedding: Vec<f32>, _: Metadata) {
-        self.docs.insert(id, embedding);
+        let dim = *self.dim.get_or_insert(embedding.len());
+        if embedding.len() != dim {
+            self.bad_dim = Some(embedding.len());
+            return;
+        }
+        if let Some(&slot) = self.index.get(&id) {
+            self.data[slot * dim..(slot + 1) * dim].copy_from_slice(&embedding);
+            self.alive[slot] = true;
+        } else {
+            self.index.insert(id, self.ids.len());
+            self.ids.push(id);
+            self.alive.push(true);
+            self.data.extend_from_slice(&embedding);
+        }
     }
     fn delete(&mut self, id: u64) {
-        self.docs.remove(&id);
+        if let Some(&slot) = self.index.get(&id) {
+            self.alive[slot] = false;
+        }
     }
     fn update_metadata(&mut self, _: u64, _: Metadata) {}
+}
+
+impl VectorSink {
+    fn finish(mut self) -> Result<Vectors, GoldenError> {
+        let dim = self.dim.unwrap_or(0);
+        if let Some(bad) = self.bad_dim {
+            return Err(GoldenError::Dimension {
+                file: dim as u64,
+                dir: bad as u64,
+            });
+        }
+        if self.alive.iter().any(|a| !a) {
+            let mut w = 0;
+            for r in 0..self.ids.len() {
+                if self.alive[r] {
+                    self.ids[w] = self.ids[r];
+                    self.data.copy_within(r * dim..(r + 1) * dim, w * dim);
+                    w += 1;
+                }
+            }
+            self.ids.truncate(w);
+            self.data.truncate(w * dim);
+        }
+        Ok(Vectors {
+            ids: self.ids,
+            data: self.data,
+            dim,
+        })
+    }
 }
 
 fn load(dir: &Path) -> Result<(Vectors, Option<DistanceMetric>), GoldenError> {
@@ -140,34 +197,43 @@ fn load(dir: &Path) -> Result<(Vectors, Option<DistanceMetric>), GoldenError> {
         &mut sink,
         &RecoveryOptions::default(),
     )?;
-    let mut ids: Vec<u64> = sink.docs.keys().copied().collect();
-    ids.sort_unstable();
-    let dim = ids.first().map_or(0, |id| sink.docs[id].len());
-    let mut data = Vec::with_capacity(ids.len() * dim);
-    for id in &ids {
-        let v = sink.docs.remove(id).unwrap_or_default();
-        if v.len() != dim {
-            return Err(GoldenError::Dimension {
-                file: dim as u64,
-                dir: v.len() as u64,
-            });
+    Ok((sink.finish()?, report.distance))
+}
+
+/// Dot product with eight independent sums, so the compiler can use SIMD lanes.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
         }
-        data.extend_from_slice(&v);
     }
-    Ok((Vectors { ids, data, dim }, report.distance))
+    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Squared Euclidean distance, likewise.
+fn squared_distance(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            let d = x[l] - y[l];
+            acc[l] += d * d;
+        }
+    }
+    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| (x - y) * (x - y)).sum();
+    acc.iter().sum::<f32>() + tail
 }
 
 /// The engine's distance (smaller is nearer).
 fn distance(metric: DistanceMetric, q: &[f32], v: &[f32]) -> f32 {
     match metric {
-        DistanceMetric::Cosine | DistanceMetric::InnerProduct => {
-            let dot: f32 = q.iter().zip(v).map(|(a, b)| a * b).sum();
-            (1.0 - dot).max(0.0)
-        }
-        DistanceMetric::Euclidean => {
-            let ss: f32 = q.iter().zip(v).map(|(a, b)| (a - b) * (a - b)).sum();
-            ss.max(0.0).sqrt()
-        }
+        DistanceMetric::Cosine | DistanceMetric::InnerProduct => (1.0 - dot(q, v)).max(0.0),
+        DistanceMetric::Euclidean => squared_distance(q, v).max(0.0).sqrt(),
     }
 }
 
@@ -212,7 +278,7 @@ fn top_k(
                         let end = (start + 256).min(hi);
                         for (q, heap) in queries.iter().zip(heaps.iter_mut()) {
                             for i in start..end {
-                                let v = &vectors.data[i * vectors.dim..(i + 1) * vectors.dim];
+                                let v = vectors.row(i);
                                 let c = Cand(distance(metric, q, v), vectors.ids[i]);
                                 if heap.len() < k {
                                     heap.push(c);
@@ -264,7 +330,10 @@ pub fn golden_create(dir: &Path, opts: &GoldenOptions) -> Result<GoldenFile, Gol
         return Err(GoldenError::Empty);
     }
     let n = vectors.ids.len();
+    // Sample rows in id order, so the same seed picks the same documents whatever the order
+    // the state was recovered in.
     let mut picks: Vec<usize> = (0..n).collect();
+    picks.sort_unstable_by_key(|&i| vectors.ids[i]);
     let mut state = opts.seed;
     let want = opts.queries.min(n);
     for i in 0..want {
@@ -272,10 +341,7 @@ pub fn golden_create(dir: &Path, opts: &GoldenOptions) -> Result<GoldenFile, Gol
         picks.swap(i, j);
     }
     picks.truncate(want);
-    let queries: Vec<Vec<f32>> = picks
-        .iter()
-        .map(|&i| vectors.data[i * vectors.dim..(i + 1) * vectors.dim].to_vec())
-        .collect();
+    let queries: Vec<Vec<f32>> = picks.iter().map(|&i| vectors.row(i).to_vec()).collect();
     let results = top_k(&vectors, &queries, opts.k, metric, opts.threads);
     Ok(GoldenFile {
         version: 1,
