@@ -10,7 +10,7 @@ fn id(n: u64) -> String {
     format!("00000000-0000-4000-8000-{n:012x}")
 }
 
-/// A backup of chain `chain` taken at `tb`, capturing `snapshot` (ts, last_wal_seq) and WAL
+/// A backup of chain `chain` taken at `tb`, capturing `snapshot` `(ts, last_wal_seq)` and WAL
 /// segments given as (name id, [(seq, ts)]).
 fn backup(
     n: u64,
