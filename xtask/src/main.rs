@@ -4,6 +4,8 @@
 //!   into a fresh directory, and checks that the restored files are byte-identical to the
 //!   captured ones and that the state they recover to equals the engine's `expected.json`.
 
+mod fuzz;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -22,6 +24,7 @@ fn main() -> Result<()> {
         "e2e" => e2e(),
         "gen-data" => gen_data(&rest),
         "append-wal" => append_wal(&rest),
+        "fuzz" => fuzz::run(&root(), &rest),
         _ => {
             eprintln!("{USAGE}");
             bail!("unknown task {task:?}")
@@ -34,7 +37,8 @@ const USAGE: &str = "usage: cargo xtask <task>
 tasks:
   e2e       back up, restore and compare every fixture
   gen-data  DIR [--vectors N] [--dim D] [--wal-segments K] [--wal-mb M]
-  append-wal DIR [--mb M]   append M MiB of inserts to the newest WAL segment, as the engine would";
+  append-wal DIR [--mb M]   append M MiB of inserts to the newest WAL segment, as the engine would
+  fuzz [--seconds S] [TARGET...]   mutation-fuzz the decoders (snapshot, wal, manifest, repo-manifest, chunk)";
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -88,10 +88,25 @@ impl<R: Read> Fields<R> {
         Ok(n)
     }
 
+    /// Reads `n` bytes, growing the buffer as they arrive: a length field that lies (the
+    /// payload length itself may) costs memory only for bytes actually present.
+    fn byte_vec(&mut self, n: u64) -> Result<Vec<u8>> {
+        const STEP: u64 = 1 << 20;
+        let mut out = Vec::with_capacity(n.min(STEP) as usize);
+        let mut left = n;
+        while left > 0 {
+            let take = left.min(STEP) as usize;
+            let at = out.len();
+            out.resize(at + take, 0);
+            self.bytes(&mut out[at..])?;
+            left -= take as u64;
+        }
+        Ok(out)
+    }
+
     pub(crate) fn f32_vec(&mut self) -> Result<Vec<f32>> {
-        let n = self.len(4)? as usize;
-        let mut raw = vec![0u8; n * 4];
-        self.bytes(&mut raw)?;
+        let n = self.len(4)?;
+        let raw = self.byte_vec(n * 4)?;
         Ok(raw
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -99,9 +114,8 @@ impl<R: Read> Fields<R> {
     }
 
     pub(crate) fn string(&mut self) -> Result<String> {
-        let n = self.len(1)? as usize;
-        let mut raw = vec![0u8; n];
-        self.bytes(&mut raw)?;
+        let n = self.len(1)?;
+        let raw = self.byte_vec(n)?;
         String::from_utf8(raw).map_err(|_| self.malformed("a string is not valid UTF-8"))
     }
 
@@ -119,9 +133,7 @@ impl<R: Read> Fields<R> {
     /// Reads `n` remaining bytes into memory (for small tails only).
     pub(crate) fn rest(&mut self) -> Result<Vec<u8>> {
         let n = self.remaining();
-        let mut buf = vec![0u8; n as usize];
-        self.bytes(&mut buf)?;
-        Ok(buf)
+        self.byte_vec(n)
     }
 
     pub(crate) fn crc(&self) -> u32 {

@@ -463,3 +463,20 @@ fn snapshot_reader_streams_documents_with_the_header_first() {
     assert_eq!(info.layout, SnapshotLayout::V4);
     assert_eq!(info.doc_count, n);
 }
+
+#[test]
+fn lying_lengths_cost_no_memory_beyond_the_bytes_present() {
+    // Found by `cargo xtask fuzz`: a payload length and an embedding length of 2^60 made the
+    // reader allocate before reading. Now it reads what is there and reports the truncation.
+    let mut b = Vec::new();
+    b.extend_from_slice(&kyrodb_backup_format::SNAPSHOT_MAGIC.to_le_bytes());
+    b.extend_from_slice(&u64::MAX.to_le_bytes()); // payload length
+    b.extend_from_slice(&4u32.to_le_bytes()); // version
+    b.extend_from_slice(&[0; 24]); // timestamp, doc_count, dimension
+    b.extend_from_slice(&1u64.to_le_bytes()); // one document
+    b.extend_from_slice(&7u64.to_le_bytes()); // its id
+    b.extend_from_slice(&(1u64 << 60).to_le_bytes()); // its embedding length
+    b.extend_from_slice(&[0; 64]);
+    let err = Snapshot::read(b.as_slice()).unwrap_err();
+    assert!(err.to_string().contains("truncated"), "{err}");
+}

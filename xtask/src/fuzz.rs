@@ -1,0 +1,218 @@
+//! A mutation fuzzer for the decoders of untrusted bytes.
+//!
+//! `cargo fuzz` needs a nightly toolchain, which this project's machines cannot fetch, so this
+//! is the stable equivalent: seeds from `fuzz/corpus/<target>/` (the engine's fixtures and
+//! encodings of our own), mutated by bit flips, byte sets, interesting integers, truncation,
+//! insertion, deletion and splicing; each input runs the decoder under `catch_unwind`. A panic
+//! is a crash: the input is saved to `fuzz/crashes/<target>-<hash>` and the run fails. Inputs
+//! that decode successfully after mutation join the corpus in memory, so later mutations start
+//! from deeper valid structure.
+
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use kyrodb_backup_format::{
+    decode_chunk, decode_manifest, ContentHash, DataDirManifest, Snapshot, WalReader,
+};
+
+type Target = fn(&[u8]) -> bool;
+
+/// Every target: name and a function that decodes fully and says whether it succeeded.
+pub const TARGETS: [(&str, Target); 5] = [
+    ("snapshot", |b| Snapshot::read(b).is_ok()),
+    ("wal", |b| {
+        let Ok(mut r) = WalReader::new(b) else {
+            return false;
+        };
+        loop {
+            match r.next_frame() {
+                Ok(Some(_)) => {}
+                Ok(None) => return true,
+                Err(_) => return false,
+            }
+        }
+    }),
+    ("manifest", |b| DataDirManifest::parse(b).is_ok()),
+    ("repo-manifest", |b| decode_manifest(b).is_ok()),
+    ("chunk", |b| {
+        // The plain size and hash a manifest would claim are fuzzed too: taken from the tail.
+        if b.len() < 20 {
+            return false;
+        }
+        let (body, tail) = b.split_at(b.len() - 20);
+        let size = u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]);
+        let hash = u128::from_le_bytes(tail[4..20].try_into().expect("16 bytes"));
+        decode_chunk(body, ContentHash(hash), size).is_ok()
+    }),
+];
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+const INTERESTING: [u64; 10] = [
+    0,
+    1,
+    0x7F,
+    0xFF,
+    0xFFFF,
+    0x7FFF_FFFF,
+    0xFFFF_FFFF,
+    100 * 1024 * 1024 + 1,
+    u64::MAX,
+    1 << 40,
+];
+
+fn mutate(rng: &mut Rng, input: &[u8], corpus: &[Vec<u8>]) -> Vec<u8> {
+    let mut v = input.to_vec();
+    for _ in 0..=rng.below(4) {
+        let len = v.len();
+        match rng.below(8) {
+            0 if len > 0 => {
+                let i = rng.below(len);
+                v[i] ^= 1 << rng.below(8);
+            }
+            1 if len > 0 => {
+                let i = rng.below(len);
+                v[i] = rng.next() as u8;
+            }
+            2 if len >= 8 => {
+                let i = rng.below(len - 7);
+                let x = INTERESTING[rng.below(INTERESTING.len())];
+                let w = [1usize, 2, 4, 8][rng.below(4)];
+                v[i..i + w].copy_from_slice(&x.to_le_bytes()[..w]);
+            }
+            3 => v.truncate(rng.below(len + 1)),
+            4 => {
+                let i = rng.below(len + 1);
+                let n = 1 + rng.below(16);
+                let bytes: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+                v.splice(i..i, bytes);
+            }
+            5 if len > 0 => {
+                let i = rng.below(len);
+                let n = 1 + rng.below((len - i).min(64));
+                v.drain(i..i + n);
+            }
+            6 if !corpus.is_empty() => {
+                let other = &corpus[rng.below(corpus.len())];
+                if !other.is_empty() {
+                    let a = rng.below(other.len());
+                    let b = a + rng.below(other.len() - a);
+                    let at = rng.below(len + 1);
+                    v.splice(at..at, other[a..b].iter().copied());
+                }
+            }
+            _ if len > 1 => {
+                let i = rng.below(len);
+                let j = rng.below(len);
+                v.swap(i, j);
+            }
+            _ => {}
+        }
+    }
+    v
+}
+
+fn load_corpus(dir: &Path) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if let Ok(b) = fs::read(e.path()) {
+                out.push(b);
+            }
+        }
+    }
+    out
+}
+
+/// Runs every named target (all when none) for `--seconds` each (default 20), in a child
+/// process limited to 4 GiB of address space, so an input that makes a decoder allocate
+/// without bound aborts the run instead of passing unnoticed.
+pub fn run(root: &Path, args: &[String]) -> Result<()> {
+    if std::env::var_os("KYRODB_FUZZ_CHILD").is_none() {
+        let me = std::env::current_exe()?;
+        let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
+        let status = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "ulimit -v 4194304 && exec '{}' fuzz {}",
+                me.display(),
+                quoted.join(" ")
+            ))
+            .env("KYRODB_FUZZ_CHILD", "1")
+            .status()?;
+        if !status.success() {
+            bail!("fuzzing failed ({status}): a panic, or an allocation over the 4 GiB limit");
+        }
+        return Ok(());
+    }
+    let seconds: u64 = match args.iter().position(|a| a == "--seconds") {
+        Some(i) => args.get(i + 1).map_or(Ok(20), |s| s.parse())?,
+        None => 20,
+    };
+    let wanted: Vec<&str> = args
+        .iter()
+        .filter(|a| !a.starts_with("--") && a.parse::<u64>().is_err())
+        .map(String::as_str)
+        .collect();
+    // Panics are findings, not noise on the terminal.
+    std::panic::set_hook(Box::new(|_| {}));
+    let mut crashed = Vec::new();
+    for (name, target) in TARGETS {
+        if !wanted.is_empty() && !wanted.contains(&name) {
+            continue;
+        }
+        let mut corpus = load_corpus(&root.join("fuzz/corpus").join(name));
+        if corpus.is_empty() {
+            bail!("fuzz/corpus/{name} is empty");
+        }
+        let seeds = corpus.len();
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ name.len() as u64);
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        let (mut execs, mut valid) = (0u64, 0u64);
+        while Instant::now() < deadline {
+            for _ in 0..64 {
+                let base = &corpus[rng.below(corpus.len())];
+                let input = mutate(&mut rng, base, &corpus);
+                execs += 1;
+                match std::panic::catch_unwind(|| target(&input)) {
+                    Ok(true) => {
+                        valid += 1;
+                        if corpus.len() < 4096 && rng.below(16) == 0 {
+                            corpus.push(input);
+                        }
+                    }
+                    Ok(false) => {}
+                    Err(_) => {
+                        let dir = root.join("fuzz/crashes");
+                        fs::create_dir_all(&dir)?;
+                        let path = dir.join(format!("{name}-{}", ContentHash::of(&input)));
+                        fs::write(&path, &input)?;
+                        crashed.push(path.display().to_string());
+                    }
+                }
+            }
+        }
+        println!(
+            "{name:<14} {execs:>10} executions in {seconds} s, {valid} decoded, {seeds} seeds, corpus {}, crashes so far {}",
+            corpus.len(),
+            crashed.len()
+        );
+    }
+    if !crashed.is_empty() {
+        bail!("decoder panics, inputs saved: {}", crashed.join(", "));
+    }
+    Ok(())
+}
