@@ -60,7 +60,27 @@ fn write_data_dir(dir: &Path, seed: u64) {
     fs::write(dir.join("MANIFEST"), m.to_bytes()).unwrap();
 }
 
-const DELAYS_MS: [u64; 10] = [0, 1, 3, 6, 10, 20, 35, 60, 100, 200];
+/// Kill instants: ten spread over 0..200 ms, or `KYRODB_KILL_ROUNDS` pseudo-random ones
+/// (`cargo xtask crash N`).
+fn delays_ms() -> Vec<u64> {
+    match std::env::var("KYRODB_KILL_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        None => vec![0, 1, 3, 6, 10, 20, 35, 60, 100, 200],
+        Some(n) => {
+            let mut x = 0x2545_F491_4F6C_DD1D_u64;
+            (0..n)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x % 250
+                })
+                .collect()
+        }
+    }
+}
 
 #[test]
 fn create_killed_at_any_instant_leaves_a_repository_that_verifies() {
@@ -69,7 +89,7 @@ fn create_killed_at_any_instant_leaves_a_repository_that_verifies() {
     let repo = tmp.path().join("backups");
     write_data_dir(&data, 1);
     let first = create(&data, &repo, &[]);
-    for delay in DELAYS_MS {
+    for delay in delays_ms() {
         let mut child = kb_process()
             .arg("--data-dir")
             .arg(&data)
@@ -140,7 +160,7 @@ fn restore_killed_at_any_instant_leaves_the_data_dir_wholly_old_or_wholly_new() 
     write_data_dir(&target, 3);
     let old_tree = tree(&target);
     let mut outcomes = [0usize; 2];
-    for delay in DELAYS_MS {
+    for delay in delays_ms() {
         let mut child = kb_process()
             .arg("--data-dir")
             .arg(&target)

@@ -419,7 +419,11 @@ fn a_prune_killed_at_random_instants_never_loses_a_kept_backup() {
     let full_run = t0.elapsed().as_micros() as u64;
     let mut interrupted = 0;
     let mut seed = 0x2545_F491_4F6C_DD1Du64;
-    for round in 0..20 {
+    let rounds: u64 = std::env::var("KYRODB_KILL_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    for round in 0..rounds {
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;

@@ -25,6 +25,12 @@ fn main() -> Result<()> {
         "gen-data" => gen_data(&rest),
         "append-wal" => append_wal(&rest),
         "fuzz" => fuzz::run(&root(), &rest),
+        "faults" => cargo_test("faults", &[("KYRODB_FAULT_CASES", "all")]),
+        "crash" => {
+            let rounds = rest.first().map_or("200", String::as_str);
+            cargo_test("crash", &[("KYRODB_KILL_ROUNDS", rounds)])?;
+            cargo_test("prune", &[("KYRODB_KILL_ROUNDS", rounds)])
+        }
         _ => {
             eprintln!("{USAGE}");
             bail!("unknown task {task:?}")
@@ -38,7 +44,20 @@ tasks:
   e2e       back up, restore and compare every fixture
   gen-data  DIR [--vectors N] [--dim D] [--wal-segments K] [--wal-mb M]
   append-wal DIR [--mb M]   append M MiB of inserts to the newest WAL segment, as the engine would
-  fuzz [--seconds S] [TARGET...]   mutation-fuzz the decoders (snapshot, wal, manifest, repo-manifest, chunk)";
+  fuzz [--seconds S] [TARGET...]   mutation-fuzz the decoders (snapshot, wal, manifest, repo-manifest, chunk)
+  faults    the whole corruption matrix (every stored file x every damage)
+  crash [N] create, restore and prune killed at N random instants each (default 200)";
+
+/// Runs one integration test file in release mode with extra environment.
+fn cargo_test(test: &str, env: &[(&str, &str)]) -> Result<()> {
+    let status = Command::new(env!("CARGO"))
+        .current_dir(root())
+        .args(["test", "--release", "--test", test, "--", "--nocapture"])
+        .envs(env.iter().copied())
+        .status()?;
+    ensure!(status.success(), "cargo test --test {test} failed");
+    Ok(())
+}
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

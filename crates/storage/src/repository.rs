@@ -26,6 +26,17 @@ struct Config {
     version: u32,
 }
 
+/// The one form of the repository's config file for a version.
+fn config_bytes(version: u32) -> Vec<u8> {
+    let config = Config {
+        repository: "kyrodb_backup".into(),
+        version,
+    };
+    let mut bytes = serde_json::to_vec_pretty(&config).expect("config serializes");
+    bytes.push(b'\n');
+    bytes
+}
+
 /// A `kyrodb_backup` repository: a directory of plain files, safe to copy with `aws s3 sync`.
 ///
 /// ```text
@@ -81,20 +92,38 @@ impl Repository {
         let bytes = match fs::read(&config_path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::NotARepository(root.to_path_buf()))
+                if root.join(CHAINS_DIR).exists() {
+                    return Err(Error::Damaged(format!(
+                        "{} is missing but {} holds backups: the repository is damaged",
+                        config_path.display(),
+                        root.display()
+                    )));
+                }
+                return Err(Error::NotARepository(root.to_path_buf()));
             }
             Err(e) => return Err(Error::io(&config_path, e)),
         };
         let config: Config = serde_json::from_slice(&bytes)
-            .map_err(|_| Error::NotARepository(root.to_path_buf()))?;
+            .map_err(|e| Error::Damaged(format!("{} is damaged: {e}", config_path.display())))?;
         if config.repository != "kyrodb_backup" {
-            return Err(Error::NotARepository(root.to_path_buf()));
+            return Err(Error::Damaged(format!(
+                "{} does not describe a kyrodb_backup repository",
+                config_path.display()
+            )));
         }
         if config.version > REPOSITORY_VERSION {
             return Err(Error::UnsupportedVersion {
                 found: config.version,
                 supported: REPOSITORY_VERSION,
             });
+        }
+        // The file has one canonical form; any other byte is damage (it carries no checksum of
+        // its own, so this is how every stored byte stays checked).
+        if bytes != config_bytes(config.version) {
+            return Err(Error::Damaged(format!(
+                "{} is damaged (not its canonical content)",
+                config_path.display()
+            )));
         }
         Ok(Self {
             root: root.to_path_buf(),
@@ -109,13 +138,11 @@ impl Repository {
             other => return other,
         }
         create_private_dir_all(root)?;
-        let config = Config {
-            repository: "kyrodb_backup".into(),
-            version: REPOSITORY_VERSION,
-        };
-        let mut bytes = serde_json::to_vec_pretty(&config).expect("config serializes");
-        bytes.push(b'\n');
-        atomic_write(&root.join(CONFIG_FILE), &bytes, true)?;
+        atomic_write(
+            &root.join(CONFIG_FILE),
+            &config_bytes(REPOSITORY_VERSION),
+            true,
+        )?;
         Self::open(root)
     }
 
@@ -200,15 +227,28 @@ impl Repository {
     /// Loads one manifest file, checking its checksum, its contents and that it sits where its
     /// ids say it should.
     pub fn load_manifest(&self, path: &Path) -> Result<StoredBackup> {
-        let file = open_no_follow(path).at(path)?;
-        let len = file.metadata().at(path)?.len();
+        let mut file = open_no_follow(path).map_err(|e| {
+            Error::Damaged(format!(
+                "{}: cannot be opened as a regular file: {e}",
+                path.display()
+            ))
+        })?;
+        let meta = file.metadata().at(path)?;
+        let len = meta.len();
+        if !meta.is_file() {
+            return Err(Error::Damaged(format!(
+                "{} is not a regular file",
+                path.display()
+            )));
+        }
         if len > kyrodb_backup_format::MAX_MANIFEST_SIZE {
             return Err(Error::Damaged(format!(
                 "{}: {len} bytes is too large for a manifest",
                 path.display()
             )));
         }
-        let bytes = fs::read(path).at(path)?;
+        let mut bytes = Vec::with_capacity(len as usize);
+        std::io::Read::read_to_end(&mut file, &mut bytes).at(path)?;
         let manifest = decode_manifest(&bytes).map_err(|e| e.in_file(path.display()))?;
         if path != self.manifest_path(&manifest.chain_id, &manifest.id) {
             return Err(Error::Damaged(format!(
@@ -242,6 +282,7 @@ impl Repository {
             let Ok(manifests) = fs::read_dir(&mdir) else {
                 continue;
             };
+            let mut any = false;
             for m in manifests {
                 let m = m.at(&mdir)?;
                 let fname = m.file_name().to_string_lossy().into_owned();
@@ -251,10 +292,22 @@ impl Repository {
                 if !is_backup_id(id) {
                     continue;
                 }
+                any = true;
                 match self.load_manifest(&m.path()) {
                     Ok(b) => listing.backups.push(b),
                     Err(e) => listing.problems.push((m.path(), e)),
                 }
+            }
+            // A full backup goes only with its whole chain (prune deletes newest first), so a
+            // chain with manifests but without its full's is damage, not history.
+            let full = mdir.join(format!("{name}{MANIFEST_EXT}"));
+            if any && fs::symlink_metadata(&full).is_err() {
+                listing.problems.push((
+                    full,
+                    Error::Damaged(format!(
+                        "the manifest of full backup {name} is missing while its chain has other backups"
+                    )),
+                ));
             }
         }
         listing.backups.sort_by(|a, b| {
