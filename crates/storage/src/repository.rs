@@ -187,12 +187,22 @@ impl Repository {
         self.root.join(CHAINS_DIR).join(chain_id)
     }
 
-    /// The chunk store of a chain (created on first write).
+    /// The chunk store of a chain (created on first write). A chain or chunk directory that
+    /// is a symlink is refused: a repository copied back from elsewhere must not make this
+    /// tool read or write outside it.
     pub fn chain_store(&self, chain_id: &str) -> Result<ChainStore> {
         if !is_backup_id(chain_id) {
             return Err(Error::Damaged(format!("{chain_id:?} is not a chain id")));
         }
-        Ok(ChainStore::new(self.chain_dir(chain_id).join("chunks")))
+        let chain = self.chain_dir(chain_id);
+        for dir in [
+            self.root.join(CHAINS_DIR),
+            chain.clone(),
+            chain.join("chunks"),
+        ] {
+            refuse_symlink(&dir)?;
+        }
+        Ok(ChainStore::new(chain.join("chunks")))
     }
 
     /// Writes a backup's manifest: the commit point of a create. Everything it names must
@@ -200,6 +210,8 @@ impl Repository {
     pub fn commit_manifest(&self, manifest: &BackupManifest) -> Result<StoredBackup> {
         manifest.validate()?;
         let dir = self.chain_dir(&manifest.chain_id).join(MANIFESTS_DIR);
+        refuse_symlink(&self.chain_dir(&manifest.chain_id))?;
+        refuse_symlink(&dir)?;
         create_private_dir_all(&dir)?;
         let bytes = encode_manifest(manifest)?;
         let path = dir.join(format!("{}{MANIFEST_EXT}", manifest.id));
@@ -279,6 +291,10 @@ impl Repository {
                 continue;
             }
             let mdir = chain.path().join(MANIFESTS_DIR);
+            if let Err(e) = refuse_symlink(&chain.path()).and_then(|()| refuse_symlink(&mdir)) {
+                listing.problems.push((mdir, e));
+                continue;
+            }
             let Ok(manifests) = fs::read_dir(&mdir) else {
                 continue;
             };
@@ -339,6 +355,17 @@ impl Repository {
             }
         }
         Ok(removed)
+    }
+}
+
+/// Fails when `path` exists as a symlink.
+pub(crate) fn refuse_symlink(path: &Path) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => Err(Error::Damaged(format!(
+            "{} is a symlink; the repository holds plain files and directories only",
+            path.display()
+        ))),
+        _ => Ok(()),
     }
 }
 
