@@ -13,14 +13,14 @@ use common::*;
 use kyrodb_backup_format::{decode_manifest, encode_manifest, BackupManifest};
 use predicates::prelude::*;
 
-struct Repo {
+struct Hostile {
     tmp: tempfile::TempDir,
     data: PathBuf,
     repo: PathBuf,
     id: String,
 }
 
-fn repo() -> Repo {
+fn repo() -> Hostile {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let repo = tmp.path().join("backups");
@@ -35,7 +35,7 @@ fn repo() -> Repo {
     }
 }
 
-impl Repo {
+impl Hostile {
     fn manifest_path(&self) -> PathBuf {
         self.repo
             .join("chains")
