@@ -27,7 +27,7 @@ fn repo() -> Hostile {
     copy_fixture_data("v4-rotated", &data);
     let b = create(&data, &repo, &[]);
     let id = b["id"].as_str().unwrap().to_string();
-    Repo {
+    Hostile {
         tmp,
         data,
         repo,
