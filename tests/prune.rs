@@ -479,7 +479,7 @@ fn a_prune_killed_at_random_instants_never_loses_a_kept_backup() {
         );
     }
     eprintln!(
-        "prune kills: {interrupted} of 20 left a half-done prune (uninterrupted run {full_run} us)"
+        "prune kills: {interrupted} of {rounds} left a half-done prune (uninterrupted run {full_run} us)"
     );
     for id in &want {
         let target = tmp.path().join(format!("r-{id}"));

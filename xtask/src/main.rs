@@ -4,6 +4,7 @@
 //!   into a fresh directory, and checks that the restored files are byte-identical to the
 //!   captured ones and that the state they recover to equals the engine's `expected.json`.
 
+mod bench;
 mod fuzz;
 
 use std::collections::BTreeMap;
@@ -25,6 +26,7 @@ fn main() -> Result<()> {
         "gen-data" => gen_data(&rest),
         "append-wal" => append_wal(&rest),
         "fuzz" => fuzz::run(&root(), &rest),
+        "bench" => bench::run(&root(), &rest),
         "faults" => cargo_test("faults", &[("KYRODB_FAULT_CASES", "all")]),
         "crash" => {
             let rounds = rest.first().map_or("200", String::as_str);
@@ -45,6 +47,7 @@ tasks:
   gen-data  DIR [--vectors N] [--dim D] [--wal-segments K] [--wal-mb M]
   append-wal DIR [--mb M]   append M MiB of inserts to the newest WAL segment, as the engine would
   fuzz [--seconds S] [TARGET...]   mutation-fuzz the decoders (snapshot, wal, manifest, repo-manifest, chunk)
+  bench [--vectors N]   cp -r && sync vs create, restore, verify, incremental (1 GB; 10 GB: --vectors 6000000)
   faults    the whole corruption matrix (every stored file x every damage)
   crash [N] create, restore and prune killed at N random instants each (default 200)";
 
@@ -221,7 +224,7 @@ impl Rng {
     }
 }
 
-fn flag(args: &[String], name: &str, default: u64) -> Result<u64> {
+pub(crate) fn flag(args: &[String], name: &str, default: u64) -> Result<u64> {
     match args.iter().position(|a| a == name) {
         None => Ok(default),
         Some(i) => args
@@ -233,7 +236,7 @@ fn flag(args: &[String], name: &str, default: u64) -> Result<u64> {
 }
 
 /// Writes an engine-format data directory; see the crate documentation.
-fn gen_data(args: &[String]) -> Result<()> {
+pub(crate) fn gen_data(args: &[String]) -> Result<()> {
     let dir = PathBuf::from(args.first().context("gen-data needs a directory")?);
     let vectors = flag(args, "--vectors", 600_000)?;
     let dim = flag(args, "--dim", 384)?;
@@ -285,7 +288,7 @@ fn gen_data(args: &[String]) -> Result<()> {
 }
 
 /// Appends inserts to a data dir's newest segment; see the crate documentation.
-fn append_wal(args: &[String]) -> Result<()> {
+pub(crate) fn append_wal(args: &[String]) -> Result<()> {
     let dir = PathBuf::from(args.first().context("append-wal needs a directory")?);
     let mb = flag(args, "--mb", 10)?;
     let mut ids = kyrodb_backup_format::LiveIds::default();

@@ -8,8 +8,9 @@ use kyrodb_backup_chain::{recoverable_windows, resolve, PitrOptions, PitrPlan};
 use kyrodb_backup_format::{BackupType, DataDirManifest, FileEntry};
 use kyrodb_backup_retention::{plan as retention_plan, BackupInfo, RetentionPolicy};
 use kyrodb_backup_storage::{
-    create_backup, migrate_data_dir, prune_backups, restore as restore_set, restore_backup,
-    target_is_empty, ChainStore, CreateOptions, Error as StorageError, Expectation, LockMode,
+    archive_members, builtin_chain, check_builtin, create_backup, extracted, list_builtin,
+    migrate_data_dir, prune_backups, restore as restore_set, restore_backup, target_is_empty,
+    BuiltinBackup, ChainStore, CreateOptions, Error as StorageError, Expectation, LockMode,
     MetricSource, MigrateOptions, MigrateReport, PlannedContent, PlannedFile, Repository,
     RestoreOptions, RestoreSet, StoredBackup,
 };
@@ -22,9 +23,7 @@ use crate::args::{
     CheckArgs, Cli, Command, CreateArgs, Format, GoldenAction, GoldenCreateArgs, MigrateArgs,
     PruneArgs, RestoreArgs, VerifyArgs,
 };
-use crate::output::{
-    backup_json, human_age, human_bytes, metric_word, print_json, state_line, utc,
-};
+use crate::output::{backup_json, human_age, human_bytes, print_json, state_line, utc};
 use crate::{Hinted, Outcome};
 
 struct Ctx<'a> {
@@ -150,10 +149,52 @@ fn listing_of(dir: &Path) -> Result<kyrodb_backup_storage::Listing> {
     if !dir.is_dir() {
         return Err(StorageError::NotARepository(dir.to_path_buf()).into());
     }
-    Ok(if Repository::exists(dir) {
+    Ok(if Repository::exists(dir) || dir.join("chains").exists() {
         Repository::open(dir)?.list()?
     } else {
         kyrodb_backup_storage::Listing::default()
+    })
+}
+
+/// The built-in tool's backups in the backup dir, for `list`, `show`, `verify`, `restore`.
+fn builtins(ctx: &Ctx) -> Vec<BuiltinBackup> {
+    let (found, problems) = list_builtin(&ctx.cli.backup_dir);
+    for (path, e) in problems {
+        ctx.note(format!("warning: {}: {e}", path.display()));
+    }
+    found
+}
+
+/// A built-in backup by full id or unique prefix (8+ characters).
+fn find_builtin<'a>(all: &'a [BuiltinBackup], prefix: &str) -> Option<&'a BuiltinBackup> {
+    if prefix.len() < 8 {
+        return all.iter().find(|b| b.meta.id == prefix);
+    }
+    let mut m = all.iter().filter(|b| b.meta.id.starts_with(prefix));
+    match (m.next(), m.next()) {
+        (Some(b), None) => Some(b),
+        _ => None,
+    }
+}
+
+/// The contract's backup object for a built-in backup, marked by `"format": "builtin"`.
+fn builtin_json(b: &BuiltinBackup) -> Value {
+    let m = &b.meta;
+    json!({
+        "id": m.id,
+        "timestamp": m.timestamp,
+        "backup_type": m.backup_type,
+        "parent_id": m.parent_id,
+        "description": m.description,
+        "size_bytes": m.size_bytes,
+        "stored_bytes": std::fs::metadata(&b.archive).map_or(0, |x| x.len()),
+        "vector_count": m.vector_count,
+        "dimension": Value::Null,
+        "distance": Value::Null,
+        "checksum": m.checksum.to_string(),
+        "snapshot": m.snapshot_file.as_ref().map(|f| json!({"file": f})),
+        "wal": Value::Null,
+        "format": "builtin",
     })
 }
 
@@ -163,31 +204,53 @@ fn list(ctx: &Ctx) -> Result<Outcome> {
     for (path, e) in &listing.problems {
         ctx.note(format!("warning: {}: {e}", path.display()));
     }
+    let builtin = builtins(ctx);
+    let mut rows: Vec<(u64, u32, Value)> = listing
+        .backups
+        .iter()
+        .map(|b| {
+            (
+                b.manifest.timestamp,
+                b.manifest.subsec_nanos,
+                backup_json(b),
+            )
+        })
+        .chain(
+            builtin
+                .iter()
+                .map(|b| (b.meta.timestamp, 0, builtin_json(b))),
+        )
+        .collect();
+    rows.sort_by_key(|r| std::cmp::Reverse((r.0, r.1)));
     if ctx.json {
-        print_json(&Value::Array(
-            listing.backups.iter().map(backup_json).collect(),
-        ));
+        print_json(&Value::Array(rows.into_iter().map(|r| r.2).collect()));
         return Ok(Outcome::Done);
     }
-    if listing.backups.is_empty() {
+    if rows.is_empty() {
         println!("no backups in {}", dir.display());
         return Ok(Outcome::Done);
     }
     println!(
-        "{:<36}  {:<20}  {:<11}  {:>10}  {:>10}  {:<12}  DESCRIPTION",
+        "{:<36}  {:<20}  {:<22}  {:>10}  {:>10}  {:<12}  DESCRIPTION",
         "ID", "TAKEN (UTC)", "TYPE", "SIZE", "VECTORS", "METRIC"
     );
-    for b in &listing.backups {
-        let m = &b.manifest;
+    for (_, _, v) in &rows {
+        let builtin = v["format"] == "builtin";
+        let kind = format!(
+            "{}{}",
+            v["backup_type"].as_str().unwrap_or_default(),
+            if builtin { " (built-in)" } else { "" }
+        );
+        let metric = v["distance"].as_str().unwrap_or("unknown");
         let line = format!(
-            "{:<36}  {:<20}  {:<11}  {:>10}  {:>10}  {:<12}  {}",
-            m.id,
-            utc(m.timestamp),
-            m.backup_type.to_string(),
-            human_bytes(m.size_bytes),
-            m.vector_count,
-            metric_word(b),
-            m.description
+            "{:<36}  {:<20}  {:<22}  {:>10}  {:>10}  {:<12}  {}",
+            v["id"].as_str().unwrap_or_default(),
+            utc(v["timestamp"].as_u64().unwrap_or(0)),
+            kind,
+            human_bytes(v["size_bytes"].as_u64().unwrap_or(0)),
+            v["vector_count"].as_u64().unwrap_or(0),
+            metric,
+            v["description"].as_str().unwrap_or_default()
         );
         println!("{}", line.trim_end());
     }
@@ -232,7 +295,56 @@ fn show_json(
     v
 }
 
+fn show_builtin(ctx: &Ctx, b: &BuiltinBackup, all: &[BuiltinBackup]) -> Result<Outcome> {
+    let members = archive_members(&b.archive)?;
+    let chain = builtin_chain(b, all)?;
+    if ctx.json {
+        let mut v = builtin_json(b);
+        v["files"] = json!(members
+            .iter()
+            .map(|m| json!({"name": m.name, "size": m.len}))
+            .collect::<Vec<_>>());
+        v["chain"] = json!(chain.iter().map(|c| json!({"id": c.meta.id, "timestamp": c.meta.timestamp, "backup_type": c.meta.backup_type})).collect::<Vec<_>>());
+        print_json(&v);
+        return Ok(Outcome::Done);
+    }
+    let m = &b.meta;
+    println!(
+        "backup      {} (made by the engine's built-in backup tool)",
+        m.id
+    );
+    println!("type        {}", m.backup_type);
+    println!("taken       {} ({})", utc(m.timestamp), m.timestamp);
+    if !m.description.is_empty() {
+        println!("description {}", m.description);
+    }
+    println!(
+        "archive     {} ({})",
+        b.archive.display(),
+        human_bytes(m.size_bytes)
+    );
+    println!("files");
+    for mem in &members {
+        println!("  {:<32} {:>10}", mem.name, human_bytes(mem.len));
+    }
+    println!("chain (restored by extracting these archives in order)");
+    for c in &chain {
+        let marker = if c.meta.id == m.id { "*" } else { " " };
+        println!(
+            "  {marker} {}  {}  {}",
+            c.meta.id,
+            utc(c.meta.timestamp),
+            c.meta.backup_type
+        );
+    }
+    Ok(Outcome::Done)
+}
+
 fn show(ctx: &Ctx, id: &str) -> Result<Outcome> {
+    let all = builtins(ctx);
+    if let Some(b) = find_builtin(&all, id) {
+        return show_builtin(ctx, b, &all);
+    }
     let repo = open_repo(&ctx.cli.backup_dir)?;
     let b = repo.find(id)?;
     let m = &b.manifest;
@@ -332,6 +444,19 @@ fn restore(ctx: &Ctx, a: &RestoreArgs) -> Result<Outcome> {
     // The contract: refuse a non-empty target before doing any work.
     if !allow && !target_is_empty(target)? {
         return Err(StorageError::TargetNotEmpty(target.clone()).into());
+    }
+    let opts_early = RestoreOptions {
+        target: target.clone(),
+        allow_clear: allow,
+        keep_previous: a.keep_previous,
+        dry_run: a.dry_run,
+        now: now(),
+    };
+    if let Some(id) = &a.backup_id {
+        let all = builtins(ctx);
+        if let Some(b) = find_builtin(&all, id) {
+            return restore_builtin(ctx, a, b, &all, &opts_early);
+        }
     }
     let repo = open_repo(&ctx.cli.backup_dir)?;
     let _lock = repo.lock(LockMode::Shared)?;
@@ -455,6 +580,45 @@ fn print_restore(
     }
 }
 
+/// Restores a chain of the built-in tool: its archives extracted in order into staging,
+/// checked first (checksums, decoding, the snapshot its MANIFEST names), then swapped in.
+fn restore_builtin(
+    ctx: &Ctx,
+    a: &RestoreArgs,
+    b: &BuiltinBackup,
+    all: &[BuiltinBackup],
+    opts: &RestoreOptions,
+) -> Result<Outcome> {
+    check_builtin(b, all)?;
+    let chain = builtin_chain(b, all)?;
+    let files = extracted(&chain)?;
+    let set = RestoreSet {
+        backup_id: b.meta.id.clone(),
+        files: files
+            .into_iter()
+            .map(|(name, (path, member))| PlannedFile {
+                name,
+                content: PlannedContent::Archive { path, member },
+            })
+            .collect(),
+        expect: Expectation::Recovers,
+    };
+    let r = restore_set(&set, opts)?;
+    let migrated = match (a.distance, r.dry_run) {
+        (Some(d), false) => Some(migrate_data_dir(&MigrateOptions {
+            data_dir: r.target.clone(),
+            distance: Some(d),
+            dry_run: false,
+            keep_previous: false,
+            now: now(),
+        })?)
+        .filter(|m| !m.already_current),
+        _ => None,
+    };
+    print_restore(ctx, a, &r, b.meta.timestamp, migrated.as_ref());
+    Ok(Outcome::Done)
+}
+
 /// Refuses `--distance` that contradicts the metric a backup's snapshot stores.
 fn check_distance(
     stored: Option<kyrodb_backup_format::DistanceMetric>,
@@ -539,20 +703,70 @@ fn pitr_set<'a>(
     })
 }
 
+/// Checks built-in backups and prints each result (text mode).
+fn verify_builtins(
+    ctx: &Ctx,
+    targets: &[&BuiltinBackup],
+    all: &[BuiltinBackup],
+) -> Vec<(String, std::result::Result<u64, String>)> {
+    let checks: Vec<_> = targets
+        .iter()
+        .map(|b| {
+            (
+                b.meta.id.clone(),
+                check_builtin(b, all).map_err(|e| e.to_string()),
+            )
+        })
+        .collect();
+    if !ctx.json {
+        for (id, r) in &checks {
+            match r {
+                Ok(n) => println!("ok       {id}  built-in backup, chain recovers to {n} vectors"),
+                Err(e) => println!("DAMAGED  {id}  built-in backup\n  {e}"),
+            }
+        }
+    }
+    checks
+}
+
 fn verify(ctx: &Ctx, a: &VerifyArgs) -> Result<Outcome> {
-    let repo = open_repo(&ctx.cli.backup_dir)?;
-    let _lock = repo.lock(LockMode::Shared)?;
-    // Without an id (or with --all), every backup is verified.
-    let (targets, unreadable) = if let Some(id) = &a.id {
-        (vec![repo.find(id)?], Vec::new())
+    let all_builtin = builtins(ctx);
+    // A backup dir may hold only the built-in tool's backups: then there is no repository.
+    let repo = if all_builtin.is_empty() || Repository::exists(&ctx.cli.backup_dir) {
+        Some(open_repo(&ctx.cli.backup_dir)?)
     } else {
-        let l = repo.list()?;
-        (l.backups, l.problems)
+        None
+    };
+    let _lock = repo
+        .as_ref()
+        .map(|r| r.lock(LockMode::Shared))
+        .transpose()?;
+    // Without an id (or with --all), every backup is verified, the built-in tool's too.
+    let (targets, unreadable, builtin_targets) = match (&a.id, &repo) {
+        (Some(id), _) if find_builtin(&all_builtin, id).is_some() => (
+            Vec::new(),
+            Vec::new(),
+            find_builtin(&all_builtin, id).into_iter().collect(),
+        ),
+        (Some(id), Some(repo)) => (vec![repo.find(id)?], Vec::new(), Vec::new()),
+        (Some(id), None) => return Err(StorageError::NotFound(id.clone()).into()),
+        (None, Some(repo)) => {
+            let l = repo.list()?;
+            (l.backups, l.problems, all_builtin.iter().collect())
+        }
+        (None, None) => (
+            Vec::new(),
+            Vec::new(),
+            all_builtin.iter().collect::<Vec<_>>(),
+        ),
     };
     let checks: Vec<_> = targets
         .iter()
         .map(|b| {
-            let c = verify_backup(&repo, b);
+            let c = verify_backup(
+                repo.as_ref().expect("our backups come from a repository"),
+                b,
+            );
             if !ctx.json {
                 if c.ok {
                     println!(
@@ -579,18 +793,27 @@ fn verify(ctx: &Ctx, a: &VerifyArgs) -> Result<Outcome> {
             c
         })
         .collect();
-    let ok = unreadable.is_empty() && checks.iter().all(|c| c.ok);
+    let builtin_checks = verify_builtins(ctx, &builtin_targets, &all_builtin);
+    let ok = unreadable.is_empty()
+        && checks.iter().all(|c| c.ok)
+        && builtin_checks.iter().all(|c| c.1.is_ok());
     if ctx.json {
         print_json(&json!({
             "ok": ok,
             "backups": checks,
             "unreadable": unreadable.iter().map(|(p, e)| json!({"path": p, "problem": e.to_string()})).collect::<Vec<_>>(),
+            "builtin": builtin_checks.iter().map(|(id, r)| json!({
+                "id": id,
+                "ok": r.is_ok(),
+                "vector_count": r.as_ref().ok(),
+                "problems": r.as_ref().err().map(|e| vec![json!({"file": Value::Null, "message": e})]).unwrap_or_default(),
+            })).collect::<Vec<_>>(),
         }));
     } else {
         for (p, e) in &unreadable {
             println!("DAMAGED  {}: {e}", p.display());
         }
-        if checks.is_empty() && unreadable.is_empty() {
+        if checks.is_empty() && unreadable.is_empty() && builtin_checks.is_empty() {
             println!("no backups to verify");
         }
     }

@@ -85,13 +85,6 @@ pub fn print_json(v: &Value) {
     );
 }
 
-/// The metric column of `list`: the stored metric, or `unknown`.
-pub fn metric_word(b: &StoredBackup) -> String {
-    b.manifest
-        .distance
-        .map_or_else(|| "unknown".to_string(), |d| d.to_string())
-}
-
 /// One line summary of a backup's recorded state, for text output.
 pub fn state_line(b: &StoredBackup) -> String {
     let m = &b.manifest;

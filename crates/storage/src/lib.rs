@@ -19,6 +19,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod builtin;
 mod capture;
 mod chunkstore;
 mod error;
@@ -28,6 +29,10 @@ mod prune;
 mod repository;
 mod restore;
 
+pub use builtin::{
+    archive_members, builtin_chain, check_builtin, extracted, list_builtin, member_reader,
+    BuiltinBackup, BuiltinMeta, Member,
+};
 pub use capture::{
     create_backup, wal_summary, CreateOptions, CreateReport, PrefixReader, MAX_CAPTURE_ATTEMPTS,
 };

@@ -169,6 +169,13 @@ pub enum PlannedContent<'a> {
     },
     /// Bytes made for this restore (a MANIFEST naming exactly the restored files).
     Generated(Vec<u8>),
+    /// A member of an archive of the engine's built-in backup tool.
+    Archive {
+        /// The archive.
+        path: PathBuf,
+        /// The member.
+        member: crate::builtin::Member,
+    },
 }
 
 /// A file of a restore.
@@ -187,6 +194,8 @@ pub enum Expectation {
     VectorCount(u64),
     /// Replay ends at this WAL sequence number (point in time).
     LastSeq(u64),
+    /// The state recovers (built-in backups record no live count to compare with).
+    Recovers,
 }
 
 /// Everything a restore writes, and what it must recover to.
@@ -258,7 +267,7 @@ pub fn restore(set: &RestoreSet<'_>, opts: &RestoreOptions) -> Result<RestoreRep
         bytes: 0,
         vector_count: match set.expect {
             Expectation::VectorCount(n) => n,
-            Expectation::LastSeq(_) => 0,
+            Expectation::LastSeq(_) | Expectation::Recovers => 0,
         },
         replaced: !empty,
         previous: None,
@@ -352,6 +361,22 @@ fn write_content(content: &PlannedContent<'_>, out: &mut impl Write) -> io::Resu
             out.write_all(bytes)?;
             Ok(bytes.len() as u64)
         }
+        PlannedContent::Archive { path, member } => {
+            let mut r = crate::builtin::member_reader(path, member)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+            let n = io::copy(&mut r, out)?;
+            if n == member.len {
+                Ok(n)
+            } else {
+                Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "archive member {} ends after {n} of {} bytes",
+                        member.name, member.len
+                    ),
+                ))
+            }
+        }
         PlannedContent::Stored {
             store,
             entry,
@@ -440,7 +465,7 @@ fn build_staging(set: &RestoreSet<'_>, staging: &Path) -> Result<(Vec<(String, u
                 )))
             }
         }
-        Expectation::VectorCount(_) => Ok((written, count)),
+        Expectation::VectorCount(_) | Expectation::Recovers => Ok((written, count)),
     }
 }
 
