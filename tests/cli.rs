@@ -613,3 +613,42 @@ fn an_incremental_repairs_chain_chunks_that_went_missing_or_were_truncated() {
         .assert()
         .success();
 }
+
+#[test]
+fn verbose_adds_detail_and_quiet_silences_notes() {
+    let e = env("v4-rotated");
+    kb().arg("-v")
+        .arg("--backup-dir")
+        .arg(&e.repo)
+        .arg("--data-dir")
+        .arg(&e.data)
+        .arg("create")
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(
+            "opened every file the MANIFEST names",
+        ))
+        .stderr(predicate::str::contains("manifest committed"));
+    // A leftover temporary file is cleaned with a note; -q keeps stderr empty.
+    let chain = fs::read_dir(e.repo.join("chains"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    fs::write(
+        chain.join("manifests").join("x.manifest.kbtmp-1-0"),
+        b"partial",
+    )
+    .unwrap();
+    kb().arg("-q")
+        .arg("--backup-dir")
+        .arg(&e.repo)
+        .arg("--data-dir")
+        .arg(&e.data)
+        .arg("create")
+        .assert()
+        .success()
+        .stderr("");
+    kb().args(["-q", "-v", "list"]).assert().code(2);
+}

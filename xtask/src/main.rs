@@ -5,6 +5,7 @@
 //!   captured ones and that the state they recover to equals the engine's `expected.json`.
 
 mod bench;
+mod dist;
 mod fuzz;
 
 use std::collections::BTreeMap;
@@ -27,6 +28,7 @@ fn main() -> Result<()> {
         "append-wal" => append_wal(&rest),
         "fuzz" => fuzz::run(&root(), &rest),
         "bench" => bench::run(&root(), &rest),
+        "dist" => dist::run(&root()),
         "faults" => cargo_test("faults", &[("KYRODB_FAULT_CASES", "all")]),
         "crash" => {
             let rounds = rest.first().map_or("200", String::as_str);
@@ -48,6 +50,7 @@ tasks:
   append-wal DIR [--mb M]   append M MiB of inserts to the newest WAL segment, as the engine would
   fuzz [--seconds S] [TARGET...]   mutation-fuzz the decoders (snapshot, wal, manifest, repo-manifest, chunk)
   bench [--vectors N]   cp -r && sync vs create, restore, verify, incremental (1 GB; 10 GB: --vectors 6000000)
+  dist      shell completions (bash, zsh, fish) and man pages into target/dist
   faults    the whole corruption matrix (every stored file x every damage)
   crash [N] create, restore and prune killed at N random instants each (default 200)";
 

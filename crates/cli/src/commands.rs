@@ -23,7 +23,9 @@ use crate::args::{
     CheckArgs, Cli, Command, CreateArgs, Format, GoldenAction, GoldenCreateArgs, MigrateArgs,
     PruneArgs, RestoreArgs, VerifyArgs,
 };
-use crate::output::{backup_json, human_age, human_bytes, print_json, state_line, utc};
+use crate::output::{
+    backup_json, human_age, human_bytes, print_json, print_table, state_line, utc,
+};
 use crate::{Hinted, Outcome};
 
 struct Ctx<'a> {
@@ -52,6 +54,19 @@ fn now_precise() -> (u64, u32) {
 
 /// Runs the parsed command line.
 pub fn run(cli: &Cli) -> Result<Outcome> {
+    if cli.verbose > 0 {
+        let level = if cli.verbose == 1 {
+            tracing::Level::DEBUG
+        } else {
+            tracing::Level::TRACE
+        };
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(level)
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .without_time()
+            .try_init();
+    }
     let json = cli.format == Some(Format::Json);
     let ctx = Ctx { cli, json };
     match &cli.command {
@@ -230,30 +245,38 @@ fn list(ctx: &Ctx) -> Result<Outcome> {
         println!("no backups in {}", dir.display());
         return Ok(Outcome::Done);
     }
-    println!(
-        "{:<36}  {:<20}  {:<22}  {:>10}  {:>10}  {:<12}  DESCRIPTION",
-        "ID", "TAKEN (UTC)", "TYPE", "SIZE", "VECTORS", "METRIC"
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|(_, _, v)| {
+            let builtin = v["format"] == "builtin";
+            vec![
+                v["id"].as_str().unwrap_or_default().to_string(),
+                utc(v["timestamp"].as_u64().unwrap_or(0)),
+                format!(
+                    "{}{}",
+                    v["backup_type"].as_str().unwrap_or_default(),
+                    if builtin { " (built-in)" } else { "" }
+                ),
+                human_bytes(v["size_bytes"].as_u64().unwrap_or(0)),
+                v["vector_count"].as_u64().unwrap_or(0).to_string(),
+                v["distance"].as_str().unwrap_or("unknown").to_string(),
+                v["description"].as_str().unwrap_or_default().to_string(),
+            ]
+        })
+        .collect();
+    print_table(
+        ctx.cli.format != Some(Format::Text),
+        &[
+            "ID",
+            "TAKEN (UTC)",
+            "TYPE",
+            "SIZE",
+            "VECTORS",
+            "METRIC",
+            "DESCRIPTION",
+        ],
+        &table,
     );
-    for (_, _, v) in &rows {
-        let builtin = v["format"] == "builtin";
-        let kind = format!(
-            "{}{}",
-            v["backup_type"].as_str().unwrap_or_default(),
-            if builtin { " (built-in)" } else { "" }
-        );
-        let metric = v["distance"].as_str().unwrap_or("unknown");
-        let line = format!(
-            "{:<36}  {:<20}  {:<22}  {:>10}  {:>10}  {:<12}  {}",
-            v["id"].as_str().unwrap_or_default(),
-            utc(v["timestamp"].as_u64().unwrap_or(0)),
-            kind,
-            human_bytes(v["size_bytes"].as_u64().unwrap_or(0)),
-            v["vector_count"].as_u64().unwrap_or(0),
-            metric,
-            v["description"].as_str().unwrap_or_default()
-        );
-        println!("{}", line.trim_end());
-    }
     Ok(Outcome::Done)
 }
 

@@ -1,6 +1,8 @@
 //! Rendering: human units for text, the contract's shapes for JSON.
 
 use kyrodb_backup_storage::StoredBackup;
+use std::fmt::Write as _;
+
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -101,6 +103,48 @@ pub fn state_line(b: &StoredBackup) -> String {
         (None, _) => "metric not recorded (no snapshot yet)".to_string(),
     };
     format!("{} vectors{dimension}, {metric}", m.vector_count)
+}
+
+/// Prints rows under a header: a boxed table with the `cli-tools` feature and
+/// `--format table`, aligned plain text otherwise.
+pub fn print_table(boxed: bool, header: &[&str], rows: &[Vec<String>]) {
+    #[cfg(feature = "cli-tools")]
+    if boxed {
+        let mut t = comfy_table::Table::new();
+        t.load_preset(comfy_table::presets::UTF8_FULL)
+            .set_content_arrangement(comfy_table::ContentArrangement::Dynamic)
+            .set_header(header.to_vec());
+        for r in rows {
+            t.add_row(r.clone());
+        }
+        println!("{t}");
+        return;
+    }
+    let _ = boxed;
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r.get(i).map_or(0, |c| c.chars().count()))
+                .chain(std::iter::once(header[i].len()))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(c);
+            } else {
+                let _ = write!(out, "{c:<w$}  ", w = widths[i]);
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(header.to_vec());
+    for r in rows {
+        line(r.iter().map(String::as_str).collect());
+    }
 }
 
 #[cfg(test)]

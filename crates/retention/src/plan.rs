@@ -44,9 +44,7 @@ pub struct PrunePlan {
 
 /// Newest first: larger timestamp first, ties by larger id.
 fn newest_first(a: &BackupInfo, b: &BackupInfo) -> Ordering {
-    b.timestamp
-        .cmp(&a.timestamp)
-        .then_with(|| b.id.cmp(&a.id))
+    b.timestamp.cmp(&a.timestamp).then_with(|| b.id.cmp(&a.id))
 }
 
 #[derive(Default)]
@@ -181,7 +179,10 @@ mod tests {
 
     #[test]
     fn nothing_in_nothing_out() {
-        assert_eq!(plan(&[], &RetentionPolicy::default(), 0), PrunePlan::default());
+        assert_eq!(
+            plan(&[], &RetentionPolicy::default(), 0),
+            PrunePlan::default()
+        );
     }
 
     #[test]
@@ -193,7 +194,14 @@ mod tests {
             b("x", "x", now - 3 * DAY, true),
             b("z", "z", now - 3 * DAY - 1, true),
         ];
-        let p = plan(&backups, &RetentionPolicy { keep_daily: 4, ..OFF }, now);
+        let p = plan(
+            &backups,
+            &RetentionPolicy {
+                keep_daily: 4,
+                ..OFF
+            },
+            now,
+        );
         let ids: Vec<&str> = p.kept.iter().map(|k| k.id.as_str()).collect();
         assert_eq!(ids, ["x"]);
         assert_eq!(
@@ -215,7 +223,10 @@ mod tests {
         let now = 100;
         let p = plan(
             &[b("a", "a", 50, true), b("b", "b", 50, true)],
-            &RetentionPolicy { keep_hourly: 1, ..OFF },
+            &RetentionPolicy {
+                keep_hourly: 1,
+                ..OFF
+            },
             now,
         );
         assert_eq!(p.kept.len(), 1);

@@ -60,7 +60,11 @@ impl fmt::Display for RetentionPolicy {
         write!(
             f,
             "hourly={},daily={},weekly={},monthly={},min-age-days={}",
-            self.keep_hourly, self.keep_daily, self.keep_weekly, self.keep_monthly, self.min_age_days
+            self.keep_hourly,
+            self.keep_daily,
+            self.keep_weekly,
+            self.keep_monthly,
+            self.min_age_days
         )
     }
 }
@@ -69,9 +73,11 @@ impl FromStr for RetentionPolicy {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self, Error> {
-        let invalid = |why: String| Error::InvalidPolicy(why);
+        let invalid = Error::InvalidPolicy;
         if s.trim().is_empty() {
-            return Err(invalid("empty (write e.g. `daily=0` to keep only the newest)".into()));
+            return Err(invalid(
+                "empty (write e.g. `daily=0` to keep only the newest)".into(),
+            ));
         }
         let mut policy = RetentionPolicy {
             keep_hourly: 0,

@@ -1,13 +1,15 @@
-//! The retention rule at its edges (midnight, ISO week 53, month ends, leap Februaries) and
-//! its properties over many generated histories.
+//! The retention rule at its edges: midnight, ISO week 53, month and year ends, 28- and 29-day
+//! Februaries, `now` exactly at a period start, empty periods, chains, and the fixed reasons.
 
-use kyrodb_backup_retention::{plan, BackupInfo, RetentionPolicy};
+use kyrodb_backup_retention::{plan, BackupInfo, PrunePlan, RetentionPolicy};
 use time::macros::datetime;
 use time::OffsetDateTime;
 
 fn ts(t: OffsetDateTime) -> u64 {
-    t.unix_timestamp() as u64
+    u64::try_from(t.unix_timestamp()).unwrap()
 }
+
+const DAY: u64 = 86_400;
 
 fn full(id: &str, t: u64) -> BackupInfo {
     BackupInfo {
@@ -35,7 +37,11 @@ const OFF: RetentionPolicy = RetentionPolicy {
     min_age_days: 0,
 };
 
-fn reasons(p: &kyrodb_backup_retention::PrunePlan, id: &str) -> Vec<String> {
+fn ids(p: &PrunePlan) -> Vec<&str> {
+    p.kept.iter().map(|k| k.id.as_str()).collect()
+}
+
+fn reasons(p: &PrunePlan, id: &str) -> Vec<String> {
     p.kept
         .iter()
         .find(|k| k.id == id)
@@ -226,94 +232,349 @@ fn a_kept_incremental_keeps_its_full_even_outside_every_window() {
     assert_eq!(p.chains_removed, ["G"]);
 }
 
-/// `SplitMix64`: deterministic histories.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+/// One backup, taken at `now`, every rule at 1: its reasons name each period holding it.
+#[test]
+fn period_labels_at_the_edges() {
+    let one = RetentionPolicy {
+        keep_hourly: 1,
+        keep_daily: 1,
+        keep_weekly: 1,
+        keep_monthly: 1,
+        min_age_days: 0,
+    };
+    // The instant, then its hour, day, ISO week and month.
+    let table = [
+        (
+            datetime!(2025-10-20 14:30 UTC),
+            "2025-10-20T14 2025-10-20 2025-W43 2025-10",
+        ),
+        (
+            datetime!(2020-12-31 12:00 UTC),
+            "2020-12-31T12 2020-12-31 2020-W53 2020-12",
+        ),
+        (
+            datetime!(2021-01-03 23:59:59 UTC),
+            "2021-01-03T23 2021-01-03 2020-W53 2021-01",
+        ),
+        (
+            datetime!(2021-01-04 00:00 UTC),
+            "2021-01-04T00 2021-01-04 2021-W01 2021-01",
+        ),
+        // ISO 2025-W01 starts on Monday 2024-12-30.
+        (
+            datetime!(2024-12-31 23:59:59 UTC),
+            "2024-12-31T23 2024-12-31 2025-W01 2024-12",
+        ),
+        (
+            datetime!(2025-01-01 00:00 UTC),
+            "2025-01-01T00 2025-01-01 2025-W01 2025-01",
+        ),
+        // 2026 has 53 ISO weeks; 2027-01-01 is a Friday.
+        (
+            datetime!(2027-01-01 09:00 UTC),
+            "2027-01-01T09 2027-01-01 2026-W53 2027-01",
+        ),
+        (
+            datetime!(2024-01-31 23:59:59 UTC),
+            "2024-01-31T23 2024-01-31 2024-W05 2024-01",
+        ),
+        (
+            datetime!(2024-02-01 00:00 UTC),
+            "2024-02-01T00 2024-02-01 2024-W05 2024-02",
+        ),
+        (
+            datetime!(2024-02-29 12:00 UTC),
+            "2024-02-29T12 2024-02-29 2024-W09 2024-02",
+        ),
+        (
+            datetime!(2023-02-28 23:59:59 UTC),
+            "2023-02-28T23 2023-02-28 2023-W09 2023-02",
+        ),
+        (
+            datetime!(2023-03-01 00:00 UTC),
+            "2023-03-01T00 2023-03-01 2023-W09 2023-03",
+        ),
+    ];
+    for (t, labels) in table {
+        let now = ts(t);
+        let p = plan(&[full("x", now)], &one, now);
+        let expected: Vec<String> = std::iter::once("newest".to_string())
+            .chain(
+                ["hourly", "daily", "weekly", "monthly"]
+                    .iter()
+                    .zip(labels.split(' '))
+                    .map(|(rule, label)| format!("{rule} {label}")),
+            )
+            .collect();
+        assert_eq!(reasons(&p, "x"), expected, "{t}");
     }
 }
 
-fn history(rng: &mut Rng, now: u64) -> Vec<BackupInfo> {
-    let n = 1 + rng.below(120);
-    let mut out: Vec<BackupInfo> = Vec::new();
-    let mut chain = String::new();
-    for i in 0..n {
-        let t = now - rng.below(200 * 86_400) + rng.below(3) * 3600;
-        let id = format!("{i:04}");
-        if chain.is_empty() || rng.below(4) == 0 {
-            chain.clone_from(&id);
-            out.push(full(&id, t));
-        } else {
-            out.push(inc(&id, &chain, t));
-        }
+/// `now` exactly at the start of an hour, a day, an ISO week and a month (Monday 2025-12-01):
+/// the second before is in the previous period of every kind.
+#[test]
+fn now_exactly_at_a_period_start() {
+    let now = ts(datetime!(2025-12-01 00:00 UTC));
+    let b = [full("at", now), full("before", now - 1)];
+    for policy in [
+        RetentionPolicy {
+            keep_hourly: 1,
+            ..OFF
+        },
+        RetentionPolicy {
+            keep_daily: 1,
+            ..OFF
+        },
+        RetentionPolicy {
+            keep_weekly: 1,
+            ..OFF
+        },
+        RetentionPolicy {
+            keep_monthly: 1,
+            ..OFF
+        },
+    ] {
+        let p = plan(&b, &policy, now);
+        assert_eq!(p.pruned, ["before"], "{policy}");
+        assert_eq!(reasons(&p, "at").len(), 2, "{policy}");
     }
-    out
+    let p = plan(
+        &b,
+        &RetentionPolicy {
+            keep_hourly: 2,
+            keep_daily: 2,
+            keep_weekly: 2,
+            keep_monthly: 2,
+            min_age_days: 0,
+        },
+        now,
+    );
+    assert_eq!(
+        reasons(&p, "before"),
+        [
+            "hourly 2025-11-30T23",
+            "daily 2025-11-30",
+            "weekly 2025-W48",
+            "monthly 2025-11"
+        ]
+    );
 }
 
 #[test]
-fn properties_over_generated_histories() {
-    let mut rng = Rng(7);
-    let now = ts(datetime!(2025-10-20 12:34:56 UTC));
-    for round in 0..400 {
-        let backups = history(&mut rng, now);
-        let policy = RetentionPolicy {
-            keep_hourly: rng.below(30) as u32,
-            keep_daily: rng.below(10) as u32,
-            keep_weekly: rng.below(6) as u32,
-            keep_monthly: rng.below(8) as u32,
-            min_age_days: rng.below(4) as u32,
-        };
-        let p = plan(&backups, &policy, now);
-        let kept: std::collections::BTreeSet<&str> = p.kept.iter().map(|k| k.id.as_str()).collect();
-        let pruned: std::collections::BTreeSet<&str> =
-            p.pruned.iter().map(String::as_str).collect();
-        assert!(kept.is_disjoint(&pruned), "round {round}");
-        assert_eq!(kept.len() + pruned.len(), backups.len(), "round {round}");
-        let newest = backups
-            .iter()
-            .max_by(|a, b| a.timestamp.cmp(&b.timestamp).then_with(|| a.id.cmp(&b.id)))
-            .unwrap();
-        assert!(
-            kept.contains(newest.id.as_str()),
-            "round {round}: newest kept"
-        );
-        // The newest backup of each day among the last keep_daily days is kept.
-        let today = now / 86_400;
-        for d in 0..u64::from(policy.keep_daily) {
-            let in_day = backups
-                .iter()
-                .filter(|b| b.timestamp <= now && b.timestamp / 86_400 == today - d)
-                .max_by(|a, b| a.timestamp.cmp(&b.timestamp).then_with(|| a.id.cmp(&b.id)));
-            if let Some(b) = in_day {
-                assert!(kept.contains(b.id.as_str()), "round {round}: day -{d}");
-            }
+fn keep_daily_7_is_today_and_the_six_days_before() {
+    let now = ts(datetime!(2025-10-20 09:15 UTC));
+    let start = ts(datetime!(2025-09-30 00:00 UTC));
+    // Every 6 hours from 2025-09-30 to now, and none on 2025-10-16.
+    let b: Vec<BackupInfo> = (start..=now)
+        .step_by(6 * 3600)
+        .filter(|t| (t - start) / DAY != 16)
+        .map(|t| full(&format!("b{t}"), t))
+        .collect();
+    let p = plan(
+        &b,
+        &RetentionPolicy {
+            keep_daily: 7,
+            ..OFF
+        },
+        now,
+    );
+    let kept: Vec<(String, Vec<String>)> = p
+        .kept
+        .iter()
+        .map(|k| (k.id.clone(), k.reasons.clone()))
+        .collect();
+    let at = |t: OffsetDateTime| format!("b{}", ts(t));
+    // 10-16 is empty and still counts: the look-back does not reach 10-13.
+    assert_eq!(
+        kept,
+        [
+            (
+                at(datetime!(2025-10-20 06:00 UTC)),
+                vec!["newest".to_string(), "daily 2025-10-20".into()]
+            ),
+            (
+                at(datetime!(2025-10-19 18:00 UTC)),
+                vec!["daily 2025-10-19".into()]
+            ),
+            (
+                at(datetime!(2025-10-18 18:00 UTC)),
+                vec!["daily 2025-10-18".into()]
+            ),
+            (
+                at(datetime!(2025-10-17 18:00 UTC)),
+                vec!["daily 2025-10-17".into()]
+            ),
+            (
+                at(datetime!(2025-10-15 18:00 UTC)),
+                vec!["daily 2025-10-15".into()]
+            ),
+            (
+                at(datetime!(2025-10-14 18:00 UTC)),
+                vec!["daily 2025-10-14".into()]
+            ),
+        ]
+    );
+    assert_eq!(p.kept.len() + p.pruned.len(), b.len());
+}
+
+#[test]
+fn keep_monthly_counts_the_current_month_and_crosses_years() {
+    let now = ts(datetime!(2025-02-10 12:00 UTC));
+    let b = [
+        full("feb", ts(datetime!(2025-02-01 00:00 UTC))),
+        full("jan", ts(datetime!(2025-01-31 23:59:59 UTC))),
+        full("jan-early", ts(datetime!(2025-01-01 00:00 UTC))),
+        full("dec", ts(datetime!(2024-12-31 23:59:59 UTC))),
+        full("nov", ts(datetime!(2024-11-30 12:00 UTC))),
+        full("oct", ts(datetime!(2024-10-01 00:00 UTC))),
+        full("sep", ts(datetime!(2024-09-30 23:59:59 UTC))),
+        full("aug", ts(datetime!(2024-08-15 00:00 UTC))),
+    ];
+    let p = plan(
+        &b,
+        &RetentionPolicy {
+            keep_monthly: 6,
+            ..OFF
+        },
+        now,
+    );
+    // Six months counting February 2025: back to September 2024, across the year end.
+    assert_eq!(ids(&p), ["feb", "jan", "dec", "nov", "oct", "sep"]);
+    assert_eq!(reasons(&p, "feb"), ["newest", "monthly 2025-02"]);
+    assert_eq!(reasons(&p, "dec"), ["monthly 2024-12"]);
+    assert_eq!(reasons(&p, "sep"), ["monthly 2024-09"]);
+    assert_eq!(p.pruned, ["jan-early", "aug"]);
+}
+
+#[test]
+fn min_age_is_strict_and_now_itself_is_not_future() {
+    let now = ts(datetime!(2025-10-20 12:00 UTC));
+    let b = [
+        full("now", now),
+        full("edge", now - 2 * DAY),
+        full("inside", now - 2 * DAY + 1),
+    ];
+    let p = plan(
+        &b,
+        &RetentionPolicy {
+            min_age_days: 2,
+            ..OFF
+        },
+        now,
+    );
+    assert_eq!(reasons(&p, "now"), ["newest", "min-age"]);
+    assert_eq!(reasons(&p, "inside"), ["min-age"]);
+    assert_eq!(
+        p.pruned,
+        ["edge"],
+        "exactly 2 days old is not younger than 2 days"
+    );
+}
+
+#[test]
+fn future_backups_are_kept_but_take_no_period() {
+    let now = ts(datetime!(2025-10-20 12:30 UTC));
+    let b = [
+        full("later", now + 1),
+        full("much-later", now + 40 * DAY),
+        full("this-hour", now - 60),
+    ];
+    let p = plan(
+        &b,
+        &RetentionPolicy {
+            keep_hourly: 1,
+            ..OFF
+        },
+        now,
+    );
+    assert_eq!(reasons(&p, "much-later"), ["newest", "future"]);
+    assert_eq!(reasons(&p, "later"), ["future"]);
+    assert_eq!(reasons(&p, "this-hour"), ["hourly 2025-10-20T12"]);
+}
+
+#[test]
+fn the_newest_wins_ties_by_the_larger_id() {
+    let now = ts(datetime!(2025-10-20 12:00 UTC));
+    let b = [
+        full("a", now - 10),
+        full("c", now - 10),
+        full("b", now - 10),
+    ];
+    let p = plan(&b, &OFF, now);
+    assert_eq!(ids(&p), ["c"]);
+    assert_eq!(p.pruned, ["b", "a"]);
+}
+
+/// Every kind of reason on one backup, in the fixed order.
+#[test]
+fn reasons_come_in_the_fixed_order() {
+    let now = ts(datetime!(2025-12-01 00:30 UTC)); // a Monday, first of the month
+    let b = [
+        full("F", ts(datetime!(2025-11-30 23:00 UTC))),
+        inc("i", "F", ts(datetime!(2025-12-01 00:10 UTC))),
+        inc("j", "F", ts(datetime!(2025-12-02 00:00 UTC))),
+    ];
+    let policy = RetentionPolicy {
+        keep_hourly: 2,
+        keep_daily: 2,
+        keep_weekly: 2,
+        keep_monthly: 2,
+        min_age_days: 1,
+    };
+    let p = plan(&b, &policy, now);
+    assert_eq!(ids(&p), ["j", "i", "F"]);
+    assert_eq!(reasons(&p, "j"), ["newest", "future"]);
+    assert_eq!(
+        reasons(&p, "i"),
+        [
+            "min-age",
+            "hourly 2025-12-01T00",
+            "daily 2025-12-01",
+            "weekly 2025-W49",
+            "monthly 2025-12"
+        ]
+    );
+    assert_eq!(
+        reasons(&p, "F"),
+        [
+            "min-age",
+            "hourly 2025-11-30T23",
+            "daily 2025-11-30",
+            "weekly 2025-W48",
+            "monthly 2025-11",
+            "chain of j",
+            "chain of i"
+        ]
+    );
+}
+
+#[test]
+fn a_missing_full_is_not_an_error_and_chains_removed_go_newest_first() {
+    let now = ts(datetime!(2025-10-20 12:00 UTC));
+    let b = [
+        inc("orphan", "gone", now - 3600),
+        full("A", now - 10 * DAY),
+        inc("a1", "A", now - 9 * DAY),
+        full("B", now - 20 * DAY),
+        full("C", now - 5 * DAY),
+    ];
+    let p = plan(&b, &OFF, now);
+    assert_eq!(ids(&p), ["orphan"]);
+    assert_eq!(reasons(&p, "orphan"), ["newest"]);
+    assert_eq!(p.pruned, ["C", "a1", "A", "B"]);
+    assert_eq!(p.chains_removed, ["C", "A", "B"]);
+}
+
+#[test]
+fn the_default_policy_is_the_contracts() {
+    assert_eq!(
+        RetentionPolicy::default(),
+        RetentionPolicy {
+            keep_hourly: 24,
+            keep_daily: 7,
+            keep_weekly: 4,
+            keep_monthly: 6,
+            min_age_days: 0,
         }
-        // No kept incremental without its full.
-        for b in backups
-            .iter()
-            .filter(|b| !b.full && kept.contains(b.id.as_str()))
-        {
-            assert!(
-                kept.contains(b.chain_id.as_str()),
-                "round {round}: chain of {}",
-                b.id
-            );
-        }
-        // Idempotent: pruning the kept set again keeps it all.
-        let survivors: Vec<BackupInfo> = backups
-            .iter()
-            .filter(|b| kept.contains(b.id.as_str()))
-            .cloned()
-            .collect();
-        let again = plan(&survivors, &policy, now);
-        assert!(again.pruned.is_empty(), "round {round}: {:?}", again.pruned);
-    }
+    );
 }

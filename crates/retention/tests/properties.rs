@@ -192,7 +192,7 @@ fn history(rng: &mut Rng, now: u64) -> Vec<BackupInfo> {
             // Just before or at the start of an hour (so also of days, weeks, months).
             1 => (now - rng.below(span)) / 3600 * 3600 - rng.below(2),
             // In the future.
-            2 => now + 1 + rng.below(3 * DAY),
+            2 => now + 1 + [0, rng.below(600), rng.below(3 * DAY)][rng.below(3) as usize],
             _ => now - rng.below(span),
         };
         if rng.below(20) == 0 {
@@ -262,7 +262,10 @@ fn properties_over_generated_histories() {
         assert!(kept_set.is_disjoint(&pruned_set), "{ctx}");
         assert_eq!(kept.len() + pruned.len(), backups.len(), "{ctx}");
         assert_eq!(
-            kept_set.union(&pruned_set).copied().collect::<BTreeSet<_>>(),
+            kept_set
+                .union(&pruned_set)
+                .copied()
+                .collect::<BTreeSet<_>>(),
             all,
             "{ctx}"
         );
@@ -300,7 +303,10 @@ fn properties_over_generated_histories() {
         }
 
         // No kept incremental loses its full.
-        for b in backups.iter().filter(|b| !b.full && kept_set.contains(b.id.as_str())) {
+        for b in backups
+            .iter()
+            .filter(|b| !b.full && kept_set.contains(b.id.as_str()))
+        {
             if all.contains(b.chain_id.as_str()) {
                 assert!(
                     kept_set.contains(b.chain_id.as_str()),

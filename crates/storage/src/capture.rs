@@ -222,8 +222,17 @@ pub fn create_backup(repo: &Repository, opts: &CreateOptions) -> Result<CreateRe
     let mut state = loop {
         attempts += 1;
         if let Some(s) = open_state(dir)? {
+            tracing::debug!(
+                attempt = attempts,
+                files = s.files.len(),
+                "opened every file the MANIFEST names"
+            );
             break s;
         }
+        tracing::debug!(
+            attempt = attempts,
+            "a file named by the MANIFEST vanished; reading it again"
+        );
         if attempts >= MAX_CAPTURE_ATTEMPTS {
             return Err(Error::DataDir(format!(
                 "files named by {}/MANIFEST vanished {attempts} times in a row while opening them",
@@ -236,6 +245,9 @@ pub fn create_backup(repo: &Repository, opts: &CreateOptions) -> Result<CreateRe
     for (name, kind, file, len) in &mut state.files {
         if *kind == FileKind::Wal {
             let (valid, index) = scan_wal(name, file, *len)?;
+            if valid < *len {
+                tracing::debug!(segment = %name, whole = valid, seen = *len, "cut at the last whole frame");
+            }
             *len = valid;
             indexes.insert(name.clone(), index);
         }
@@ -282,6 +294,7 @@ pub fn create_backup(repo: &Repository, opts: &CreateOptions) -> Result<CreateRe
     m.skipped = skipped_files(&state.listing, &files);
     m.files = files;
     let backup = repo.commit_manifest(&m)?;
+    tracing::debug!(id = %m.id, new_chunks = counters.new_chunks, reused = counters.reused_chunks, "manifest committed");
     Ok(CreateReport {
         backup,
         stats: counters,

@@ -121,6 +121,7 @@ impl ChainStore {
             let _ = fs::remove_file(&tmp);
         }
         written?;
+        tracing::trace!(chunk = %hash, plain = plain.len(), stored = encoded.bytes.len(), "chunk written");
         self.touched.lock().expect("lock").insert(parent);
         Ok((r, encoded.bytes.len() as u64))
     }

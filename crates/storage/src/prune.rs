@@ -64,6 +64,7 @@ pub fn prune_backups(repo: &Repository, ids: &[String], dry_run: bool) -> Result
                 touched_dirs.insert(dir.to_path_buf());
             }
         }
+        tracing::debug!(id = %m.id, dry_run, "manifest deleted");
         report.deleted_backups.push(m.id.clone());
     }
     for dir in &touched_dirs {

@@ -294,6 +294,7 @@ pub fn restore(set: &RestoreSet<'_>, opts: &RestoreOptions) -> Result<RestoreRep
         std::process::id(),
         &set.backup_id[..8.min(set.backup_id.len())]
     ));
+    tracing::debug!(staging = %staging.display(), files = set.files.len(), "building the new state beside the target");
     let built = build_staging(set, &staging);
     let (files, count) = match built {
         Ok(b) => b,
@@ -312,7 +313,10 @@ pub fn restore(set: &RestoreSet<'_>, opts: &RestoreOptions) -> Result<RestoreRep
         swap_in(&staging, &report.target, &parent)
     })();
     let replaced_old = match swapped {
-        Ok(r) => r,
+        Ok(r) => {
+            tracing::debug!(target = %report.target.display(), replaced = r, "swapped in atomically");
+            r
+        }
         Err(e) => {
             let _ = fs::remove_dir_all(&staging);
             return Err(e);
