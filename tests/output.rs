@@ -97,7 +97,14 @@ fn output_of_every_command() {
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
     let full = v[1]["id"].as_str().unwrap().to_string();
-    insta::assert_snapshot!("list_text", run(&["--backup-dir", r, "list"], &[]));
+    // `list` defaults to a table: boxed with the cli-tools feature, plain text without.
+    let mut table = insta::Settings::clone_current();
+    if cfg!(feature = "cli-tools") {
+        table.set_snapshot_suffix("cli-tools");
+    }
+    table.bind(|| {
+        insta::assert_snapshot!("list_text", run(&["--backup-dir", r, "list"], &[]));
+    });
     insta::assert_snapshot!("show_text", run(&["--backup-dir", r, "show", &full], &[]));
     insta::assert_snapshot!(
         "verify_text",
