@@ -24,7 +24,7 @@ use crate::args::{
     PruneArgs, RestoreArgs, VerifyArgs,
 };
 use crate::output::{
-    backup_json, human_age, human_bytes, print_json, print_table, state_line, utc,
+    backup_json, human_age, human_bytes, print_json, print_table, state_line, utc, Bar,
 };
 use crate::{Hinted, Outcome};
 
@@ -34,6 +34,11 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// A progress bar for a long step (drawn only on a terminal, never with JSON or -q).
+    fn bar(&self) -> Bar {
+        Bar::new(!self.json && !self.cli.quiet)
+    }
+
     /// Progress and notes for people: stderr, silenced by `-q`.
     fn note(&self, msg: impl AsRef<str>) {
         if !self.cli.quiet {
@@ -126,7 +131,7 @@ fn create(ctx: &Ctx, a: &CreateArgs) -> Result<Outcome> {
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
         parent: parent.map(|p| p.manifest),
     };
-    let report = create_backup(&repo, &opts)?;
+    let report = create_backup(&repo, &opts, &ctx.bar())?;
     let b = &report.backup;
     let m = &b.manifest;
     if ctx.json {
@@ -495,7 +500,10 @@ fn restore(ctx: &Ctx, a: &RestoreArgs) -> Result<Outcome> {
             let b = repo.find(id)?;
             check_distance(b.manifest.distance, a.distance)?;
             let store = repo.chain_store(&b.manifest.chain_id)?;
-            (restore_backup(&store, &b, &opts)?, b.manifest.timestamp)
+            (
+                restore_backup(&store, &b, &opts, &ctx.bar())?,
+                b.manifest.timestamp,
+            )
         }
         (None, Some(t)) => {
             let backups: Vec<StoredBackup> = repo.list()?.backups;
@@ -523,7 +531,7 @@ fn restore(ctx: &Ctx, a: &RestoreArgs) -> Result<Outcome> {
             check_distance(snap_distance, a.distance)?;
             let store = repo.chain_store(&plan.chain_id)?;
             let set = pitr_set(&store, &backups, &plan)?;
-            (restore_set(&set, &opts)?, plan.recovered_to)
+            (restore_set(&set, &opts, &ctx.bar())?, plan.recovered_to)
         }
         (None, None) => bail!("give --backup-id or --point-in-time"),
     };
@@ -626,7 +634,7 @@ fn restore_builtin(
             .collect(),
         expect: Expectation::Recovers,
     };
-    let r = restore_set(&set, opts)?;
+    let r = restore_set(&set, opts, &ctx.bar())?;
     let migrated = match (a.distance, r.dry_run) {
         (Some(d), false) => Some(migrate_data_dir(&MigrateOptions {
             data_dir: r.target.clone(),
@@ -789,6 +797,7 @@ fn verify(ctx: &Ctx, a: &VerifyArgs) -> Result<Outcome> {
             let c = verify_backup(
                 repo.as_ref().expect("our backups come from a repository"),
                 b,
+                &ctx.bar(),
             );
             if !ctx.json {
                 if c.ok {

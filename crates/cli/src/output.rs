@@ -105,6 +105,68 @@ pub fn state_line(b: &StoredBackup) -> String {
     format!("{} vectors{dimension}, {metric}", m.vector_count)
 }
 
+/// Progress of create, restore and verify: a bar with throughput and ETA on a terminal (with
+/// the `cli-tools` feature), nothing otherwise (JSON, `-q`, stderr not a terminal).
+pub struct Bar {
+    #[cfg(feature = "cli-tools")]
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Bar {
+    /// A bar, shown only when `enabled` and stderr is a terminal.
+    pub fn new(enabled: bool) -> Self {
+        #[cfg(feature = "cli-tools")]
+        {
+            use std::io::IsTerminal;
+            let bar = (enabled && std::io::stderr().is_terminal()).then(|| {
+                let b = indicatif::ProgressBar::new(0);
+                b.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{msg:8} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                    )
+                    .expect("valid template")
+                    .progress_chars("=> "),
+                );
+                b
+            });
+            Self { bar }
+        }
+        #[cfg(not(feature = "cli-tools"))]
+        {
+            let _ = enabled;
+            Self {}
+        }
+    }
+}
+
+impl kyrodb_backup_storage::Progress for Bar {
+    fn start(&self, what: &str, total: u64) {
+        #[cfg(feature = "cli-tools")]
+        if let Some(b) = &self.bar {
+            b.reset();
+            b.set_length(total);
+            b.set_message(what.to_string());
+        }
+        let _ = (what, total);
+    }
+    fn advance(&self, bytes: u64) {
+        #[cfg(feature = "cli-tools")]
+        if let Some(b) = &self.bar {
+            b.inc(bytes);
+        }
+        let _ = bytes;
+    }
+}
+
+impl Drop for Bar {
+    fn drop(&mut self) {
+        #[cfg(feature = "cli-tools")]
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
 /// Prints rows under a header: a boxed table with the `cli-tools` feature and
 /// `--format table`, aligned plain text otherwise.
 pub fn print_table(boxed: bool, header: &[&str], rows: &[Vec<String>]) {

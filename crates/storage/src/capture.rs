@@ -210,7 +210,11 @@ fn skip_reason(name: &str) -> &'static str {
 /// (retrying if one vanishes first), cuts WAL segments at their last whole frame, stores the
 /// bytes in the chain's chunk store, replays the captured state to count live documents, and
 /// commits the manifest last. The caller holds the repository lock.
-pub fn create_backup(repo: &Repository, opts: &CreateOptions) -> Result<CreateReport> {
+pub fn create_backup(
+    repo: &Repository,
+    opts: &CreateOptions,
+    progress: &dyn crate::Progress,
+) -> Result<CreateReport> {
     let dir = &opts.data_dir;
     if !dir.is_dir() {
         return Err(Error::DataDir(format!(
@@ -262,7 +266,12 @@ pub fn create_backup(repo: &Repository, opts: &CreateOptions) -> Result<CreateRe
         ),
     };
     let store = repo.chain_store(&chain_id)?;
-    let (mut files, counters, report, vector_count) = store_and_replay(&store, &state, dir)?;
+    progress.start(
+        "create",
+        state.manifest_bytes.len() as u64 + state.files.iter().map(|f| f.3).sum::<u64>(),
+    );
+    let (mut files, counters, report, vector_count) =
+        store_and_replay(&store, &state, dir, progress)?;
     for f in &mut files {
         f.wal_index = indexes.remove(&f.name);
     }
@@ -308,6 +317,7 @@ fn store_and_replay(
     store: &ChainStore,
     state: &OpenState,
     dir: &Path,
+    progress: &dyn crate::Progress,
 ) -> Result<(Vec<FileEntry>, StoreStats, RecoveryReport, u64)> {
     let mut counters = StoreStats::default();
     let (stored, recovered) = std::thread::scope(|s| {
@@ -338,6 +348,7 @@ fn store_and_replay(
                 "MANIFEST",
                 FileKind::Manifest,
                 &mut counters,
+                progress,
             )?];
             for (name, kind, file, len) in &state.files {
                 files.push(store.store_file(
@@ -345,6 +356,7 @@ fn store_and_replay(
                     name,
                     *kind,
                     &mut counters,
+                    progress,
                 )?);
             }
             Ok(files)

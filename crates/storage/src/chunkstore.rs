@@ -180,6 +180,7 @@ impl ChainStore {
         name: &str,
         kind: FileKind,
         stats: &mut StoreStats,
+        progress: &dyn crate::Progress,
     ) -> Result<FileEntry> {
         let mut whole = Xxh3::new();
         let mut chunks = Vec::new();
@@ -189,6 +190,7 @@ impl ChainStore {
             let chunk = chunk.map_err(|e| Error::DataDir(format!("{name}: read failed: {e}")))?;
             whole.update(&chunk.data);
             size += chunk.data.len() as u64;
+            progress.advance(chunk.data.len() as u64);
             let (r, written) = self.put(&chunk.data)?;
             if written > 0 {
                 stats.new_chunks += 1;

@@ -38,7 +38,9 @@ pub use capture::{
 };
 pub use chunkstore::{ChainStore, FileReader, StoreStats, AVG_CHUNK, MAX_CHUNK, MIN_CHUNK};
 pub use error::{Error, Result};
-pub use fsutil::{atomic_write, fsync_dir, DIR_MODE, FILE_MODE};
+pub use fsutil::{
+    atomic_write, fsync_dir, NoProgress, Progress, ProgressWriter, DIR_MODE, FILE_MODE,
+};
 pub use migrate::{migrate_data_dir, MetricSource, MigrateOptions, MigrateReport};
 pub use prune::{prune_backups, PruneReport};
 pub use repository::{Listing, LockMode, RepoLock, Repository, StoredBackup};

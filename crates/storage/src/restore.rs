@@ -237,8 +237,9 @@ pub fn restore_backup(
     store: &ChainStore,
     backup: &StoredBackup,
     opts: &RestoreOptions,
+    progress: &dyn crate::Progress,
 ) -> Result<RestoreReport> {
-    restore(&RestoreSet::whole_backup(store, backup), opts)
+    restore(&RestoreSet::whole_backup(store, backup), opts, progress)
 }
 
 /// Restores `set` into `opts.target` so that the target is never half-written:
@@ -251,7 +252,11 @@ pub fn restore_backup(
 /// 5. deletes the previous contents, or keeps them as `<target>.previous-<now>`.
 ///
 /// Any failure before step 4 removes the staging directory and leaves the target as it was.
-pub fn restore(set: &RestoreSet<'_>, opts: &RestoreOptions) -> Result<RestoreReport> {
+pub fn restore(
+    set: &RestoreSet<'_>,
+    opts: &RestoreOptions,
+    progress: &dyn crate::Progress,
+) -> Result<RestoreReport> {
     let empty = target_is_empty(&opts.target)?;
     if !empty && !opts.allow_clear {
         return Err(Error::TargetNotEmpty(opts.target.clone()));
@@ -295,7 +300,17 @@ pub fn restore(set: &RestoreSet<'_>, opts: &RestoreOptions) -> Result<RestoreRep
         &set.backup_id[..8.min(set.backup_id.len())]
     ));
     tracing::debug!(staging = %staging.display(), files = set.files.len(), "building the new state beside the target");
-    let built = build_staging(set, &staging);
+    let total = set
+        .files
+        .iter()
+        .map(|f| match &f.content {
+            PlannedContent::Stored { entry, .. } => entry.size,
+            PlannedContent::Generated(b) => b.len() as u64,
+            PlannedContent::Archive { member, .. } => member.len,
+        })
+        .sum();
+    progress.start("restore", total);
+    let built = build_staging(set, &staging, progress);
     let (files, count) = match built {
         Ok(b) => b,
         Err(e) => {
@@ -413,7 +428,11 @@ fn write_content(content: &PlannedContent<'_>, out: &mut impl Write) -> io::Resu
     }
 }
 
-fn build_staging(set: &RestoreSet<'_>, staging: &Path) -> Result<(Vec<(String, u64)>, u64)> {
+fn build_staging(
+    set: &RestoreSet<'_>,
+    staging: &Path,
+    progress: &dyn crate::Progress,
+) -> Result<(Vec<(String, u64)>, u64)> {
     fs::create_dir(staging).at(staging)?;
     let mut written = Vec::new();
     for f in &set.files {
@@ -423,7 +442,7 @@ fn build_staging(set: &RestoreSet<'_>, staging: &Path) -> Result<(Vec<(String, u
             .create_new(true)
             .open(&path)
             .at(&path)?;
-        let mut w = BufWriter::with_capacity(1 << 20, file);
+        let mut w = crate::ProgressWriter::new(BufWriter::with_capacity(1 << 20, file), progress);
         let n = write_content(&f.content, &mut w).map_err(|e| {
             if e.kind() == io::ErrorKind::InvalidData {
                 damage(set, f, &e)
@@ -432,6 +451,7 @@ fn build_staging(set: &RestoreSet<'_>, staging: &Path) -> Result<(Vec<(String, u
             }
         })?;
         let file: File = w
+            .into_inner()
             .into_inner()
             .map_err(|e| Error::io(&path, e.into_error()))?;
         file.sync_all().at(&path)?;

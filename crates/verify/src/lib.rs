@@ -15,7 +15,7 @@
 //!
 //! let repo = Repository::open("backups".as_ref())?;
 //! for backup in repo.list()?.backups {
-//!     let check = verify_backup(&repo, &backup);
+//!     let check = verify_backup(&repo, &backup, &kyrodb_backup_storage::NoProgress);
 //!     println!("{} {}", backup.manifest.id, if check.ok { "ok" } else { "damaged" });
 //! }
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -34,7 +34,7 @@ use std::io::{self, Read};
 use std::rc::Rc;
 
 use kyrodb_backup_format::{recover, FileEntry, FileSource, LiveIds, RecoveryOptions};
-use kyrodb_backup_storage::{wal_summary, ChainStore, Repository, StoredBackup};
+use kyrodb_backup_storage::{wal_summary, ChainStore, Progress, Repository, StoredBackup};
 use serde::Serialize;
 
 /// One thing found wrong with a backup.
@@ -73,12 +73,14 @@ struct Draining<'a> {
     read: u64,
     log: Log,
     bytes: Rc<RefCell<u64>>,
+    progress: &'a dyn Progress,
 }
 
 impl Read for Draining<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.read += n as u64;
+        self.progress.advance(n as u64);
         Ok(n)
     }
 }
@@ -112,6 +114,7 @@ struct StoredSource<'a> {
     opened: BTreeSet<String>,
     log: Log,
     bytes: Rc<RefCell<u64>>,
+    progress: &'a dyn Progress,
 }
 
 impl FileSource for StoredSource<'_> {
@@ -129,6 +132,7 @@ impl FileSource for StoredSource<'_> {
             read: 0,
             log: Rc::clone(&self.log),
             bytes: Rc::clone(&self.bytes),
+            progress: self.progress,
         }))
     }
 
@@ -177,7 +181,11 @@ fn compare_with_manifest(
 
 /// Checks one backup completely; see the crate documentation. Never fails: everything found
 /// is in the returned [`BackupCheck`].
-pub fn verify_backup(repo: &Repository, backup: &StoredBackup) -> BackupCheck {
+pub fn verify_backup(
+    repo: &Repository,
+    backup: &StoredBackup,
+    progress: &dyn Progress,
+) -> BackupCheck {
     let m = &backup.manifest;
     let mut check = BackupCheck {
         id: m.id.clone(),
@@ -199,12 +207,14 @@ pub fn verify_backup(repo: &Repository, backup: &StoredBackup) -> BackupCheck {
     };
     let log: Log = Rc::default();
     let bytes = Rc::new(RefCell::new(0u64));
+    progress.start("verify", m.size_bytes);
     let mut source = StoredSource {
         store: &store,
         files: &m.files,
         opened: BTreeSet::new(),
         log: Rc::clone(&log),
         bytes: Rc::clone(&bytes),
+        progress,
     };
     let mut ids = LiveIds::default();
     let recovered = recover(
