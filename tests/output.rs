@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::fs;
+
 use common::*;
 
 fn settings(tmp: &std::path::Path) -> insta::Settings {
@@ -13,6 +15,15 @@ fn settings(tmp: &std::path::Path) -> insta::Settings {
         "[ID]",
     );
     s.add_filter(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", "[TIME]");
+    // Retention reasons name the periods of today's clock.
+    s.add_filter(r"\d{4}-\d\d-\d\dT\d\d\b", "[HOUR]");
+    s.add_filter(r"\d{4}-W\d\d", "[WEEK]");
+    s.add_filter(r"\d{4}-\d\d-\d\d\b", "[DAY]");
+    s.add_filter(r"\b\d{4}-\d\d\b", "[MONTH]");
+    s.add_filter(r#""(age_seconds|newest_timestamp)": \d+"#, r#""$1": [N]"#);
+    s.add_filter(r"\(\d+\.\d+ s\)", "([SECONDS] s)");
+    s.add_filter(r"\.\.=1[7-9]\d{8}", "..=[NOW-1]");
+    s.add_filter(r#""to": 1[7-9]\d{8}"#, r#""to": [NOW-1]"#);
     s.add_filter(
         r#""(timestamp|recovered_to)": 1[7-9]\d{8}"#,
         r#""$1": [NOW]"#,
@@ -211,5 +222,200 @@ fn hints_of_documented_failures() {
     insta::assert_snapshot!(
         "check_no_backup",
         run(&["--backup-dir", r, "check", "--max-age", "26h"], &[])
+    );
+}
+
+#[test]
+fn output_of_prune_migrate_golden_and_json_views() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let repo = tmp.path().join("backups");
+    copy_fixture_data("v4-basic", &data);
+    let d = data.to_str().unwrap();
+    let r = repo.to_str().unwrap();
+    let _guard = settings(tmp.path()).bind_to_scope();
+    create(&data, &repo, &[]);
+    let id = create(&data, &repo, &["--incremental", "--reference", "latest"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    insta::assert_snapshot!(
+        "prune_dry_run_text",
+        run(&["--backup-dir", r, "prune", "--dry-run"], &[])
+    );
+    insta::assert_snapshot!(
+        "prune_json",
+        run(
+            &[
+                "--backup-dir",
+                r,
+                "prune",
+                "--format",
+                "json",
+                "--keep-hourly",
+                "0",
+                "--keep-daily",
+                "0",
+                "--keep-weekly",
+                "0",
+                "--keep-monthly",
+                "0"
+            ],
+            &[]
+        )
+    );
+    insta::assert_snapshot!(
+        "show_json",
+        run(&["--backup-dir", r, "show", &id, "--format", "json"], &[])
+    );
+    insta::assert_snapshot!(
+        "verify_json",
+        run(&["--backup-dir", r, "verify", "--format", "json"], &[])
+    );
+    insta::assert_snapshot!(
+        "check_json",
+        run(
+            &[
+                "--backup-dir",
+                r,
+                "check",
+                "--max-age",
+                "1000d",
+                "--format",
+                "json"
+            ],
+            &[]
+        )
+    );
+    let golden = tmp.path().join("g.json");
+    let g = golden.to_str().unwrap();
+    insta::assert_snapshot!(
+        "golden_create_text",
+        run(
+            &[
+                "--data-dir",
+                d,
+                "golden",
+                "create",
+                "--queries",
+                "4",
+                "--k",
+                "3",
+                "--out",
+                g
+            ],
+            &[]
+        )
+    );
+    insta::assert_snapshot!(
+        "golden_check_text",
+        run(&["--data-dir", d, "golden", "check", g], &[])
+    );
+    let legacy = tmp.path().join("legacy");
+    fs::create_dir_all(&legacy).unwrap();
+    let l = fixtures().join("kyrodb/legacy");
+    fs::copy(
+        l.join("snapshot_v2.snap"),
+        legacy.join("snapshot_1760970600"),
+    )
+    .unwrap();
+    fs::copy(
+        l.join("wal_v2.wal"),
+        legacy.join("wal_1760970600000001.wal"),
+    )
+    .unwrap();
+    fs::write(legacy.join("MANIFEST"), "snapshot_number: 1760970600\n").unwrap();
+    insta::assert_snapshot!(
+        "migrate_dry_run_text",
+        run(
+            &[
+                "--data-dir",
+                legacy.to_str().unwrap(),
+                "migrate",
+                "--dry-run"
+            ],
+            &[]
+        )
+    );
+}
+
+#[test]
+fn hints_of_refusals_and_integrity_failures() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let repo = tmp.path().join("backups");
+    copy_fixture_data("v4-rotated", &data);
+    let r = repo.to_str().unwrap();
+    let _guard = settings(tmp.path()).bind_to_scope();
+    let id = create(&data, &repo, &[])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let target = tmp.path().join("t");
+    let t = target.to_str().unwrap();
+    insta::assert_snapshot!(
+        "pitr_not_recoverable",
+        run(
+            &[
+                "--backup-dir",
+                r,
+                "--data-dir",
+                t,
+                "restore",
+                "--point-in-time",
+                "1795529600"
+            ],
+            &[]
+        )
+    );
+    insta::assert_snapshot!(
+        "distance_conflict",
+        run(
+            &[
+                "--backup-dir",
+                r,
+                "--data-dir",
+                t,
+                "restore",
+                "--backup-id",
+                &id,
+                "--distance",
+                "cosine"
+            ],
+            &[]
+        )
+    );
+    let lock = fs::OpenOptions::new()
+        .write(true)
+        .open(repo.join("kyrodb-backup.lock"))
+        .unwrap();
+    fs2::FileExt::try_lock_exclusive(&lock).unwrap();
+    insta::assert_snapshot!("locked", run(&["--backup-dir", r, "prune"], &[]));
+    fs2::FileExt::unlock(&lock).unwrap();
+    // Chunks are named by content, so the smallest name is the same chunk on every run.
+    let first = |dir: std::path::PathBuf| {
+        let mut v: Vec<_> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        v.sort();
+        v.remove(0)
+    };
+    let chunk = first(first(repo.join("chains").join(&id).join("chunks")));
+    fs::write(&chunk, b"KBCK garbage").unwrap();
+    insta::assert_snapshot!(
+        "damaged_restore",
+        run(
+            &[
+                "--backup-dir",
+                r,
+                "--data-dir",
+                t,
+                "restore",
+                "--backup-id",
+                &id
+            ],
+            &[]
+        )
     );
 }

@@ -873,6 +873,7 @@ fn prune(ctx: &Ctx, a: &PruneArgs) -> Result<Outcome> {
             id: b.manifest.id.clone(),
             chain_id: b.manifest.chain_id.clone(),
             timestamp: b.manifest.timestamp,
+            subsec_nanos: b.manifest.subsec_nanos,
             full: b.manifest.backup_type == BackupType::Full,
         })
         .collect();

@@ -33,6 +33,7 @@
 //!         id: format!("b{i}"),
 //!         chain_id: format!("b{i}"),
 //!         timestamp: now - i * day,
+//!         subsec_nanos: 0,
 //!         full: true,
 //!     })
 //!     .collect();

@@ -17,6 +17,9 @@ pub struct BackupInfo {
     pub chain_id: String,
     /// Unix second (UTC) it was taken.
     pub timestamp: u64,
+    /// Nanoseconds within that second: orders backups taken in the same second (0 when
+    /// unknown; ties are then broken by the larger id).
+    pub subsec_nanos: u32,
     /// Whether it is a full backup (otherwise an incremental of `chain_id`).
     pub full: bool,
 }
@@ -42,9 +45,11 @@ pub struct PrunePlan {
     pub chains_removed: Vec<String>,
 }
 
-/// Newest first: larger timestamp first, ties by larger id.
+/// Newest first: larger timestamp first, then later within the second, ties by larger id.
 fn newest_first(a: &BackupInfo, b: &BackupInfo) -> Ordering {
-    b.timestamp.cmp(&a.timestamp).then_with(|| b.id.cmp(&a.id))
+    (b.timestamp, b.subsec_nanos)
+        .cmp(&(a.timestamp, a.subsec_nanos))
+        .then_with(|| b.id.cmp(&a.id))
 }
 
 #[derive(Default)]
@@ -173,6 +178,7 @@ mod tests {
             id: id.into(),
             chain_id: chain.into(),
             timestamp: t,
+            subsec_nanos: 0,
             full,
         }
     }

@@ -16,6 +16,7 @@ fn full(id: &str, t: u64) -> BackupInfo {
         id: id.into(),
         chain_id: id.into(),
         timestamp: t,
+        subsec_nanos: 0,
         full: true,
     }
 }
@@ -25,6 +26,7 @@ fn inc(id: &str, chain: &str, t: u64) -> BackupInfo {
         id: id.into(),
         chain_id: chain.into(),
         timestamp: t,
+        subsec_nanos: 0,
         full: false,
     }
 }

@@ -214,6 +214,7 @@ fn history(rng: &mut Rng, now: u64) -> Vec<BackupInfo> {
                 chain.clone()
             },
             timestamp: t,
+            subsec_nanos: 0,
             full,
         });
     }
