@@ -226,6 +226,7 @@ fn hints_of_documented_failures() {
 }
 
 #[test]
+#[allow(clippy::too_many_lines)] // one scenario, step by step, each output pinned
 fn output_of_prune_migrate_golden_and_json_views() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
