@@ -312,6 +312,17 @@ fn output_of_prune_migrate_golden_and_json_views() {
         "golden_check_text",
         run(&["--data-dir", d, "golden", "check", g], &[])
     );
+    insta::assert_snapshot!(
+        "golden_check_json",
+        run(
+            &["--data-dir", d, "golden", "check", g, "--format", "json"],
+            &[]
+        )
+    );
+    insta::assert_snapshot!(
+        "list_json",
+        run(&["--backup-dir", r, "list", "--format", "json"], &[])
+    );
     let legacy = tmp.path().join("legacy");
     fs::create_dir_all(&legacy).unwrap();
     let l = fixtures().join("kyrodb/legacy");
@@ -326,6 +337,14 @@ fn output_of_prune_migrate_golden_and_json_views() {
     )
     .unwrap();
     fs::write(legacy.join("MANIFEST"), "snapshot_number: 1760970600\n").unwrap();
+    let l = legacy.to_str().unwrap();
+    insta::assert_snapshot!(
+        "migrate_dry_run_json",
+        run(
+            &["--data-dir", l, "migrate", "--dry-run", "--format", "json"],
+            &[]
+        )
+    );
     insta::assert_snapshot!(
         "migrate_dry_run_text",
         run(

@@ -422,14 +422,23 @@ fn show(ctx: &Ctx, id: &str) -> Result<Outcome> {
         println!("wal         no entries");
     }
     println!("files");
-    for f in &m.files {
-        println!(
-            "  {:<32} {:>10}  {} chunks",
-            f.name,
-            human_bytes(f.size),
-            f.chunks.len()
-        );
-    }
+    let rows: Vec<Vec<String>> = m
+        .files
+        .iter()
+        .map(|f| {
+            vec![
+                f.name.clone(),
+                human_bytes(f.size),
+                f.chunks.len().to_string(),
+                f.hash.to_hex(),
+            ]
+        })
+        .collect();
+    print_table(
+        ctx.cli.format == Some(Format::Table),
+        &["FILE", "SIZE", "CHUNKS", "XXH3-128"],
+        &rows,
+    );
     for s in &m.skipped {
         println!("  skipped {} ({})", s.name, s.reason);
     }
