@@ -99,7 +99,7 @@ pub struct EncodedChunk {
 
 /// Encodes a chunk file: a 16-byte header (`KBCK`, version 1, codec, two reserved zero bytes,
 /// plain length and payload length as u32 LE) then the payload, LZ4-compressed when that saves
-/// at least 1/32 of the size.
+/// at least 1/32 of the size (judged first on a 64 KiB sample for large chunks).
 ///
 /// The chunk's name (its [`ContentHash`] of `plain`) is its checksum: [`decode_chunk`] refuses a
 /// chunk whose decoded bytes do not hash to it.
@@ -111,12 +111,24 @@ pub fn encode_chunk(plain: &[u8]) -> Result<EncodedChunk> {
             hash: ContentHash::of(plain).to_hex(),
             detail: format!("{} bytes exceed the chunk size limit", plain.len()),
         })?;
-    let compressed = lz4_flex::block::compress(plain);
-    let (codec, payload): (u8, &[u8]) = if compressed.len() + plain.len() / 32 < plain.len() {
-        (CODEC_LZ4, &compressed)
-    } else {
-        (CODEC_STORED, plain)
+    // Probe a 64 KiB sample first: float vectors barely compress, and compressing a whole
+    // chunk only to throw the result away costs more than hashing it.
+    const PROBE: usize = 64 * 1024;
+    let worth_trying = plain.len() <= PROBE || {
+        let sample = &plain[..PROBE];
+        lz4_flex::block::compress(sample).len() + PROBE / 32 < PROBE
     };
+    let compressed = if worth_trying {
+        lz4_flex::block::compress(plain)
+    } else {
+        Vec::new()
+    };
+    let (codec, payload): (u8, &[u8]) =
+        if worth_trying && compressed.len() + plain.len() / 32 < plain.len() {
+            (CODEC_LZ4, &compressed)
+        } else {
+            (CODEC_STORED, plain)
+        };
     let mut bytes = Vec::with_capacity(CHUNK_HEADER_LEN + payload.len());
     bytes.extend_from_slice(CHUNK_MAGIC);
     bytes.push(1);

@@ -173,7 +173,9 @@ impl ChainStore {
     }
 
     /// Splits a file into content-defined chunks, stores the ones the chain lacks, and returns
-    /// the file's entry. Memory stays bounded by the chunk size.
+    /// the file's entry. The chunker runs on this thread; two workers hash, encode, write and
+    /// fsync chunks behind a bounded queue, so writes overlap chunking and memory stays bounded
+    /// by a few chunks.
     pub fn store_file(
         &self,
         reader: impl Read,
@@ -182,16 +184,57 @@ impl ChainStore {
         stats: &mut StoreStats,
         progress: &dyn crate::Progress,
     ) -> Result<FileEntry> {
+        const WORKERS: usize = 2;
         let mut whole = Xxh3::new();
-        let mut chunks = Vec::new();
         let mut size = 0u64;
-        let cdc = fastcdc::v2020::StreamCDC::new(reader, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK);
-        for chunk in cdc {
-            let chunk = chunk.map_err(|e| Error::DataDir(format!("{name}: read failed: {e}")))?;
-            whole.update(&chunk.data);
-            size += chunk.data.len() as u64;
-            progress.advance(chunk.data.len() as u64);
-            let (r, written) = self.put(&chunk.data)?;
+        let mut results: Vec<Option<Result<(ChunkRef, u64)>>> = Vec::new();
+        let (jobs, queue) = std::sync::mpsc::sync_channel::<(usize, Vec<u8>)>(WORKERS * 2);
+        let queue = std::sync::Mutex::new(queue);
+        let (done, finished) = std::sync::mpsc::channel();
+        let read_error = std::thread::scope(|s| {
+            for _ in 0..WORKERS {
+                let (queue, done) = (&queue, done.clone());
+                s.spawn(move || loop {
+                    let job = queue.lock().expect("queue lock").recv();
+                    let Ok((i, data)) = job else { break };
+                    if done.send((i, self.put(&data))).is_err() {
+                        break;
+                    }
+                });
+            }
+            drop(done);
+            let mut read_error = None;
+            let mut count = 0;
+            for chunk in fastcdc::v2020::StreamCDC::new(reader, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK) {
+                match chunk {
+                    Ok(chunk) => {
+                        whole.update(&chunk.data);
+                        size += chunk.data.len() as u64;
+                        progress.advance(chunk.data.len() as u64);
+                        if jobs.send((count, chunk.data)).is_err() {
+                            break;
+                        }
+                        count += 1;
+                    }
+                    Err(e) => {
+                        read_error = Some(Error::DataDir(format!("{name}: read failed: {e}")));
+                        break;
+                    }
+                }
+            }
+            drop(jobs);
+            results.resize_with(count, || None);
+            for (i, r) in finished {
+                results[i] = Some(r);
+            }
+            read_error
+        });
+        if let Some(e) = read_error {
+            return Err(e);
+        }
+        let mut chunks = Vec::with_capacity(results.len());
+        for r in results {
+            let (r, written) = r.expect("every chunk was stored")?;
             if written > 0 {
                 stats.new_chunks += 1;
                 stats.stored_bytes += written;
