@@ -25,6 +25,8 @@ pub const MAX_CHUNK_SIZE: u32 = 16 * 1024 * 1024;
 pub const MAX_MANIFEST_SIZE: u64 = 64 * 1024 * 1024;
 
 const CHUNK_MAGIC: &[u8; 4] = b"KBCK";
+/// Sample size for deciding whether a chunk is worth compressing.
+const PROBE: usize = 64 * 1024;
 /// Length of a chunk file's header.
 pub const CHUNK_HEADER_LEN: usize = 16;
 const CODEC_STORED: u8 = 0;
@@ -113,7 +115,6 @@ pub fn encode_chunk(plain: &[u8]) -> Result<EncodedChunk> {
         })?;
     // Probe a 64 KiB sample first: float vectors barely compress, and compressing a whole
     // chunk only to throw the result away costs more than hashing it.
-    const PROBE: usize = 64 * 1024;
     let worth_trying = plain.len() <= PROBE || {
         let sample = &plain[..PROBE];
         lz4_flex::block::compress(sample).len() + PROBE / 32 < PROBE
