@@ -104,6 +104,18 @@ impl<R: Read> Fields<R> {
         Ok(out)
     }
 
+    /// Reads and discards `n` bytes (checksummed like the rest) through a small buffer.
+    pub(crate) fn skip(&mut self, n: u64) -> Result<()> {
+        let mut buf = [0u8; 4096];
+        let mut left = n;
+        while left > 0 {
+            let take = left.min(buf.len() as u64) as usize;
+            self.bytes(&mut buf[..take])?;
+            left -= take as u64;
+        }
+        Ok(())
+    }
+
     pub(crate) fn f32_vec(&mut self) -> Result<Vec<f32>> {
         let n = self.len(4)?;
         let raw = self.byte_vec(n * 4)?;

@@ -61,6 +61,11 @@ pub trait StateSink {
     fn delete(&mut self, id: u64);
     /// Replaces the metadata of an existing document (no effect on a missing one).
     fn update_metadata(&mut self, id: u64, metadata: Metadata);
+    /// Whether the sink looks at embeddings and metadata; when it does not, recovery skips
+    /// decoding them from the snapshot (the bytes are still read and checksummed).
+    fn wants_contents(&self) -> bool {
+        true
+    }
 }
 
 /// A recovered document.
@@ -169,6 +174,9 @@ impl StateSink for LiveIds {
     fn insert(&mut self, id: u64, _: Vec<f32>, _: Metadata) {
         self.ids.insert(id);
     }
+    fn wants_contents(&self) -> bool {
+        false
+    }
     fn delete(&mut self, id: u64) {
         self.ids.remove(&id);
     }
@@ -253,11 +261,17 @@ pub fn recover(
             let mut rd = SnapshotReader::new(open(src, &name)?)?;
             // Stream: documents first (without metadata), then each metadata entry onto its
             // document, so nothing but the sink grows with the snapshot.
-            while let Some((id, emb)) = rd.next_document()? {
-                sink.insert(id, emb, Vec::new());
-            }
-            while let Some((id, m)) = rd.next_metadata()? {
-                sink.update_metadata(id, m);
+            if sink.wants_contents() {
+                while let Some((id, emb)) = rd.next_document()? {
+                    sink.insert(id, emb, Vec::new());
+                }
+                while let Some((id, m)) = rd.next_metadata()? {
+                    sink.update_metadata(id, m);
+                }
+            } else {
+                while let Some(id) = rd.next_document_id()? {
+                    sink.insert(id, Vec::new(), Vec::new());
+                }
             }
             let info = rd.finish()?;
             Ok::<_, Error>(info)

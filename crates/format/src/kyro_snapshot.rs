@@ -178,6 +178,32 @@ impl<R: Read> SnapshotReader<R> {
         Ok(Some((id, emb)))
     }
 
+    /// The next document's id, skipping its embedding (read, checked and checksummed like any
+    /// byte, but not allocated): for callers that only count or index documents.
+    pub fn next_document_id(&mut self) -> Result<Option<u64>> {
+        if self.phase != Phase::Documents {
+            return Ok(None);
+        }
+        if self.docs_left == 0 {
+            self.phase = Phase::Metadata;
+            if self.header.version > 1 {
+                self.meta_left = self.f.len(16)?;
+            }
+            return Ok(None);
+        }
+        self.docs_left -= 1;
+        let id = self.f.u64()?;
+        let n = self.f.len(4)?;
+        if n != self.header.dimension {
+            self.dimension_ok = false;
+        }
+        self.f.skip(n * 4)?;
+        if !self.ids.insert(id) && self.header.version == 4 {
+            return Err(self.f.malformed(format!("document id {id} appears twice")));
+        }
+        Ok(Some(id))
+    }
+
     /// The next metadata entry, or `None` after the last (V1 has none).
     pub fn next_metadata(&mut self) -> Result<Option<(u64, Metadata)>> {
         while self.next_document()?.is_some() {}

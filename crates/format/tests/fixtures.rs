@@ -480,3 +480,25 @@ fn lying_lengths_cost_no_memory_beyond_the_bytes_present() {
     let err = Snapshot::read(b.as_slice()).unwrap_err();
     assert!(err.to_string().contains("truncated"), "{err}");
 }
+
+#[test]
+fn the_id_only_path_catches_every_flipped_byte_too() {
+    for path in all_snapshots() {
+        let bytes = fs::read(&path).unwrap();
+        let read_ids = |b: &[u8]| -> Result<u64, Error> {
+            let mut r = SnapshotReader::new(b)?;
+            let mut n = 0;
+            while r.next_document_id()?.is_some() {
+                n += 1;
+            }
+            r.finish()?;
+            Ok(n)
+        };
+        assert!(read_ids(&bytes).is_ok(), "{}", path.display());
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0xFF;
+            assert!(read_ids(&bad).is_err(), "{} byte {i}", path.display());
+        }
+    }
+}

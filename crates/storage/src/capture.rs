@@ -99,7 +99,12 @@ impl FileSource for OpenState {
         self.files
             .iter()
             .find(|(n, ..)| n == name)
-            .map(|(_, _, f, len)| Box::new(PrefixReader::new(f, *len)) as Box<dyn Read + '_>)
+            .map(|(_, _, f, len)| {
+                Box::new(io::BufReader::with_capacity(
+                    1 << 20,
+                    PrefixReader::new(f, *len),
+                )) as Box<dyn Read + '_>
+            })
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{name} not captured")))
     }
 
