@@ -279,9 +279,17 @@ impl ChainStore {
             pos: 0,
             whole: Xxh3::new(),
             done: false,
+            ahead: None,
         }
     }
 }
+
+/// Chunks read and checked ahead of the reader, in order.
+type Ahead = std::sync::mpsc::Receiver<Result<Vec<u8>>>;
+
+/// How many decoded chunks a reader keeps ready ahead of the one it serves (memory stays
+/// bounded by a few chunks).
+const READ_AHEAD: usize = 2;
 
 /// Reads a stored file chunk by chunk; see [`ChainStore::reader`].
 pub struct FileReader<'a> {
@@ -292,6 +300,28 @@ pub struct FileReader<'a> {
     pos: usize,
     whole: Xxh3,
     done: bool,
+    ahead: Option<Ahead>,
+}
+
+impl FileReader<'_> {
+    /// Starts a thread that reads, decodes and checks the file's chunks ahead of the reader,
+    /// so disk reads overlap hashing and whatever the caller does with the bytes.
+    fn start_ahead(&mut self) -> &Ahead {
+        self.ahead.get_or_insert_with(|| {
+            let (tx, rx) = std::sync::mpsc::sync_channel(READ_AHEAD);
+            let dir = self.store.dir.clone();
+            let chunks = self.entry.chunks.clone();
+            std::thread::spawn(move || {
+                let store = ChainStore::new(dir);
+                for r in &chunks {
+                    if tx.send(store.get(r)).is_err() {
+                        break;
+                    }
+                }
+            });
+            rx
+        })
+    }
 }
 
 impl Read for FileReader<'_> {
@@ -314,10 +344,13 @@ impl Read for FileReader<'_> {
                 }
                 return Ok(0);
             };
-            self.buf = self
-                .store
-                .get(r)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+            let _ = r;
+            let next = self
+                .start_ahead()
+                .recv()
+                .map_err(|_| io::Error::other("chunk reader thread stopped"))?;
+            self.buf =
+                next.map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
             self.whole.update(&self.buf);
             self.pos = 0;
             self.next += 1;
