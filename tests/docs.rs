@@ -56,19 +56,7 @@ fn sandbox() -> Sandbox {
     let data = root.join("var/lib/kyrodb/data");
     copy_fixture_data("v4-basic", &data);
     let legacy = root.join("var/lib/kyrodb/legacy");
-    fs::create_dir_all(&legacy).unwrap();
-    let l = fixtures().join("kyrodb/legacy");
-    fs::copy(
-        l.join("snapshot_v2.snap"),
-        legacy.join("snapshot_1760970600"),
-    )
-    .unwrap();
-    fs::copy(
-        l.join("wal_v2.wal"),
-        legacy.join("wal_1760970600000001.wal"),
-    )
-    .unwrap();
-    fs::write(legacy.join("MANIFEST"), "snapshot_number: 1760970600\n").unwrap();
+    legacy_dir(&legacy, "snapshot_v2.snap", "wal_v2.wal");
     let backups = root.join("backups");
     create(&data, &backups, &[]);
     create(&data, &backups, &["--incremental", "--reference", "latest"]);

@@ -20,13 +20,7 @@ fn recovered(dir: &Path) -> (FullState, u64) {
         &RecoveryOptions::default(),
     )
     .unwrap();
-    let last = r
-        .segments
-        .iter()
-        .filter_map(|s| s.last_seq)
-        .chain(r.snapshot.as_ref().map(|s| s.1.last_wal_seq))
-        .max()
-        .unwrap_or(0);
+    let last = r.last_seq();
     (s, last)
 }
 

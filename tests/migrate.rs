@@ -21,15 +21,6 @@ const LAYOUTS: [(&str, SnapshotLayout); 5] = [
     ("snapshot_v3_ann.snap", SnapshotLayout::V3WithAnn),
 ];
 
-/// A data dir in the plain-text MANIFEST layout: `snapshot_<ts>` plus one legacy WAL segment.
-fn legacy_dir(dir: &Path, snapshot: &str, wal: &str) {
-    let legacy = fixtures().join("kyrodb/legacy");
-    fs::create_dir_all(dir).unwrap();
-    fs::copy(legacy.join(snapshot), dir.join("snapshot_1760970600")).unwrap();
-    fs::copy(legacy.join(wal), dir.join("wal_1760970600000001.wal")).unwrap();
-    fs::write(dir.join("MANIFEST"), "snapshot_number: 1760970600\n").unwrap();
-}
-
 fn state(dir: &Path) -> FullState {
     let mut s = FullState::default();
     recover(

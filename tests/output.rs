@@ -324,19 +324,7 @@ fn output_of_prune_migrate_golden_and_json_views() {
         run(&["--backup-dir", r, "list", "--format", "json"], &[])
     );
     let legacy = tmp.path().join("legacy");
-    fs::create_dir_all(&legacy).unwrap();
-    let l = fixtures().join("kyrodb/legacy");
-    fs::copy(
-        l.join("snapshot_v2.snap"),
-        legacy.join("snapshot_1760970600"),
-    )
-    .unwrap();
-    fs::copy(
-        l.join("wal_v2.wal"),
-        legacy.join("wal_1760970600000001.wal"),
-    )
-    .unwrap();
-    fs::write(legacy.join("MANIFEST"), "snapshot_number: 1760970600\n").unwrap();
+    legacy_dir(&legacy, "snapshot_v2.snap", "wal_v2.wal");
     let l = legacy.to_str().unwrap();
     insta::assert_snapshot!(
         "migrate_dry_run_json",

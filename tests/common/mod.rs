@@ -216,3 +216,13 @@ pub fn ops_time_range(fixture: &str) -> (u64, u64) {
         .collect();
     (*ts.iter().min().unwrap(), *ts.iter().max().unwrap())
 }
+
+/// A legacy data dir: the legacy fixture `snapshot` as `snapshot_1760970600`, `wal` as one
+/// segment, and the plain-text MANIFEST layout.
+pub fn legacy_dir(dir: &Path, snapshot: &str, wal: &str) {
+    let legacy = fixtures().join("kyrodb/legacy");
+    fs::create_dir_all(dir).unwrap();
+    fs::copy(legacy.join(snapshot), dir.join("snapshot_1760970600")).unwrap();
+    fs::copy(legacy.join(wal), dir.join("wal_1760970600000001.wal")).unwrap();
+    fs::write(dir.join("MANIFEST"), "snapshot_number: 1760970600\n").unwrap();
+}

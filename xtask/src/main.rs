@@ -304,13 +304,7 @@ pub(crate) fn append_wal(args: &[String]) -> Result<()> {
         .segments
         .last()
         .context("the MANIFEST lists no WAL segment")?;
-    let mut seq = report
-        .segments
-        .iter()
-        .filter_map(|s| s.last_seq)
-        .chain(report.snapshot.as_ref().map(|s| s.1.last_wal_seq))
-        .max()
-        .unwrap_or(0);
+    let mut seq = report.last_seq();
     let dim = report.dimension.unwrap_or(384);
     let file = fs::OpenOptions::new()
         .append(true)

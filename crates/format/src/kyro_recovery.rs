@@ -229,6 +229,19 @@ pub struct RecoveryReport {
     pub distance: Option<DistanceMetric>,
 }
 
+impl RecoveryReport {
+    /// The highest WAL sequence number the recovered state reflects: the last replayed
+    /// segment entry, or the snapshot's `last_wal_seq` (0 for an empty state).
+    pub fn last_seq(&self) -> u64 {
+        self.segments
+            .iter()
+            .filter_map(|s| s.last_seq)
+            .chain(self.snapshot.as_ref().map(|s| s.1.last_wal_seq))
+            .max()
+            .unwrap_or(0)
+    }
+}
+
 fn open<'a>(src: &'a mut dyn FileSource, name: &str) -> Result<Box<dyn Read + 'a>> {
     src.open(name).map_err(|e| {
         if e.kind() == io::ErrorKind::NotFound {

@@ -154,19 +154,28 @@ impl<R: Read> SnapshotReader<R> {
         &self.header
     }
 
-    /// The next document, or `None` after the last.
-    pub fn next_document(&mut self) -> Result<Option<(u64, Vec<f32>)>> {
+    /// Whether another document follows (and counts it); after the last, moves on to the
+    /// metadata section.
+    fn document_follows(&mut self) -> Result<bool> {
         if self.phase != Phase::Documents {
-            return Ok(None);
+            return Ok(false);
         }
         if self.docs_left == 0 {
             self.phase = Phase::Metadata;
             if self.header.version > 1 {
                 self.meta_left = self.f.len(16)?;
             }
-            return Ok(None);
+            return Ok(false);
         }
         self.docs_left -= 1;
+        Ok(true)
+    }
+
+    /// The next document, or `None` after the last.
+    pub fn next_document(&mut self) -> Result<Option<(u64, Vec<f32>)>> {
+        if !self.document_follows()? {
+            return Ok(None);
+        }
         let id = self.f.u64()?;
         let emb = self.f.f32_vec()?;
         if emb.len() as u64 != self.header.dimension {
@@ -181,17 +190,9 @@ impl<R: Read> SnapshotReader<R> {
     /// The next document's id, skipping its embedding (read, checked and checksummed like any
     /// byte, but not allocated): for callers that only count or index documents.
     pub fn next_document_id(&mut self) -> Result<Option<u64>> {
-        if self.phase != Phase::Documents {
+        if !self.document_follows()? {
             return Ok(None);
         }
-        if self.docs_left == 0 {
-            self.phase = Phase::Metadata;
-            if self.header.version > 1 {
-                self.meta_left = self.f.len(16)?;
-            }
-            return Ok(None);
-        }
-        self.docs_left -= 1;
         let id = self.f.u64()?;
         let n = self.f.len(4)?;
         if n != self.header.dimension {

@@ -474,13 +474,7 @@ fn build_staging(
             set.backup_id
         ))),
         Expectation::LastSeq(want) => {
-            let last = report
-                .segments
-                .iter()
-                .filter_map(|s| s.last_seq)
-                .chain(report.snapshot.as_ref().map(|s| s.1.last_wal_seq))
-                .max()
-                .unwrap_or(0);
+            let last = report.last_seq();
             if last == want {
                 Ok((written, count))
             } else {
