@@ -45,6 +45,26 @@ fn chunk_files(repo: &Path) -> Vec<std::path::PathBuf> {
     out
 }
 
+/// The chunk files of the repository's snapshot id lists (not data-dir bytes).
+fn id_list_chunks(repo: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for chain in fs::read_dir(repo.join("chains")).unwrap() {
+        let chain = chain.unwrap().path();
+        for m in fs::read_dir(chain.join("manifests")).unwrap() {
+            let bytes = fs::read(m.unwrap().path()).unwrap();
+            let nl = bytes.iter().position(|&b| b == b'\n').unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&bytes[nl + 1..]).unwrap();
+            for c in v["snapshot_ids"]["chunks"].as_array().into_iter().flatten() {
+                let hash = c["hash"].as_str().unwrap();
+                out.push(chain.join("chunks").join(&hash[..2]).join(hash));
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
 #[test]
 fn full_backup_of_every_fixture_restores_byte_identical_and_recovers_expected_state() {
     for fixture in FIXTURES {
@@ -326,7 +346,12 @@ fn a_damaged_chunk_is_reported_by_verify_and_refused_by_restore_before_the_targe
     let e = env("v4-basic");
     let b = create(&e.data, &e.repo, &[]);
     let id = b["id"].as_str().unwrap();
-    let chunks = chunk_files(&e.repo);
+    let lists = id_list_chunks(&e.repo);
+    assert_eq!(lists.len(), 1, "the snapshot's id list is stored");
+    let chunks: Vec<_> = chunk_files(&e.repo)
+        .into_iter()
+        .filter(|c| !lists.contains(c))
+        .collect();
     assert!(!chunks.is_empty());
     for (i, chunk) in chunks.iter().enumerate() {
         let original = fs::read(chunk).unwrap();
@@ -371,6 +396,50 @@ fn a_damaged_chunk_is_reported_by_verify_and_refused_by_restore_before_the_targe
         .assert()
         .code(3)
         .stdout(predicate::str::contains("is missing"));
+}
+
+#[test]
+fn a_damaged_snapshot_id_list_is_reported_by_verify_and_refused_by_restore_but_not_by_incrementals()
+{
+    let e = env("v4-basic");
+    let full = create(&e.data, &e.repo, &[]);
+    let id = full["id"].as_str().unwrap();
+    let list = id_list_chunks(&e.repo).remove(0);
+    let original = fs::read(&list).unwrap();
+    let mut bad = original.clone();
+    let end = bad.len() - 1;
+    bad[end] ^= 0x01;
+    fs::write(&list, &bad).unwrap();
+    kb().arg("--backup-dir")
+        .arg(&e.repo)
+        .args(["verify", id])
+        .assert()
+        .code(3)
+        .stdout(predicate::str::contains(".ids"));
+    // The list is not written to the data dir, but every stored byte of a backup is checked
+    // before a restore starts: a damaged backup is refused whole.
+    kb().arg("--backup-dir")
+        .arg(&e.repo)
+        .arg("--data-dir")
+        .arg(&e.target)
+        .args(["restore", "--backup-id", id])
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains(".ids"));
+    assert!(!e.target.exists());
+    // An incremental cannot use the damaged list, so it reads the snapshot and counts right.
+    let inc = create(
+        &e.data,
+        &e.repo,
+        &["--incremental", "--reference", "latest"],
+    );
+    assert_eq!(inc["vector_count"], full["vector_count"]);
+    fs::write(&list, &original).unwrap();
+    kb().arg("--backup-dir")
+        .arg(&e.repo)
+        .args(["verify", id])
+        .assert()
+        .success();
 }
 
 #[test]

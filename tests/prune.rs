@@ -193,7 +193,13 @@ fn referenced_chunks(repo: &Path, now: u64) -> BTreeSet<String> {
         .unwrap();
         let body: serde_json::Value =
             serde_json::from_str(text.split_once('\n').unwrap().1).unwrap();
-        for f in body["files"].as_array().unwrap() {
+        // The files' chunks and those of the snapshot id list incrementals count from.
+        let lists = body["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .chain(body.get("snapshot_ids"));
+        for f in lists {
             for c in f["chunks"].as_array().unwrap() {
                 out.insert(format!("{chain}/{}", c["hash"].as_str().unwrap()));
             }

@@ -45,6 +45,7 @@ fn backup(
             hash: ContentHash(0),
             chunks: vec![],
             wal_index: Some(ix),
+            source: None,
         });
     }
     m

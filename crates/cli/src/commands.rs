@@ -157,6 +157,13 @@ fn create(ctx: &Ctx, a: &CreateArgs) -> Result<Outcome> {
         report.stats.new_chunks,
         report.stats.reused_chunks
     );
+    if report.stats.unchanged_files > 0 {
+        println!(
+            "  reused   {} unchanged files ({}) from the reference without reading them",
+            report.stats.unchanged_files,
+            human_bytes(report.stats.unchanged_bytes)
+        );
+    }
     println!("  state    {}", state_line(b));
     for s in &m.skipped {
         println!("  skipped  {} ({})", s.name, s.reason);
@@ -642,6 +649,7 @@ fn restore_builtin(
             })
             .collect(),
         expect: Expectation::Recovers,
+        also_check: Vec::new(),
     };
     let r = restore_set(&set, opts, &ctx.bar())?;
     let migrated = match (a.distance, r.dry_run) {
@@ -740,6 +748,7 @@ fn pitr_set<'a>(
         backup_id,
         files,
         expect: Expectation::LastSeq(plan.last_seq),
+        also_check: Vec::new(),
     })
 }
 

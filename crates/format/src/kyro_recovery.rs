@@ -66,6 +66,8 @@ pub trait StateSink {
     fn wants_contents(&self) -> bool {
         true
     }
+    /// Called once the snapshot's documents are all in, before the first WAL entry.
+    fn snapshot_loaded(&mut self, _info: &SnapshotInfo) {}
 }
 
 /// A recovered document.
@@ -252,6 +254,15 @@ fn open<'a>(src: &'a mut dyn FileSource, name: &str) -> Result<Box<dyn Read + 'a
     })
 }
 
+fn read_manifest(src: &mut dyn FileSource) -> Result<DataDirManifest> {
+    let mut mbytes = Vec::new();
+    open(src, "MANIFEST")?
+        .take(1 << 20)
+        .read_to_end(&mut mbytes)
+        .map_err(|e| Error::Io(e).in_file("MANIFEST"))?;
+    DataDirManifest::parse(&mbytes).map_err(|e| e.in_file("MANIFEST"))
+}
+
 /// Recovers the state as the engine does: MANIFEST, the named snapshot, then every listed WAL
 /// segment in order, skipping entries the snapshot already holds (by sequence number, or for
 /// legacy entries without one, by timestamp). Errors name the file.
@@ -260,15 +271,8 @@ pub fn recover(
     sink: &mut dyn StateSink,
     opts: &RecoveryOptions,
 ) -> Result<RecoveryReport> {
-    let mut mbytes = Vec::new();
-    open(src, "MANIFEST")?
-        .take(1 << 20)
-        .read_to_end(&mut mbytes)
-        .map_err(|e| Error::Io(e).in_file("MANIFEST"))?;
-    let manifest = DataDirManifest::parse(&mbytes).map_err(|e| e.in_file("MANIFEST"))?;
+    let manifest = read_manifest(src)?;
     let mut snapshot = None;
-    let mut dimension = None;
-    let mut distance = None;
     if let Some(name) = manifest.snapshot_file() {
         let info = (|| {
             let mut rd = SnapshotReader::new(open(src, &name)?)?;
@@ -290,10 +294,60 @@ pub fn recover(
             Ok::<_, Error>(info)
         })()
         .map_err(|e| e.in_file(&name))?;
-        dimension = Some(info.dimension);
-        distance = info.distance;
+        sink.snapshot_loaded(&info);
         snapshot = Some((name, info));
     }
+    replay_wal(src, manifest, snapshot, sink, *opts)
+}
+
+/// Recovers like [`recover`] but takes the snapshot's document ids from a list recorded when
+/// it was first read (see [`SnapshotIdRecorder`](crate::SnapshotIdRecorder)) instead of reading
+/// the snapshot, so that counting the live documents of an unchanged snapshot plus a grown WAL
+/// reads only the WAL. Only for sinks that do not want contents; `count` is the number of ids
+/// the list holds (from the backup manifest). The MANIFEST must still name `snapshot`.
+pub fn recover_from_snapshot_ids(
+    src: &mut dyn FileSource,
+    snapshot: &str,
+    ids: &mut dyn Read,
+    count: u64,
+    sink: &mut dyn StateSink,
+    opts: &RecoveryOptions,
+) -> Result<RecoveryReport> {
+    if sink.wants_contents() {
+        return Err(Error::Manifest(
+            "a snapshot id list cannot stand in for contents".into(),
+        ));
+    }
+    let manifest = read_manifest(src)?;
+    if manifest.snapshot_file().as_deref() != Some(snapshot) {
+        return Err(Error::Manifest(format!(
+            "the MANIFEST does not name {snapshot}, the snapshot of the id list"
+        )));
+    }
+    let info = crate::snapshot_ids::read_id_list(ids, count, |id| {
+        sink.insert(id, Vec::new(), Vec::new());
+    })
+    .map_err(|e| e.in_file(format!("{snapshot} id list")))?;
+    sink.snapshot_loaded(&info);
+    replay_wal(
+        src,
+        manifest,
+        Some((snapshot.to_string(), info)),
+        sink,
+        *opts,
+    )
+}
+
+/// Replays every listed WAL segment onto the snapshot's state.
+fn replay_wal(
+    src: &mut dyn FileSource,
+    manifest: DataDirManifest,
+    snapshot: Option<(String, SnapshotInfo)>,
+    sink: &mut dyn StateSink,
+    opts: RecoveryOptions,
+) -> Result<RecoveryReport> {
+    let mut dimension = snapshot.as_ref().map(|(_, i)| i.dimension);
+    let distance = snapshot.as_ref().and_then(|(_, i)| i.distance);
     let (snap_seq, snap_ts) = snapshot
         .as_ref()
         .map_or((0, None), |(_, i)| (i.last_wal_seq, Some(i.timestamp)));

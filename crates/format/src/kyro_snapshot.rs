@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::io::{Read, Write};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::kyro_bincode::{Fields, Out};
 use crate::{AnnSearchMode, DistanceMetric, Error, Metadata, Result};
@@ -12,7 +12,7 @@ use crate::{AnnSearchMode, DistanceMetric, Error, Metadata, Result};
 pub const SNAPSHOT_MAGIC: u32 = 0x534E_4150;
 
 /// The snapshot layouts the engine has written, oldest first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SnapshotLayout {
     /// Version 1: documents only.
     V1,
@@ -56,7 +56,7 @@ pub struct SnapshotHeader {
 }
 
 /// Everything a fully decoded snapshot says about itself (not its documents).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotInfo {
     /// The layout, decided by strict decoding.
     pub layout: SnapshotLayout,

@@ -41,13 +41,14 @@ mod kyro_snapshot;
 mod kyro_types;
 mod kyro_wal;
 mod repo;
+mod snapshot_ids;
 
 pub use error::{Error, Result};
 pub use kyro_manifest::{is_snapshot_file_name, is_wal_file_name, DataDirManifest, ModernManifest};
 pub use kyro_migrate::{choose_metric, survey_snapshot, write_migrated_snapshot, SnapshotSurvey};
 pub use kyro_recovery::{
-    recover, DirSource, Document, FileSource, FullState, LiveIds, RecoveryOptions, RecoveryReport,
-    SegmentReport, StateDigest, StateSink,
+    recover, recover_from_snapshot_ids, DirSource, Document, FileSource, FullState, LiveIds,
+    RecoveryOptions, RecoveryReport, SegmentReport, StateDigest, StateSink,
 };
 pub use kyro_snapshot::{
     write_v4_snapshot, Snapshot, SnapshotHeader, SnapshotInfo, SnapshotLayout, SnapshotReader,
@@ -61,6 +62,7 @@ pub use kyro_wal::{
 pub use repo::{
     chunk_header, decode_chunk, decode_manifest, encode_chunk, encode_manifest, is_backup_id,
     manifest_checksum, BackupManifest, BackupType, ChunkRef, ContentHash, EncodedChunk, FileEntry,
-    FileKind, SkippedFile, SnapshotSummary, WalIndex, WalSummary, CHUNK_HEADER_LEN, MAX_CHUNK_SIZE,
-    MAX_MANIFEST_SIZE, REPOSITORY_VERSION,
+    FileKind, SkippedFile, SnapshotIds, SnapshotSummary, SourceStamp, WalIndex, WalSummary,
+    CHUNK_HEADER_LEN, MAX_CHUNK_SIZE, MAX_MANIFEST_SIZE, REPOSITORY_VERSION,
 };
+pub use snapshot_ids::{SnapshotIdRecorder, MAX_ID_LIST_BYTES};

@@ -274,6 +274,60 @@ pub struct FileEntry {
     /// For a WAL segment: which sequence numbers and seconds its entries cover.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wal_index: Option<WalIndex>,
+    /// The data-directory file the bytes were read from, as `fstat` saw it; an incremental
+    /// reuses this entry without reading the file when the file still looks the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceStamp>,
+}
+
+/// What `fstat` said of a captured file: enough to tell, without reading it, that a file is
+/// the one a backup already holds (the test rsync, restic and borg make, plus the change
+/// time, which no program can set back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceStamp {
+    /// Device number.
+    pub dev: u64,
+    /// Inode number.
+    pub ino: u64,
+    /// File size when it was opened.
+    pub len: u64,
+    /// Modification time, nanoseconds since the epoch.
+    pub mtime_ns: i128,
+    /// Inode change time, nanoseconds since the epoch.
+    pub ctime_ns: i128,
+}
+
+/// The document ids of a backup's snapshot, stored in the chain beside its files so that an
+/// incremental taken while the snapshot is unchanged counts live documents without reading the
+/// snapshot (the encoding is the format crate's snapshot id list). `verify` derives the list
+/// from the snapshot again and compares.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotIds {
+    /// The snapshot file (one of the backup's files) the ids were read from.
+    pub snapshot: String,
+    /// Number of ids.
+    pub count: u64,
+    /// Size of the encoded list.
+    pub size: u64,
+    /// XXH3-128 of the encoded list.
+    pub hash: ContentHash,
+    /// The list's chunks in order.
+    pub chunks: Vec<ChunkRef>,
+}
+
+impl SnapshotIds {
+    /// The list as a stored file (for readers of stored files).
+    pub fn entry(&self) -> FileEntry {
+        FileEntry {
+            name: format!("{}.ids", self.snapshot),
+            kind: FileKind::Snapshot,
+            size: self.size,
+            hash: self.hash,
+            chunks: self.chunks.clone(),
+            wal_index: None,
+            source: None,
+        }
+    }
 }
 
 /// The entries of a captured WAL segment, compressed to what point-in-time resolution needs:
@@ -402,6 +456,9 @@ pub struct BackupManifest {
     /// Files seen in the data directory and left out.
     #[serde(default)]
     pub skipped: Vec<SkippedFile>,
+    /// The snapshot's document ids, when recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_ids: Option<SnapshotIds>,
 }
 
 impl BackupManifest {
@@ -427,6 +484,7 @@ impl BackupManifest {
             tool_version: String::new(),
             files: Vec::new(),
             skipped: Vec::new(),
+            snapshot_ids: None,
         }
     }
 
@@ -504,6 +562,33 @@ impl BackupManifest {
         if manifests != 1 {
             return bad(format!("{manifests} MANIFEST files listed, expected 1"));
         }
+        if let Some(ids) = &self.snapshot_ids {
+            let Some(snap) = self
+                .files
+                .iter()
+                .find(|f| f.kind == FileKind::Snapshot && f.name == ids.snapshot)
+            else {
+                return bad(format!(
+                    "snapshot id list names {:?}, which the backup does not hold",
+                    ids.snapshot
+                ));
+            };
+            let mut total: u64 = 0;
+            for c in &ids.chunks {
+                if c.size == 0 || c.size > MAX_CHUNK_SIZE {
+                    return bad(format!(
+                        "{} id list: chunk {} has an impossible size {}",
+                        ids.snapshot, c.hash, c.size
+                    ));
+                }
+                total = total.saturating_add(u64::from(c.size));
+            }
+            // Every id takes at least one byte of the list, and a document more than one byte
+            // of the snapshot.
+            if total != ids.size || ids.count > ids.size || ids.count > snap.size {
+                return bad(format!("{} id list: sizes do not add up", ids.snapshot));
+            }
+        }
         Ok(())
     }
 
@@ -513,6 +598,11 @@ impl BackupManifest {
         self.files
             .iter()
             .flat_map(|f| f.chunks.iter().copied())
+            .chain(
+                self.snapshot_ids
+                    .iter()
+                    .flat_map(|s| s.chunks.iter().copied()),
+            )
             .filter(|c| seen.insert(c.hash))
             .collect()
     }
@@ -637,6 +727,7 @@ mod tests {
                 size: data.len() as u32,
             }],
             wal_index: None,
+            source: None,
         });
         m
     }
@@ -715,6 +806,7 @@ mod tests {
                 hash: ContentHash(0),
                 chunks: vec![],
                 wal_index: None,
+                source: None,
             });
             let enc = encode_manifest(&m).unwrap();
             let err = decode_manifest(&enc).unwrap_err().to_string();

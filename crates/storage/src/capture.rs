@@ -3,13 +3,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::io::{self, Read};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use kyrodb_backup_format::{
-    is_snapshot_file_name, is_wal_file_name, recover, BackupManifest, BackupType, DataDirManifest,
-    FileEntry, FileKind, FileSource, LiveIds, RecoveryOptions, RecoveryReport, SkippedFile,
-    SnapshotSummary, WalIndex, WalReader, WalSummary,
+    is_snapshot_file_name, is_wal_file_name, recover, recover_from_snapshot_ids, BackupManifest,
+    BackupType, DataDirManifest, FileEntry, FileKind, FileSource, LiveIds, RecoveryOptions,
+    RecoveryReport, SkippedFile, SnapshotIdRecorder, SnapshotIds, SnapshotSummary, SourceStamp,
+    WalIndex, WalReader, WalSummary,
 };
 
 use crate::chunkstore::{ChainStore, StoreStats};
@@ -88,6 +89,8 @@ struct OpenState {
     manifest_bytes: Vec<u8>,
     /// (name, kind, file, captured length) in MANIFEST order: snapshot first, then segments.
     files: Vec<(String, FileKind, File, u64)>,
+    /// What `fstat` said of each file when it was opened, in the same order.
+    stamps: Vec<SourceStamp>,
     listing: Vec<String>,
 }
 
@@ -161,6 +164,7 @@ fn open_state(dir: &Path) -> Result<Option<OpenState>> {
         wanted.push((w, FileKind::Wal));
     }
     let mut files = Vec::new();
+    let mut stamps = Vec::new();
     for (name, kind) in wanted {
         let path = dir.join(&name);
         let file = match crate::fsutil::open_no_follow(&path) {
@@ -175,11 +179,19 @@ fn open_state(dir: &Path) -> Result<Option<OpenState>> {
                 path.display()
             )));
         }
+        stamps.push(SourceStamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+        });
         files.push((name, kind, file, meta.len()));
     }
     Ok(Some(OpenState {
         manifest_bytes,
         files,
+        stamps,
         listing,
     }))
 }
@@ -211,24 +223,11 @@ fn skip_reason(name: &str) -> &'static str {
     }
 }
 
-/// Takes a backup of `opts.data_dir`: reads the MANIFEST once, opens exactly the files it names
-/// (retrying if one vanishes first), cuts WAL segments at their last whole frame, stores the
-/// bytes in the chain's chunk store, replays the captured state to count live documents, and
-/// commits the manifest last. The caller holds the repository lock.
-pub fn create_backup(
-    repo: &Repository,
-    opts: &CreateOptions,
-    progress: &dyn crate::Progress,
-) -> Result<CreateReport> {
-    let dir = &opts.data_dir;
-    if !dir.is_dir() {
-        return Err(Error::DataDir(format!(
-            "data directory {} does not exist",
-            dir.display()
-        )));
-    }
+/// Opens the files of one MANIFEST generation, re-reading the MANIFEST when a file it names
+/// vanishes first; returns them and how many reads it took.
+fn open_consistent(dir: &Path) -> Result<(OpenState, u32)> {
     let mut attempts = 0;
-    let mut state = loop {
+    let state = loop {
         attempts += 1;
         if let Some(s) = open_state(dir)? {
             tracing::debug!(
@@ -250,8 +249,42 @@ pub fn create_backup(
         }
         std::thread::sleep(std::time::Duration::from_millis(20 * u64::from(attempts)));
     };
+    Ok((state, attempts))
+}
+
+/// Takes a backup of `opts.data_dir`: reads the MANIFEST once, opens exactly the files it names
+/// (retrying if one vanishes first), cuts WAL segments at their last whole frame, stores the
+/// bytes in the chain's chunk store, replays the captured state to count live documents, and
+/// commits the manifest last. The caller holds the repository lock.
+pub fn create_backup(
+    repo: &Repository,
+    opts: &CreateOptions,
+    progress: &dyn crate::Progress,
+) -> Result<CreateReport> {
+    let dir = &opts.data_dir;
+    if !dir.is_dir() {
+        return Err(Error::DataDir(format!(
+            "data directory {} does not exist",
+            dir.display()
+        )));
+    }
+    let (mut state, attempts) = open_consistent(dir)?;
+    let (chain_id, backup_type, parent_id) = match &opts.parent {
+        None => (opts.id.clone(), BackupType::Full, None),
+        Some(p) => (
+            p.chain_id.clone(),
+            BackupType::Incremental,
+            Some(p.id.clone()),
+        ),
+    };
+    let store = repo.chain_store(&chain_id)?;
+    let unchanged = unchanged_files(&store, &state, opts.parent.as_ref());
     let mut indexes = BTreeMap::new();
     for (name, kind, file, len) in &mut state.files {
+        if let Some(e) = unchanged.get(name.as_str()) {
+            tracing::debug!(file = %name, size = e.size, "unchanged since the reference; not read again");
+            continue;
+        }
         if *kind == FileKind::Wal {
             let (valid, index) = scan_wal(name, file, *len)?;
             if valid < *len {
@@ -262,24 +295,36 @@ pub fn create_backup(
         }
     }
 
-    let (chain_id, backup_type, parent_id) = match &opts.parent {
-        None => (opts.id.clone(), BackupType::Full, None),
-        Some(p) => (
-            p.chain_id.clone(),
-            BackupType::Incremental,
-            Some(p.id.clone()),
-        ),
-    };
-    let store = repo.chain_store(&chain_id)?;
     progress.start(
         "create",
         state.manifest_bytes.len() as u64 + state.files.iter().map(|f| f.3).sum::<u64>(),
     );
-    let (mut files, counters, report, vector_count) =
-        store_and_replay(&store, &state, dir, progress)?;
-    for f in &mut files {
-        f.wal_index = indexes.remove(&f.name);
+    let known_ids = opts
+        .parent
+        .as_ref()
+        .and_then(|p| p.snapshot_ids.as_ref())
+        .filter(|ids| {
+            unchanged.contains_key(ids.snapshot.as_str())
+                && ids.chunks.iter().all(|c| store.looks_intact(*c))
+        });
+    let (mut files, mut counters, report, vector_count, id_list) =
+        store_and_replay(&store, &state, &unchanged, known_ids, dir, progress)?;
+    // `files` starts with the MANIFEST (read whole every time, never taken over), then
+    // follows `state.files`.
+    for (f, stamp) in files.iter_mut().skip(1).zip(&state.stamps) {
+        if !unchanged.contains_key(f.name.as_str()) {
+            f.wal_index = indexes.remove(&f.name);
+        }
+        f.source = Some(*stamp);
     }
+    let snapshot_ids = match id_list {
+        IdList::Known => known_ids.cloned(),
+        IdList::Recorded(bytes, count) => match &report.snapshot {
+            Some((name, _)) => Some(store_id_list(&store, name, &bytes, count, &mut counters)?),
+            None => None,
+        },
+        IdList::Missing => None,
+    };
     store.sync()?;
 
     let mut m = BackupManifest::new(opts.id.clone(), chain_id, opts.now, backup_type);
@@ -307,6 +352,7 @@ pub fn create_backup(
     m.tool_version.clone_from(&opts.tool_version);
     m.skipped = skipped_files(&state.listing, &files);
     m.files = files;
+    m.snapshot_ids = snapshot_ids;
     let backup = repo.commit_manifest(&m)?;
     tracing::debug!(id = %m.id, new_chunks = counters.new_chunks, reused = counters.reused_chunks, "manifest committed");
     Ok(CreateReport {
@@ -316,18 +362,129 @@ pub fn create_backup(
     })
 }
 
-/// Stores the captured files in the chain and, at the same time on a second thread, replays
-/// them (two readers of the same open files) to learn what state they recover to.
+/// The parent's entries for files that are still the ones it captured: same name and kind,
+/// the same `fstat` identity (device, inode, length, modification and change times), captured
+/// whole (no torn tail cut off), and every chunk still intact in the chain. Such files are
+/// taken over without reading them; anything else is read and stored as usual (which also
+/// repairs missing chunks).
+fn unchanged_files<'p>(
+    store: &ChainStore,
+    state: &OpenState,
+    parent: Option<&'p BackupManifest>,
+) -> BTreeMap<String, &'p FileEntry> {
+    let Some(parent) = parent else {
+        return BTreeMap::new();
+    };
+    state
+        .files
+        .iter()
+        .zip(&state.stamps)
+        .filter_map(|((name, kind, ..), stamp)| {
+            let e = parent.files.iter().find(|e| &e.name == name)?;
+            let same = e.kind == *kind
+                && e.source.as_ref() == Some(stamp)
+                && e.size == stamp.len
+                && (*kind != FileKind::Wal || e.wal_index.is_some())
+                && e.chunks.iter().all(|c| store.looks_intact(*c));
+            same.then(|| (name.clone(), e))
+        })
+        .collect()
+}
+
+/// Stores a recorded snapshot id list in the chain.
+fn store_id_list(
+    store: &ChainStore,
+    snapshot: &str,
+    bytes: &[u8],
+    count: u64,
+    counters: &mut StoreStats,
+) -> Result<SnapshotIds> {
+    let e = store.store_file(
+        bytes,
+        snapshot,
+        FileKind::Snapshot,
+        counters,
+        &crate::NoProgress,
+    )?;
+    Ok(SnapshotIds {
+        snapshot: snapshot.to_string(),
+        count,
+        size: e.size,
+        hash: e.hash,
+        chunks: e.chunks,
+    })
+}
+
+/// Where the new backup's snapshot id list comes from.
+enum IdList {
+    /// The reference's list served the replay: the new backup shares it.
+    Known,
+    /// Recorded while reading the snapshot: the encoded list and its number of ids.
+    Recorded(Vec<u8>, u64),
+    /// None (no snapshot, or the list outgrew its limit).
+    Missing,
+}
+
+/// What the replay learnt: the recovery report, the live document count, and the snapshot's
+/// id list.
+type Replayed = (RecoveryReport, u64, IdList);
+
+/// Replays the captured state to count live documents. With the reference's id list for an
+/// unchanged snapshot, only the WAL is read; if that list cannot be read, the snapshot is.
+fn replay(
+    store: &ChainStore,
+    mut src: OpenState,
+    known_ids: Option<&SnapshotIds>,
+) -> Result<Replayed> {
+    let opts = RecoveryOptions {
+        torn_tail_is_error: true,
+    };
+    if let Some(known) = known_ids {
+        let entry = known.entry();
+        let mut ids = LiveIds::default();
+        match recover_from_snapshot_ids(
+            &mut src,
+            &known.snapshot,
+            &mut store.reader(&entry),
+            known.count,
+            &mut ids,
+            &opts,
+        ) {
+            Ok(report) => return Ok((report, ids.len() as u64, IdList::Known)),
+            Err(e) => tracing::warn!(
+                error = %e,
+                "the reference's snapshot id list cannot be used; reading the snapshot"
+            ),
+        }
+    }
+    let mut ids = LiveIds::default();
+    let mut recorder = SnapshotIdRecorder::new(&mut ids);
+    let report = recover(&mut src, &mut recorder, &opts)?;
+    let list = match recorder.finish() {
+        Some((bytes, count)) => IdList::Recorded(bytes, count),
+        None => IdList::Missing,
+    };
+    Ok((report, ids.len() as u64, list))
+}
+
+/// What storing and replaying produced.
+type Stored = (Vec<FileEntry>, StoreStats, RecoveryReport, u64, IdList);
+
+/// Stores the captured files in the chain (taking over the unchanged ones) and, at the same
+/// time on a second thread, replays them (two readers of the same open files) to learn what
+/// state they recover to.
 fn store_and_replay(
     store: &ChainStore,
     state: &OpenState,
+    unchanged: &BTreeMap<String, &FileEntry>,
+    known_ids: Option<&SnapshotIds>,
     dir: &Path,
     progress: &dyn crate::Progress,
-) -> Result<(Vec<FileEntry>, StoreStats, RecoveryReport, u64)> {
+) -> Result<Stored> {
     let mut counters = StoreStats::default();
     let (stored, recovered) = std::thread::scope(|s| {
-        let replay = s.spawn(|| -> Result<(RecoveryReport, u64)> {
-            let mut src = OpenState {
+        let replay = s.spawn(|| -> Result<Replayed> {
+            let src = OpenState {
                 manifest_bytes: state.manifest_bytes.clone(),
                 files: state
                     .files
@@ -335,17 +492,10 @@ fn store_and_replay(
                     .map(|(n, k, f, l)| Ok((n.clone(), *k, f.try_clone()?, *l)))
                     .collect::<io::Result<_>>()
                     .map_err(|e| Error::io(dir, e))?,
+                stamps: Vec::new(),
                 listing: Vec::new(),
             };
-            let mut ids = LiveIds::default();
-            let report = recover(
-                &mut src,
-                &mut ids,
-                &RecoveryOptions {
-                    torn_tail_is_error: true,
-                },
-            )?;
-            Ok((report, ids.len() as u64))
+            replay(store, src, known_ids)
         });
         let stored = (|| -> Result<Vec<FileEntry>> {
             let mut files = vec![store.store_file(
@@ -356,6 +506,13 @@ fn store_and_replay(
                 progress,
             )?];
             for (name, kind, file, len) in &state.files {
+                if let Some(e) = unchanged.get(name.as_str()) {
+                    counters.unchanged_files += 1;
+                    counters.unchanged_bytes += e.size;
+                    progress.advance(e.size);
+                    files.push((*e).clone());
+                    continue;
+                }
                 files.push(store.store_file(
                     PrefixReader::new(file, *len),
                     name,
@@ -369,8 +526,8 @@ fn store_and_replay(
         (stored, replay.join().expect("replay thread panicked"))
     });
     let files = stored?;
-    let (report, count) = recovered?;
-    Ok((files, counters, report, count))
+    let (report, count, recorded) = recovered?;
+    Ok((files, counters, report, count, recorded))
 }
 
 fn skipped_files(listing: &[String], captured: &[FileEntry]) -> Vec<SkippedFile> {

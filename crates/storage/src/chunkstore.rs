@@ -35,6 +35,10 @@ pub struct StoreStats {
     pub reused_chunks: u64,
     /// Bytes of chunk files written by this run.
     pub stored_bytes: u64,
+    /// Files an incremental took over from its reference without reading them.
+    pub unchanged_files: u64,
+    /// Their bytes.
+    pub unchanged_bytes: u64,
 }
 
 /// The chunk store of one chain: `<hh>/<xxh3-128 hex>` files, each a self-checking chunk.
@@ -75,7 +79,7 @@ impl ChainStore {
     /// Whether the chunk exists as a regular file whose header and size fit its reference (a
     /// cheap check that catches missing, truncated or overwritten chunk files; `verify` reads
     /// and hashes them in full).
-    fn looks_intact(&self, r: ChunkRef) -> bool {
+    pub(crate) fn looks_intact(&self, r: ChunkRef) -> bool {
         let path = self.chunk_path(r.hash);
         let Ok(mut f) = open_no_follow(&path) else {
             return false;
@@ -250,6 +254,7 @@ impl ChainStore {
             hash: ContentHash(whole.digest128()),
             chunks,
             wal_index: None,
+            source: None,
         })
     }
 

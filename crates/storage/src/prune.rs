@@ -76,7 +76,7 @@ pub fn prune_backups(repo: &Repository, ids: &[String], dry_run: bool) -> Result
         let m = &b.manifest;
         let set = needed.entry(m.chain_id.clone()).or_default();
         if !doomed.contains(m.id.as_str()) {
-            set.extend(m.files.iter().flat_map(|f| f.chunks.iter().map(|c| c.hash)));
+            set.extend(m.chunk_refs().into_iter().map(|c| c.hash));
         }
     }
     let unreadable: BTreeMap<String, String> = listing

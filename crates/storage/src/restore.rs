@@ -207,6 +207,10 @@ pub struct RestoreSet<'a> {
     pub files: Vec<PlannedFile<'a>>,
     /// The check made on the staged state.
     pub expect: Expectation,
+    /// Stored files of the backup that are not written to the data dir (its snapshot id
+    /// list): read and checked before anything is written, so that a backup with any damaged
+    /// byte is refused whole.
+    pub also_check: Vec<(&'a ChainStore, FileEntry)>,
 }
 
 impl<'a> RestoreSet<'a> {
@@ -228,6 +232,12 @@ impl<'a> RestoreSet<'a> {
                 })
                 .collect(),
             expect: Expectation::VectorCount(backup.manifest.vector_count),
+            also_check: backup
+                .manifest
+                .snapshot_ids
+                .iter()
+                .map(|ids| (store, ids.entry()))
+                .collect(),
         }
     }
 }
@@ -265,6 +275,11 @@ pub fn restore(
         check_not_in_use(&opts.target)?;
     }
     let (parent, name) = resolve_target(&opts.target)?;
+    for (store, entry) in &set.also_check {
+        io::copy(&mut store.reader(entry), &mut io::sink()).map_err(|e| {
+            Error::Damaged(format!("backup {}: {}: {e}", set.backup_id, entry.name))
+        })?;
+    }
     let mut report = RestoreReport {
         backup_id: set.backup_id.clone(),
         target: parent.join(&name),

@@ -33,7 +33,9 @@ use std::collections::BTreeSet;
 use std::io::{self, Read};
 use std::rc::Rc;
 
-use kyrodb_backup_format::{recover, FileEntry, FileSource, LiveIds, RecoveryOptions};
+use kyrodb_backup_format::{
+    recover, ContentHash, FileEntry, FileSource, LiveIds, RecoveryOptions, SnapshotIdRecorder,
+};
 use kyrodb_backup_storage::{wal_summary, ChainStore, Progress, Repository, StoredBackup};
 use serde::Serialize;
 
@@ -179,6 +181,41 @@ fn compare_with_manifest(
     problems
 }
 
+/// Checks the snapshot id list incrementals count from: every byte read, and equal to the list
+/// derived from the snapshot just now (`derived`, when the state recovered).
+fn check_id_list(
+    store: &ChainStore,
+    list: &kyrodb_backup_format::SnapshotIds,
+    m: &kyrodb_backup_format::BackupManifest,
+    derived: Option<&Option<(Vec<u8>, u64)>>,
+    bytes: &RefCell<u64>,
+    problems: &mut Vec<Problem>,
+) {
+    let entry = list.entry();
+    let mut problem = |message: String| {
+        problems.push(Problem {
+            file: Some(entry.name.clone()),
+            message,
+        });
+    };
+    match io::copy(&mut store.reader(&entry), &mut io::sink()) {
+        Ok(n) => *bytes.borrow_mut() += n,
+        Err(e) => problem(e.to_string()),
+    }
+    if let Some(derived) = derived {
+        let same = derived
+            .as_ref()
+            .is_some_and(|(ids, count)| *count == list.count && ContentHash::of(ids) == list.hash)
+            && m.snapshot.as_ref().is_some_and(|s| s.file == list.snapshot);
+        if !same {
+            problem(format!(
+                "snapshot id list does not match the ids in {}",
+                list.snapshot
+            ));
+        }
+    }
+}
+
 /// Checks one backup completely; see the crate documentation. Never fails: everything found
 /// is in the returned [`BackupCheck`].
 pub fn verify_backup(
@@ -217,16 +254,19 @@ pub fn verify_backup(
         progress,
     };
     let mut ids = LiveIds::default();
+    let mut recorder = SnapshotIdRecorder::new(&mut ids);
     let recovered = recover(
         &mut source,
-        &mut ids,
+        &mut recorder,
         &RecoveryOptions {
             torn_tail_is_error: true,
         },
     );
+    let derived_ids = recorder.finish();
     let opened = std::mem::take(&mut source.opened);
     drop(source);
     let mut problems = std::mem::take(&mut *log.borrow_mut());
+    let recovered_ok = recovered.is_ok();
     match recovered {
         Ok(report) => {
             let count = ids.len() as u64;
@@ -253,6 +293,16 @@ pub fn verify_backup(
                 message: e.to_string(),
             }),
         }
+    }
+    if let Some(list) = &m.snapshot_ids {
+        check_id_list(
+            &store,
+            list,
+            m,
+            recovered_ok.then_some(&derived_ids),
+            &bytes,
+            &mut problems,
+        );
     }
     for p in &mut problems {
         if p.file.is_none() {
