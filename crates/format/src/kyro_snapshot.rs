@@ -1,6 +1,6 @@
 //! Snapshot files: every layout from V1 to V4, streaming.
 
-use std::collections::HashSet;
+use roaring::RoaringTreemap;
 use std::io::{Read, Write};
 
 use serde::{Deserialize, Serialize};
@@ -103,8 +103,10 @@ pub struct SnapshotReader<R: Read> {
     phase: Phase,
     docs_left: u64,
     meta_left: u64,
-    ids: HashSet<u64>,
-    meta_ids: HashSet<u64>,
+    /// Document ids seen (a compressed bitmap: dense ids take bits, not words).
+    ids: RoaringTreemap,
+    /// Ids of the metadata entries seen.
+    meta_ids: RoaringTreemap,
     dimension_ok: bool,
 }
 
@@ -143,8 +145,8 @@ impl<R: Read> SnapshotReader<R> {
             phase: Phase::Documents,
             docs_left: documents,
             meta_left: 0,
-            ids: HashSet::new(),
-            meta_ids: HashSet::new(),
+            ids: RoaringTreemap::new(),
+            meta_ids: RoaringTreemap::new(),
             dimension_ok: true,
         })
     }
