@@ -14,13 +14,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use kyrodb_backup_format::{
-    decode_chunk, decode_manifest, ContentHash, DataDirManifest, Snapshot, WalReader,
+    decode_chunk, decode_manifest, read_id_list, ContentHash, DataDirManifest, Snapshot, WalReader,
 };
 
 type Target = fn(&[u8]) -> bool;
 
 /// Every target: name and a function that decodes fully and says whether it succeeded.
-pub const TARGETS: [(&str, Target); 5] = [
+pub const TARGETS: [(&str, Target); 6] = [
     ("snapshot", |b| Snapshot::read(b).is_ok()),
     ("wal", |b| {
         let Ok(mut r) = WalReader::new(b) else {
@@ -45,6 +45,14 @@ pub const TARGETS: [(&str, Target); 5] = [
         let size = u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]);
         let hash = u128::from_le_bytes(tail[4..20].try_into().expect("16 bytes"));
         decode_chunk(body, ContentHash(hash), size).is_ok()
+    }),
+    ("id-list", |b| {
+        // The id count a manifest would claim comes first, the list after it.
+        let Some((count, list)) = b.split_first_chunk::<4>() else {
+            return false;
+        };
+        let mut list = list;
+        read_id_list(&mut list, u64::from(u32::from_le_bytes(*count)), |_| {}).is_ok()
     }),
 ];
 

@@ -65,4 +65,4 @@ pub use repo::{
     FileKind, SkippedFile, SnapshotIds, SnapshotSummary, SourceStamp, WalIndex, WalSummary,
     CHUNK_HEADER_LEN, MAX_CHUNK_SIZE, MAX_MANIFEST_SIZE, REPOSITORY_VERSION,
 };
-pub use snapshot_ids::{SnapshotIdRecorder, MAX_ID_LIST_BYTES};
+pub use snapshot_ids::{read_id_list, SnapshotIdRecorder, MAX_ID_LIST_BYTES};

@@ -105,9 +105,10 @@ impl StateSink for SnapshotIdRecorder<'_> {
     }
 }
 
-/// Reads an encoded id list of `count` ids, passing each id on, and returns the snapshot's
-/// description stored after them.
-pub(crate) fn read_id_list(
+/// Reads an encoded id list of `count` ids (as a [`SnapshotIdRecorder`] wrote it), passing
+/// each id on, and returns the snapshot's description stored after them. Damage is an error,
+/// never a panic; memory stays bounded whatever `count` claims.
+pub fn read_id_list(
     rd: &mut dyn Read,
     count: u64,
     mut each: impl FnMut(u64),
