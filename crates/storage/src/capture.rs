@@ -13,7 +13,10 @@ use kyrodb_backup_format::{
     WalIndex, WalReader, WalSummary,
 };
 
-use crate::chunkstore::{ChainStore, StoreStats};
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Mutex;
+
+use crate::chunkstore::{ChainStore, SharedChunk, StoreStats};
 use crate::error::{Error, IoContext, Result};
 use crate::repository::{Repository, StoredBackup};
 
@@ -92,12 +95,75 @@ struct OpenState {
     /// What `fstat` said of each file when it was opened, in the same order.
     stamps: Vec<SourceStamp>,
     listing: Vec<String>,
+    /// For the replay: the bytes of files being stored, as the store cuts them (in a mutex
+    /// only so that the state can be shared between threads; it is never contended).
+    taps: Mutex<BTreeMap<String, Receiver<Piece>>>,
+}
+
+/// What the storing side hands the replay of one file.
+enum Piece {
+    /// The next chunk of the file.
+    Bytes(SharedChunk),
+    /// The file is complete.
+    End,
+}
+
+/// How many chunks the storing side may run ahead of the replay of one file.
+const TAP_DEPTH: usize = 4;
+
+/// Reads a file from the chunks the storing side cuts, so it is read from disk only once.
+struct TapReader {
+    rx: Receiver<Piece>,
+    chunk: SharedChunk,
+    pos: usize,
+    ended: bool,
+}
+
+impl Read for TapReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.chunk.len() {
+            if self.ended {
+                return Ok(0);
+            }
+            match self.rx.recv() {
+                Ok(Piece::Bytes(c)) => {
+                    self.chunk = c;
+                    self.pos = 0;
+                }
+                Ok(Piece::End) => self.ended = true,
+                Err(_) => return Err(io::Error::other("storing the file stopped before its end")),
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.pos);
+        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
 }
 
 impl FileSource for OpenState {
     fn open(&mut self, name: &str) -> io::Result<Box<dyn Read + '_>> {
         if name == "MANIFEST" {
             return Ok(Box::new(io::Cursor::new(self.manifest_bytes.as_slice())));
+        }
+        let taps = self
+            .taps
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(at) = self.files.iter().position(|(n, ..)| n == name) {
+            // Files before this one that the replay never opened are not coming: let the
+            // storing side stop feeding them (it never waits on a file the replay has left).
+            for (earlier, ..) in &self.files[..at] {
+                taps.remove(earlier);
+            }
+        }
+        if let Some(rx) = taps.remove(name) {
+            return Ok(Box::new(TapReader {
+                rx,
+                chunk: SharedChunk::default(),
+                pos: 0,
+                ended: false,
+            }));
         }
         self.files
             .iter()
@@ -193,6 +259,7 @@ fn open_state(dir: &Path) -> Result<Option<OpenState>> {
         files,
         stamps,
         listing,
+        taps: Mutex::default(),
     }))
 }
 
@@ -471,8 +538,9 @@ fn replay(
 type Stored = (Vec<FileEntry>, StoreStats, RecoveryReport, u64, IdList);
 
 /// Stores the captured files in the chain (taking over the unchanged ones) and, at the same
-/// time on a second thread, replays them (two readers of the same open files) to learn what
-/// state they recover to.
+/// time on a second thread, replays them to learn what state they recover to. Each file is read
+/// from disk once: the replay gets the chunks the storing side cuts, through a bounded channel
+/// per file, and reads from disk only what is not being stored (files taken over).
 fn store_and_replay(
     store: &ChainStore,
     state: &OpenState,
@@ -482,8 +550,17 @@ fn store_and_replay(
     progress: &dyn crate::Progress,
 ) -> Result<Stored> {
     let mut counters = StoreStats::default();
+    let mut senders = BTreeMap::new();
+    let mut taps = BTreeMap::new();
+    for (name, ..) in &state.files {
+        if !unchanged.contains_key(name.as_str()) {
+            let (tx, rx) = sync_channel(TAP_DEPTH);
+            senders.insert(name.clone(), tx);
+            taps.insert(name.clone(), rx);
+        }
+    }
     let (stored, recovered) = std::thread::scope(|s| {
-        let replay = s.spawn(|| -> Result<Replayed> {
+        let replay = s.spawn(move || -> Result<Replayed> {
             let src = OpenState {
                 manifest_bytes: state.manifest_bytes.clone(),
                 files: state
@@ -494,10 +571,11 @@ fn store_and_replay(
                     .map_err(|e| Error::io(dir, e))?,
                 stamps: Vec::new(),
                 listing: Vec::new(),
+                taps: Mutex::new(taps),
             };
             replay(store, src, known_ids)
         });
-        let stored = (|| -> Result<Vec<FileEntry>> {
+        let stored = (move || -> Result<(Vec<FileEntry>, StoreStats)> {
             let mut files = vec![store.store_file(
                 state.manifest_bytes.as_slice(),
                 "MANIFEST",
@@ -513,19 +591,31 @@ fn store_and_replay(
                     files.push((*e).clone());
                     continue;
                 }
-                files.push(store.store_file(
+                // A replay that stopped reading this file (done, or failed) drops its end of
+                // the channel; the file is then stored without feeding it.
+                let tx = senders.remove(name);
+                let mut feeding = tx.is_some();
+                files.push(store.store_file_with(
                     PrefixReader::new(file, *len),
                     name,
                     *kind,
                     &mut counters,
                     progress,
+                    &mut |chunk| {
+                        if let (true, Some(tx)) = (feeding, &tx) {
+                            feeding = tx.send(Piece::Bytes(SharedChunk::clone(chunk))).is_ok();
+                        }
+                    },
                 )?);
+                if let Some(tx) = tx {
+                    let _ = tx.send(Piece::End);
+                }
             }
-            Ok(files)
+            Ok((files, counters))
         })();
         (stored, replay.join().expect("replay thread panicked"))
     });
-    let files = stored?;
+    let (files, counters) = stored?;
     let (report, count, recorded) = recovered?;
     Ok((files, counters, report, count, recorded))
 }

@@ -26,6 +26,9 @@ pub const MAX_CHUNK: u32 = 4 * 1024 * 1024;
 
 const _: () = assert!(MAX_CHUNK <= MAX_CHUNK_SIZE);
 
+/// The bytes of one chunk, shared by the workers that store it and any other consumer.
+pub type SharedChunk = std::sync::Arc<Vec<u8>>;
+
 /// Counters of what storing files added to a chain.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct StoreStats {
@@ -188,11 +191,26 @@ impl ChainStore {
         stats: &mut StoreStats,
         progress: &dyn crate::Progress,
     ) -> Result<FileEntry> {
+        self.store_file_with(reader, name, kind, stats, progress, &mut |_| {})
+    }
+
+    /// [`store_file`](Self::store_file) that also hands every chunk, in file order, to
+    /// `each_chunk` as soon as it is cut: a second consumer of the same bytes (the replay of
+    /// `create`) needs no second read of the file.
+    pub fn store_file_with(
+        &self,
+        reader: impl Read,
+        name: &str,
+        kind: FileKind,
+        stats: &mut StoreStats,
+        progress: &dyn crate::Progress,
+        each_chunk: &mut dyn FnMut(&SharedChunk),
+    ) -> Result<FileEntry> {
         const WORKERS: usize = 2;
         let mut whole = Xxh3::new();
         let mut size = 0u64;
         let mut results: Vec<Option<Result<(ChunkRef, u64)>>> = Vec::new();
-        let (jobs, queue) = std::sync::mpsc::sync_channel::<(usize, Vec<u8>)>(WORKERS * 2);
+        let (jobs, queue) = std::sync::mpsc::sync_channel::<(usize, SharedChunk)>(WORKERS * 2);
         let queue = std::sync::Mutex::new(queue);
         let (done, finished) = std::sync::mpsc::channel();
         let read_error = std::thread::scope(|s| {
@@ -215,7 +233,9 @@ impl ChainStore {
                         whole.update(&chunk.data);
                         size += chunk.data.len() as u64;
                         progress.advance(chunk.data.len() as u64);
-                        if jobs.send((count, chunk.data)).is_err() {
+                        let data = SharedChunk::new(chunk.data);
+                        each_chunk(&data);
+                        if jobs.send((count, data)).is_err() {
                             break;
                         }
                         count += 1;

@@ -36,7 +36,9 @@ pub use builtin::{
 pub use capture::{
     create_backup, wal_summary, CreateOptions, CreateReport, PrefixReader, MAX_CAPTURE_ATTEMPTS,
 };
-pub use chunkstore::{ChainStore, FileReader, StoreStats, AVG_CHUNK, MAX_CHUNK, MIN_CHUNK};
+pub use chunkstore::{
+    ChainStore, FileReader, SharedChunk, StoreStats, AVG_CHUNK, MAX_CHUNK, MIN_CHUNK,
+};
 pub use error::{Error, Result};
 pub use fsutil::{
     atomic_write, fsync_dir, NoProgress, Progress, ProgressWriter, DIR_MODE, FILE_MODE,
