@@ -4,7 +4,13 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use kyrodb_backup_format::{recover, DirSource, FileEntry, LiveIds, RecoveryOptions, WalReader};
+use std::collections::HashMap;
+use std::os::unix::fs::FileExt;
+use std::sync::{Condvar, Mutex};
+
+use kyrodb_backup_format::{
+    recover, FileEntry, FileSource, LiveIds, RecoveryOptions, RecoveryReport, WalReader,
+};
 
 use crate::chunkstore::ChainStore;
 use crate::error::{Error, IoContext, Result};
@@ -443,12 +449,199 @@ fn write_content(content: &PlannedContent<'_>, out: &mut impl Write) -> io::Resu
     }
 }
 
+/// How far the writing of the staging directory has got: the check replay follows it, so
+/// the restored state is checked while it is written instead of read again afterwards.
+#[derive(Default)]
+struct Progressing {
+    state: Mutex<Written>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct Written {
+    /// Per file: bytes in the file so far, and whether it is complete.
+    files: HashMap<String, (u64, bool)>,
+    /// Every file is written.
+    finished: bool,
+    /// The writing failed; followers stop.
+    failed: bool,
+}
+
+impl Progressing {
+    fn update(&self, f: impl FnOnce(&mut Written)) {
+        f(&mut self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        self.changed.notify_all();
+    }
+
+    /// Waits until `ready` says something other than `None`.
+    fn wait_for<T>(&self, mut ready: impl FnMut(&Written) -> Option<T>) -> T {
+        let mut st = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        loop {
+            if let Some(t) = ready(&st) {
+                return t;
+            }
+            st = self
+                .changed
+                .wait(st)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+}
+
+/// A staged file's writer that tells followers how many bytes are in the file.
+struct Publishing<'a> {
+    file: File,
+    name: String,
+    shared: &'a Progressing,
+}
+
+impl Write for Publishing<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.shared.update(|w| {
+            if let Some(e) = w.files.get_mut(&self.name) {
+                e.0 += n as u64;
+            }
+        });
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// The staging directory as a [`FileSource`] that reads each file as it is being written.
+struct Following<'a> {
+    dir: &'a Path,
+    shared: &'a Progressing,
+}
+
+struct FollowReader<'a> {
+    file: File,
+    name: String,
+    pos: u64,
+    shared: &'a Progressing,
+}
+
+fn writing_stopped() -> io::Error {
+    io::Error::other("writing the staged files stopped")
+}
+
+impl io::Read for FollowReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let pos = self.pos;
+        let available = self.shared.wait_for(|w| match w.files.get(&self.name) {
+            Some(&(len, done)) if len > pos || done => Some(Ok(len - pos)),
+            _ if w.failed => Some(Err(writing_stopped())),
+            _ => None,
+        })?;
+        if available == 0 {
+            return Ok(0);
+        }
+        let want = buf.len().min(usize::try_from(available).unwrap_or(usize::MAX));
+        let n = self.file.read_at(&mut buf[..want], pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl FileSource for Following<'_> {
+    fn open(&mut self, name: &str) -> io::Result<Box<dyn io::Read + '_>> {
+        let started = self.shared.wait_for(|w| {
+            if w.files.contains_key(name) {
+                Some(Ok(true))
+            } else if w.failed {
+                Some(Err(writing_stopped()))
+            } else if w.finished {
+                Some(Ok(false))
+            } else {
+                None
+            }
+        })?;
+        if !started {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{name} is not among the restored files"),
+            ));
+        }
+        Ok(Box::new(io::BufReader::with_capacity(
+            1 << 20,
+            FollowReader {
+                file: File::open(self.dir.join(name))?,
+                name: name.to_string(),
+                pos: 0,
+                shared: self.shared,
+            },
+        )))
+    }
+
+    fn list(&mut self) -> io::Result<Vec<String>> {
+        let mut names = self.shared.wait_for(|w| {
+            if w.failed {
+                Some(Err(writing_stopped()))
+            } else if w.finished {
+                Some(Ok(w.files.keys().cloned().collect::<Vec<_>>()))
+            } else {
+                None
+            }
+        })?;
+        names.sort();
+        Ok(names)
+    }
+}
+
+/// Writes every file of `set` into `staging` (fsynced, with the directory) while a second
+/// thread replays them as they are written, then checks the replayed state against
+/// [`RestoreSet::expect`].
 fn build_staging(
     set: &RestoreSet<'_>,
     staging: &Path,
     progress: &dyn crate::Progress,
 ) -> Result<(Vec<(String, u64)>, u64)> {
     fs::create_dir(staging).at(staging)?;
+    let shared = Progressing::default();
+    let (written, replayed) = std::thread::scope(|s| {
+        let replay = s.spawn(|| {
+            let mut ids = LiveIds::default();
+            let report = recover(
+                &mut Following {
+                    dir: staging,
+                    shared: &shared,
+                },
+                &mut ids,
+                &RecoveryOptions {
+                    torn_tail_is_error: true,
+                },
+            );
+            (report, ids.len() as u64)
+        });
+        let written = write_staging(set, staging, &shared, progress);
+        shared.update(|w| {
+            if written.is_ok() {
+                w.finished = true;
+            } else {
+                w.failed = true;
+            }
+        });
+        (written, replay.join().expect("replay thread panicked"))
+    });
+    let written = written?;
+    let (report, count) = replayed;
+    let report =
+        report.map_err(|e| Error::Damaged(format!("restored state does not recover: {e}")))?;
+    check_expectation(set, &report, count)?;
+    Ok((written, count))
+}
+
+fn write_staging(
+    set: &RestoreSet<'_>,
+    staging: &Path,
+    shared: &Progressing,
+    progress: &dyn crate::Progress,
+) -> Result<Vec<(String, u64)>> {
     let mut written = Vec::new();
     for f in &set.files {
         let path = staging.join(&f.name);
@@ -457,7 +650,15 @@ fn build_staging(
             .create_new(true)
             .open(&path)
             .at(&path)?;
-        let mut w = crate::ProgressWriter::new(BufWriter::with_capacity(1 << 20, file), progress);
+        shared.update(|w| {
+            w.files.insert(f.name.clone(), (0, false));
+        });
+        let out = Publishing {
+            file,
+            name: f.name.clone(),
+            shared,
+        };
+        let mut w = crate::ProgressWriter::new(BufWriter::with_capacity(1 << 20, out), progress);
         let n = write_content(&f.content, &mut w).map_err(|e| {
             if e.kind() == io::ErrorKind::InvalidData {
                 damage(set, f, &e)
@@ -465,24 +666,24 @@ fn build_staging(
                 Error::io(&path, e)
             }
         })?;
-        let file: File = w
+        let out = w
             .into_inner()
             .into_inner()
             .map_err(|e| Error::io(&path, e.into_error()))?;
-        file.sync_all().at(&path)?;
+        shared.update(|w| {
+            if let Some(e) = w.files.get_mut(&f.name) {
+                e.1 = true;
+            }
+        });
+        out.file.sync_all().at(&path)?;
         written.push((f.name.clone(), n));
     }
     fsync_dir(staging)?;
-    let mut ids = LiveIds::default();
-    let report = recover(
-        &mut DirSource::new(staging),
-        &mut ids,
-        &RecoveryOptions {
-            torn_tail_is_error: true,
-        },
-    )
-    .map_err(|e| Error::Damaged(format!("restored state does not recover: {e}")))?;
-    let count = ids.len() as u64;
+    Ok(written)
+}
+
+/// Whether the replayed staged state is what the restore promised.
+fn check_expectation(set: &RestoreSet<'_>, report: &RecoveryReport, count: u64) -> Result<()> {
     match set.expect {
         Expectation::VectorCount(n) if n != count => Err(Error::Damaged(format!(
             "restored state recovers to {count} documents, backup {} recorded {n}",
@@ -491,14 +692,14 @@ fn build_staging(
         Expectation::LastSeq(want) => {
             let last = report.last_seq();
             if last == want {
-                Ok((written, count))
+                Ok(())
             } else {
                 Err(Error::Damaged(format!(
                     "restored state replays to WAL sequence {last}, the plan needs {want}"
                 )))
             }
         }
-        Expectation::VectorCount(_) | Expectation::Recovers => Ok((written, count)),
+        Expectation::VectorCount(_) | Expectation::Recovers => Ok(()),
     }
 }
 
