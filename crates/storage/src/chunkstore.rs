@@ -309,12 +309,14 @@ impl ChainStore {
     }
 }
 
-/// Chunks read and checked ahead of the reader, in order.
-type Ahead = std::sync::mpsc::Receiver<Result<Vec<u8>>>;
+/// Chunks read and checked ahead of the reader: reader thread `k` serves chunks `k`, `k + n`,
+/// `k + 2n` and so on, in order, through its own channel.
+type Ahead = Vec<std::sync::mpsc::Receiver<Result<Vec<u8>>>>;
 
-/// How many decoded chunks a reader keeps ready ahead of the one it serves (memory stays
-/// bounded by a few chunks).
-const READ_AHEAD: usize = 2;
+/// How many threads read chunks ahead of the reader, each with one chunk ready: several reads
+/// in flight keep the disk's queue full (one at a time leaves it idle between chunk files),
+/// and memory stays bounded by a few chunks.
+const READ_AHEAD: usize = 8;
 
 /// Reads a stored file chunk by chunk; see [`ChainStore::reader`].
 pub struct FileReader<'a> {
@@ -333,18 +335,23 @@ impl FileReader<'_> {
     /// so disk reads overlap hashing and whatever the caller does with the bytes.
     fn start_ahead(&mut self) -> &Ahead {
         self.ahead.get_or_insert_with(|| {
-            let (tx, rx) = std::sync::mpsc::sync_channel(READ_AHEAD);
-            let dir = self.store.dir.clone();
-            let chunks = self.entry.chunks.clone();
-            std::thread::spawn(move || {
-                let store = ChainStore::new(dir);
-                for r in &chunks {
-                    if tx.send(store.get(r)).is_err() {
-                        break;
-                    }
-                }
-            });
-            rx
+            let chunks = std::sync::Arc::new(self.entry.chunks.clone());
+            (0..READ_AHEAD.min(chunks.len()).max(1))
+                .map(|k| {
+                    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+                    let dir = self.store.dir.clone();
+                    let chunks = std::sync::Arc::clone(&chunks);
+                    std::thread::spawn(move || {
+                        let store = ChainStore::new(dir);
+                        for r in chunks.iter().skip(k).step_by(READ_AHEAD) {
+                            if tx.send(store.get(r)).is_err() {
+                                break;
+                            }
+                        }
+                    });
+                    rx
+                })
+                .collect()
         })
     }
 }
@@ -370,8 +377,8 @@ impl Read for FileReader<'_> {
                 return Ok(0);
             };
             let _ = r;
-            let next = self
-                .start_ahead()
+            let which = self.next % READ_AHEAD;
+            let next = self.start_ahead()[which]
                 .recv()
                 .map_err(|_| io::Error::other("chunk reader thread stopped"))?;
             self.buf =

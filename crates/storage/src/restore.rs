@@ -469,7 +469,10 @@ struct Written {
 
 impl Progressing {
     fn update(&self, f: impl FnOnce(&mut Written)) {
-        f(&mut self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        f(&mut self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner));
         self.changed.notify_all();
     }
 
@@ -541,7 +544,9 @@ impl io::Read for FollowReader<'_> {
         if available == 0 {
             return Ok(0);
         }
-        let want = buf.len().min(usize::try_from(available).unwrap_or(usize::MAX));
+        let want = buf
+            .len()
+            .min(usize::try_from(available).unwrap_or(usize::MAX));
         let n = self.file.read_at(&mut buf[..want], pos)?;
         self.pos += n as u64;
         Ok(n)
