@@ -14,7 +14,7 @@ use kyrodb_backup_format::{
 };
 
 use std::sync::mpsc::{sync_channel, Receiver};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::chunkstore::{ChainStore, SharedChunk, StoreStats};
 use crate::error::{Error, IoContext, Result};
@@ -98,6 +98,44 @@ struct OpenState {
     /// For the replay: the bytes of files being stored, as the store cuts them (in a mutex
     /// only so that the state can be shared between threads; it is never contended).
     taps: Mutex<BTreeMap<String, Receiver<Piece>>>,
+    /// For the replay: where the WAL scan cuts each changed segment.
+    cuts: Option<SharedCuts>,
+}
+
+/// Where each changed WAL segment ends (after its last whole frame) and the index of its
+/// entries.
+type WalCuts = BTreeMap<String, (u64, WalIndex)>;
+
+/// The WAL scan's result, filled by the thread that scans while the snapshot is stored.
+type SharedCuts = Arc<OnceLock<Result<WalCuts>>>;
+
+/// The captured length of `name`: for a changed WAL segment, where the scan cut it (waiting
+/// for the scan); for anything else, its length when opened.
+fn captured_len(
+    cuts: &OnceLock<Result<WalCuts>>,
+    name: &str,
+    kind: FileKind,
+    opened: u64,
+) -> Result<u64> {
+    if kind != FileKind::Wal {
+        return Ok(opened);
+    }
+    match cuts.wait() {
+        Ok(m) => Ok(m.get(name).map_or(opened, |c| c.0)),
+        Err(_) => Err(Error::DataDir("the WAL scan failed".into())),
+    }
+}
+
+/// Sets an error in the scan's slot if the scan stops without a result, so nobody waits for
+/// it forever.
+struct ScanGuard<'a>(&'a OnceLock<Result<WalCuts>>);
+
+impl Drop for ScanGuard<'_> {
+    fn drop(&mut self) {
+        let _ = self
+            .0
+            .set(Err(Error::DataDir("the WAL scan stopped".into())));
+    }
 }
 
 /// What the storing side hands the replay of one file.
@@ -165,16 +203,18 @@ impl FileSource for OpenState {
                 ended: false,
             }));
         }
-        self.files
-            .iter()
-            .find(|(n, ..)| n == name)
-            .map(|(_, _, f, len)| {
-                Box::new(io::BufReader::with_capacity(
-                    1 << 20,
-                    PrefixReader::new(f, *len),
-                )) as Box<dyn Read + '_>
-            })
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{name} not captured")))
+        let (_, kind, f, opened) =
+            self.files.iter().find(|(n, ..)| n == name).ok_or_else(|| {
+                io::Error::new(io::ErrorKind::NotFound, format!("{name} not captured"))
+            })?;
+        let len = match &self.cuts {
+            Some(cuts) => captured_len(cuts, name, *kind, *opened).map_err(io::Error::other)?,
+            None => *opened,
+        };
+        Ok(Box::new(io::BufReader::with_capacity(
+            1 << 20,
+            PrefixReader::new(f, len),
+        )))
     }
 
     fn list(&mut self) -> io::Result<Vec<String>> {
@@ -260,6 +300,7 @@ fn open_state(dir: &Path) -> Result<Option<OpenState>> {
         stamps,
         listing,
         taps: Mutex::default(),
+        cuts: None,
     }))
 }
 
@@ -267,12 +308,35 @@ fn open_state(dir: &Path) -> Result<Option<OpenState>> {
 /// index of its entries. A bad CRC is corruption the engine refuses to start on, so it fails
 /// the backup.
 fn scan_wal(name: &str, file: &File, len: u64) -> Result<(u64, WalIndex)> {
-    let mut reader = WalReader::new(PrefixReader::new(file, len)).map_err(|e| e.in_file(name))?;
+    let mut reader = WalReader::new(io::BufReader::with_capacity(
+        1 << 20,
+        PrefixReader::new(file, len),
+    ))
+    .map_err(|e| e.in_file(name))?;
     let mut index = WalIndex::default();
     while let Some(frame) = reader.next_frame().map_err(|e| e.in_file(name))? {
         index.push(frame.entry.seq_no, frame.entry.timestamp);
     }
     Ok((reader.valid_len(), index))
+}
+
+/// Scans every changed WAL segment of `files` (see [`scan_wal`]).
+fn scan_wals(
+    files: &[(String, FileKind, File, u64)],
+    unchanged: &BTreeMap<String, &FileEntry>,
+) -> Result<WalCuts> {
+    let mut cuts = WalCuts::new();
+    for (name, kind, file, len) in files {
+        if *kind != FileKind::Wal || unchanged.contains_key(name.as_str()) {
+            continue;
+        }
+        let (valid, index) = scan_wal(name, file, *len)?;
+        if valid < *len {
+            tracing::debug!(segment = %name, whole = valid, seen = *len, "cut at the last whole frame");
+        }
+        cuts.insert(name.clone(), (valid, index));
+    }
+    Ok(cuts)
 }
 
 fn skip_reason(name: &str) -> &'static str {
@@ -335,7 +399,7 @@ pub fn create_backup(
             dir.display()
         )));
     }
-    let (mut state, attempts) = open_consistent(dir)?;
+    let (state, attempts) = open_consistent(dir)?;
     let (chain_id, backup_type, parent_id) = match &opts.parent {
         None => (opts.id.clone(), BackupType::Full, None),
         Some(p) => (
@@ -346,20 +410,8 @@ pub fn create_backup(
     };
     let store = repo.chain_store(&chain_id)?;
     let unchanged = unchanged_files(&store, &state, opts.parent.as_ref());
-    let mut indexes = BTreeMap::new();
-    for (name, kind, file, len) in &mut state.files {
-        if let Some(e) = unchanged.get(name.as_str()) {
-            tracing::debug!(file = %name, size = e.size, "unchanged since the reference; not read again");
-            continue;
-        }
-        if *kind == FileKind::Wal {
-            let (valid, index) = scan_wal(name, file, *len)?;
-            if valid < *len {
-                tracing::debug!(segment = %name, whole = valid, seen = *len, "cut at the last whole frame");
-            }
-            *len = valid;
-            indexes.insert(name.clone(), index);
-        }
+    for name in unchanged.keys() {
+        tracing::debug!(file = %name, "unchanged since the reference; not read again");
     }
 
     progress.start(
@@ -374,13 +426,27 @@ pub fn create_backup(
             unchanged.contains_key(ids.snapshot.as_str())
                 && ids.chunks.iter().all(|c| store.looks_intact(*c))
         });
-    let (mut files, mut counters, report, vector_count, id_list) =
-        store_and_replay(&store, &state, &unchanged, known_ids, dir, progress)?;
+    // The WAL scan (where each changed segment's last whole frame ends) runs while the
+    // MANIFEST and the snapshot are stored; storing a segment waits for it.
+    let cuts: SharedCuts = Arc::default();
+    let stored = std::thread::scope(|s| {
+        s.spawn(|| {
+            let guard = ScanGuard(&cuts);
+            let _ = guard.0.set(scan_wals(&state.files, &unchanged));
+        });
+        store_and_replay(&store, &state, &unchanged, known_ids, &cuts, dir, progress)
+    });
+    let mut indexes = match Arc::into_inner(cuts).and_then(OnceLock::into_inner) {
+        Some(Ok(cuts)) => cuts,
+        Some(Err(e)) => return Err(e),
+        None => return Err(Error::DataDir("the WAL scan left no result".into())),
+    };
+    let (mut files, mut counters, report, vector_count, id_list) = stored?;
     // `files` starts with the MANIFEST (read whole every time, never taken over), then
     // follows `state.files`.
     for (f, stamp) in files.iter_mut().skip(1).zip(&state.stamps) {
         if !unchanged.contains_key(f.name.as_str()) {
-            f.wal_index = indexes.remove(&f.name);
+            f.wal_index = indexes.remove(&f.name).map(|(_, index)| index);
         }
         f.source = Some(*stamp);
     }
@@ -546,6 +612,7 @@ fn store_and_replay(
     state: &OpenState,
     unchanged: &BTreeMap<String, &FileEntry>,
     known_ids: Option<&SnapshotIds>,
+    cuts: &SharedCuts,
     dir: &Path,
     progress: &dyn crate::Progress,
 ) -> Result<Stored> {
@@ -572,6 +639,7 @@ fn store_and_replay(
                 stamps: Vec::new(),
                 listing: Vec::new(),
                 taps: Mutex::new(taps),
+                cuts: Some(Arc::clone(cuts)),
             };
             replay(store, src, known_ids)
         });
@@ -583,7 +651,7 @@ fn store_and_replay(
                 &mut counters,
                 progress,
             )?];
-            for (name, kind, file, len) in &state.files {
+            for (name, kind, file, opened) in &state.files {
                 if let Some(e) = unchanged.get(name.as_str()) {
                     counters.unchanged_files += 1;
                     counters.unchanged_bytes += e.size;
@@ -593,10 +661,11 @@ fn store_and_replay(
                 }
                 // A replay that stopped reading this file (done, or failed) drops its end of
                 // the channel; the file is then stored without feeding it.
+                let len = captured_len(cuts, name, *kind, *opened)?;
                 let tx = senders.remove(name);
                 let mut feeding = tx.is_some();
                 files.push(store.store_file_with(
-                    PrefixReader::new(file, *len),
+                    PrefixReader::new(file, len),
                     name,
                     *kind,
                     &mut counters,
