@@ -180,9 +180,10 @@ impl ChainStore {
     }
 
     /// Splits a file into content-defined chunks, stores the ones the chain lacks, and returns
-    /// the file's entry. The chunker runs on this thread; two workers hash, encode, write and
+    /// the file's entry. The chunker runs on this thread; six workers hash, encode, write and
     /// fsync chunks behind a bounded queue, so writes overlap chunking and memory stays bounded
-    /// by a few chunks.
+    /// by a dozen chunks. More workers than cores because most of a worker's time is spent
+    /// waiting for its fsync; several in flight let the file system commit them together.
     pub fn store_file(
         &self,
         reader: impl Read,
@@ -206,11 +207,11 @@ impl ChainStore {
         progress: &dyn crate::Progress,
         each_chunk: &mut dyn FnMut(&SharedChunk),
     ) -> Result<FileEntry> {
-        const WORKERS: usize = 2;
+        const WORKERS: usize = 6;
         let mut whole = Xxh3::new();
         let mut size = 0u64;
         let mut results: Vec<Option<Result<(ChunkRef, u64)>>> = Vec::new();
-        let (jobs, queue) = std::sync::mpsc::sync_channel::<(usize, SharedChunk)>(WORKERS * 2);
+        let (jobs, queue) = std::sync::mpsc::sync_channel::<(usize, SharedChunk)>(WORKERS);
         let queue = std::sync::Mutex::new(queue);
         let (done, finished) = std::sync::mpsc::channel();
         let read_error = std::thread::scope(|s| {
