@@ -17,7 +17,13 @@ use kyrodb_backup_storage::{
 };
 use kyrodb_backup_verify::verify_backup;
 
-fn backup(repo: &Repository, data: &Path, parent: Option<&BackupManifest>, n: u64) -> CreateReport {
+/// Backup number `n` of `data` (its id and clock derive from `n`).
+fn try_backup(
+    repo: &Repository,
+    data: &Path,
+    parent: Option<&BackupManifest>,
+    n: u64,
+) -> kyrodb_backup_storage::Result<CreateReport> {
     create_backup(
         repo,
         &CreateOptions {
@@ -31,7 +37,31 @@ fn backup(repo: &Repository, data: &Path, parent: Option<&BackupManifest>, n: u6
         },
         &NoProgress,
     )
-    .unwrap()
+}
+
+fn backup(repo: &Repository, data: &Path, parent: Option<&BackupManifest>, n: u64) -> CreateReport {
+    try_backup(repo, data, parent, n).unwrap()
+}
+
+/// A temporary place with a data dir written by the engine (`dimension`, then `build`) and an
+/// empty repository.
+fn setup(
+    dimension: usize,
+    build: impl FnOnce(&mut Engine),
+) -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    std::path::PathBuf,
+    Repository,
+) {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let repo_dir = tmp.path().join("backups");
+    let repo = Repository::open_or_init(&repo_dir).unwrap();
+    let mut e = Engine::open(&data, dimension);
+    build(&mut e);
+    drop(e);
+    (tmp, data, repo_dir, repo)
 }
 
 fn live_count(dir: &Path) -> u64 {
@@ -157,13 +187,11 @@ fn unchanged_files_are_taken_over_and_the_count_comes_from_the_id_list() {
 
 #[test]
 fn a_file_changed_in_place_with_its_old_size_and_mtime_is_read_again() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let repo = Repository::open_or_init(&tmp.path().join("backups")).unwrap();
-    let mut e = Engine::open(&data, 8);
-    churn(&mut e, 0, 100);
-    e.snapshot();
-    churn(&mut e, 100, 50);
+    let (_tmp, data, _, repo) = setup(8, |e| {
+        churn(e, 0, 100);
+        e.snapshot();
+        churn(e, 100, 50);
+    });
     let full = backup(&repo, &data, None, 1);
     let old = full.backup.manifest.snapshot.as_ref().unwrap().file.clone();
     // Damage the snapshot in place, keeping its size and modification time: only the change
@@ -182,33 +210,19 @@ fn a_file_changed_in_place_with_its_old_size_and_mtime_is_read_again() {
         .set_modified(mtime)
         .unwrap();
     assert_eq!(fs::metadata(&path).unwrap().modified().unwrap(), mtime);
-    let err = create_backup(
-        &repo,
-        &CreateOptions {
-            data_dir: data.clone(),
-            id: "00000000-0000-4000-8000-000000000002".into(),
-            now: 1_800_000_002,
-            now_subsec_nanos: 0,
-            description: String::new(),
-            tool_version: "test".into(),
-            parent: Some(full.backup.manifest.clone()),
-        },
-        &NoProgress,
-    )
-    .unwrap_err();
+    let Err(err) = try_backup(&repo, &data, Some(&full.backup.manifest), 2) else {
+        panic!("the damaged snapshot went unnoticed");
+    };
     assert!(err.to_string().contains(&old), "{err}");
 }
 
 #[test]
 fn an_incremental_whose_reference_lost_a_chunk_reads_the_file_and_repairs_it() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let repo_dir = tmp.path().join("backups");
-    let repo = Repository::open_or_init(&repo_dir).unwrap();
-    let mut e = Engine::open(&data, 8);
-    churn(&mut e, 0, 200);
-    e.snapshot();
-    churn(&mut e, 200, 20);
+    let (_tmp, data, repo_dir, repo) = setup(8, |e| {
+        churn(e, 0, 200);
+        e.snapshot();
+        churn(e, 200, 20);
+    });
     let full = backup(&repo, &data, None, 1);
     let fm = &full.backup.manifest;
     let store = repo.chain_store(&fm.chain_id).unwrap();
@@ -262,12 +276,10 @@ impl StateSink for Shifted<'_> {
 
 #[test]
 fn verify_compares_the_id_list_with_the_snapshot() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let repo = Repository::open_or_init(&tmp.path().join("backups")).unwrap();
-    let mut e = Engine::open(&data, 8);
-    churn(&mut e, 0, 100);
-    e.snapshot();
+    let (_tmp, data, _, repo) = setup(8, |e| {
+        churn(e, 0, 100);
+        e.snapshot();
+    });
     let full = backup(&repo, &data, None, 1);
     let mut m = full.backup.manifest.clone();
 
@@ -345,20 +357,9 @@ fn create_over_damaged_data_fails_cleanly_wherever_the_damage_is() {
         fs::write(&path, &bytes).unwrap();
         let repo_dir = tmp.path().join(format!("repo-{at}"));
         let repo = Repository::open_or_init(&repo_dir).unwrap();
-        let err = create_backup(
-            &repo,
-            &CreateOptions {
-                data_dir: data.clone(),
-                id: "00000000-0000-4000-8000-000000000001".into(),
-                now: 1_800_000_001,
-                now_subsec_nanos: 0,
-                description: String::new(),
-                tool_version: "test".into(),
-                parent: None,
-            },
-            &NoProgress,
-        )
-        .unwrap_err();
+        let Err(err) = try_backup(&repo, &data, None, 1) else {
+            panic!("damage at {at} went unnoticed");
+        };
         assert!(err.to_string().contains(&snapshot_name), "at {at}: {err}");
         assert!(repo.list().unwrap().backups.is_empty(), "at {at}");
     }

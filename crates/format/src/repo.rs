@@ -533,16 +533,7 @@ impl BackupManifest {
             if f.kind == FileKind::Manifest {
                 manifests += 1;
             }
-            let mut total: u64 = 0;
-            for c in &f.chunks {
-                if c.size == 0 || c.size > MAX_CHUNK_SIZE {
-                    return bad(format!(
-                        "{}: chunk {} has an impossible size {}",
-                        f.name, c.hash, c.size
-                    ));
-                }
-                total = total.saturating_add(u64::from(c.size));
-            }
+            let total = chunks_total(&f.name, &f.chunks)?;
             if let Some(ix) = &f.wal_index {
                 if f.kind != FileKind::Wal {
                     return bad(format!("{}: only WAL segments have a WAL index", f.name));
@@ -573,16 +564,7 @@ impl BackupManifest {
                     ids.snapshot
                 ));
             };
-            let mut total: u64 = 0;
-            for c in &ids.chunks {
-                if c.size == 0 || c.size > MAX_CHUNK_SIZE {
-                    return bad(format!(
-                        "{} id list: chunk {} has an impossible size {}",
-                        ids.snapshot, c.hash, c.size
-                    ));
-                }
-                total = total.saturating_add(u64::from(c.size));
-            }
+            let total = chunks_total(&format!("{} id list", ids.snapshot), &ids.chunks)?;
             // Every id takes at least one byte of the list, and a document more than one byte
             // of the snapshot.
             if total != ids.size || ids.count > ids.size || ids.count > snap.size {
@@ -606,6 +588,21 @@ impl BackupManifest {
             .filter(|c| seen.insert(c.hash))
             .collect()
     }
+}
+
+/// The size of a stored file from its chunks, each of which must have a possible size.
+fn chunks_total(what: &str, chunks: &[ChunkRef]) -> Result<u64> {
+    let mut total: u64 = 0;
+    for c in chunks {
+        if c.size == 0 || c.size > MAX_CHUNK_SIZE {
+            return Err(Error::BackupManifest(format!(
+                "{what}: chunk {} has an impossible size {}",
+                c.hash, c.size
+            )));
+        }
+        total = total.saturating_add(u64::from(c.size));
+    }
+    Ok(total)
 }
 
 /// Whether `s` has the shape of a backup id: a lower-case hyphenated UUID.
