@@ -35,6 +35,34 @@ fn faketime_arg(ts: u64) -> String {
 /// libfaketime, from Debian's `faketime` package (`.ci/run` installs it).
 const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 
+/// libfaketime keeps a semaphore and a shared-memory object named after each process's pid and
+/// removes them at exit. A process killed with SIGKILL leaves them behind, and the next process
+/// to get that pid (pids wrap at 32768 here) would fail to start under libfaketime (`shm_open
+/// failed: File exists`). This removes them for `pid`.
+fn remove_faketime_leftovers(pid: u32) {
+    let _ = fs::remove_file(format!("/dev/shm/faketime_shm_{pid}"));
+    let _ = fs::remove_file(format!("/dev/shm/sem.faketime_sem_{pid}"));
+}
+
+/// Removes libfaketime leftovers of processes that no longer exist (killed in earlier runs).
+fn sweep_faketime_leftovers() {
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    SWEPT.call_once(|| {
+        for e in fs::read_dir("/dev/shm").into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let pid = name
+                .strip_prefix("faketime_shm_")
+                .or_else(|| name.strip_prefix("sem.faketime_sem_"))
+                .and_then(|p| p.parse::<u32>().ok());
+            if let Some(pid) = pid {
+                if !Path::new(&format!("/proc/{pid}")).exists() {
+                    remove_faketime_leftovers(pid);
+                }
+            }
+        }
+    });
+}
+
 /// The binary run with its clock at `ts` (UTC), through libfaketime preloaded into the process
 /// itself (not the `faketime` wrapper, so that killing the child kills the tool).
 fn kb_at(ts: u64) -> Command {
@@ -42,6 +70,7 @@ fn kb_at(ts: u64) -> Command {
         Path::new(LIBFAKETIME).exists(),
         "libfaketime is required (apt-get install faketime; .ci/run installs it)"
     );
+    sweep_faketime_leftovers();
     let mut c = Command::new(assert_cmd::cargo::cargo_bin("kyrodb_backup"));
     c.env("LD_PRELOAD", LIBFAKETIME)
         .env("FAKETIME", format!("@{}", faketime_arg(ts)))
@@ -447,6 +476,7 @@ fn a_prune_killed_at_random_instants_never_loses_a_kept_backup() {
         std::thread::sleep(Duration::from_micros(seed % (full_run + 1)));
         let _ = child.kill();
         child.wait().unwrap();
+        remove_faketime_leftovers(child.id());
         // Every backup the rule keeps is still listed, and every listed backup verifies.
         let now_listed = listed(&repo, now);
         assert!(
