@@ -423,8 +423,7 @@ pub fn create_backup(
         .as_ref()
         .and_then(|p| p.snapshot_ids.as_ref())
         .filter(|ids| {
-            unchanged.contains_key(ids.snapshot.as_str())
-                && ids.chunks.iter().all(|c| store.looks_intact(*c))
+            unchanged.contains_key(ids.snapshot.as_str()) && store.all_intact(&ids.chunks)
         });
     // The WAL scan (where each changed segment's last whole frame ends) runs while the
     // MANIFEST and the snapshot are stored; storing a segment waits for it.
@@ -518,7 +517,7 @@ fn unchanged_files<'p>(
                 && e.source.as_ref() == Some(stamp)
                 && e.size == stamp.len
                 && (*kind != FileKind::Wal || e.wal_index.is_some())
-                && e.chunks.iter().all(|c| store.looks_intact(*c));
+                && store.all_intact(&e.chunks);
             same.then(|| (name.clone(), e))
         })
         .collect()

@@ -96,6 +96,12 @@ impl ChainStore {
             })
     }
 
+    /// Whether every one of `chunks` [looks intact](Self::looks_intact): what lets a file or
+    /// list be taken over from an earlier backup without its bytes in hand.
+    pub(crate) fn all_intact(&self, chunks: &[ChunkRef]) -> bool {
+        chunks.iter().all(|c| self.looks_intact(*c))
+    }
+
     /// Stores one chunk unless the chain has it; returns its reference and the bytes written.
     pub fn put(&self, plain: &[u8]) -> Result<(ChunkRef, u64)> {
         let hash = ContentHash::of(plain);
