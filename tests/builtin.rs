@@ -25,7 +25,7 @@ fn expected(name: &str) -> serde_json::Value {
         &fs::read(fixtures().join("kyrodb-builtin-backups").join(name)).unwrap(),
     )
     .unwrap();
-    kyrodb_backup_format::FullState::from_expected_json(&v)
+    kyrodb_backup_format::engine::FullState::from_expected_json(&v)
         .unwrap()
         .to_expected_json()
 }

@@ -10,7 +10,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
-use kyrodb_backup_format::{
+use kyrodb_backup_format::engine::{
     write_v4_snapshot, DataDirManifest, DistanceMetric, V4SnapshotOptions, WalEntry, WalLayout,
     WalOp, WalWriter,
 };

@@ -6,7 +6,7 @@ mod common;
 use std::fs;
 
 use common::*;
-use kyrodb_backup_format::{DistanceMetric, Snapshot};
+use kyrodb_backup_format::engine::{DistanceMetric, Snapshot};
 use predicates::prelude::*;
 
 fn snapshot_name(dir: &std::path::Path) -> String {

@@ -10,7 +10,7 @@ use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use kyrodb_backup_format::{decode_manifest, encode_manifest, BackupManifest};
+use kyrodb_backup_format::repo::{decode_manifest, encode_manifest, BackupManifest};
 use predicates::prelude::*;
 
 struct Hostile {

@@ -8,9 +8,11 @@ use std::path::Path;
 
 use common::engine::Engine;
 use common::*;
-use kyrodb_backup_format::{
-    encode_manifest, recover, BackupManifest, ContentHash, DirSource, FileKind, LiveIds, Metadata,
-    RecoveryOptions, SnapshotIdRecorder, SnapshotInfo, StateSink,
+use kyrodb_backup_format::engine::{
+    recover, DirSource, LiveIds, Metadata, RecoveryOptions, SnapshotInfo, StateSink,
+};
+use kyrodb_backup_format::repo::{
+    encode_manifest, BackupManifest, ContentHash, FileKind, SnapshotIdRecorder,
 };
 use kyrodb_backup_storage::{
     create_backup, CreateOptions, CreateReport, NoProgress, Repository, StoreStats,

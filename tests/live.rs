@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::engine::{state_after, Engine};
 use common::*;
-use kyrodb_backup_format::{recover, DirSource, FullState, RecoveryOptions};
+use kyrodb_backup_format::engine::{recover, DirSource, FullState, RecoveryOptions};
 
 fn recovered(dir: &Path) -> (FullState, u64) {
     let mut s = FullState::default();

@@ -7,7 +7,7 @@ use std::fs;
 use std::path::Path;
 
 use common::*;
-use kyrodb_backup_format::{
+use kyrodb_backup_format::engine::{
     recover, DirSource, DistanceMetric, FullState, RecoveryOptions, Snapshot, SnapshotLayout,
     WalReader,
 };
@@ -123,7 +123,7 @@ fn every_legacy_layout_migrates_to_v4_with_the_same_state() {
                 let bytes = fs::read(dir.join("wal_1760970600000001.wal")).unwrap();
                 let mut rd = WalReader::new(bytes.as_slice()).unwrap();
                 while let Some(f) = rd.next_frame().unwrap() {
-                    assert_eq!(f.layout, kyrodb_backup_format::WalLayout::W3);
+                    assert_eq!(f.layout, kyrodb_backup_format::engine::WalLayout::W3);
                     assert!(f.entry.seq_no > v4.last_wal_seq);
                 }
                 assert_eq!(

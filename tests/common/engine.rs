@@ -11,7 +11,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use kyrodb_backup_format::{
+use kyrodb_backup_format::engine::{
     encode_entry, recover, DataDirManifest, DirSource, DistanceMetric, FullState, Metadata,
     RecoveryOptions, Snapshot, SnapshotLayout, StateSink, WalEntry, WalLayout, WalOp,
 };
@@ -112,7 +112,7 @@ impl Engine {
             .append(true)
             .open(dir.join(&name))
             .unwrap();
-        f.write_all(&kyrodb_backup_format::WAL_MAGIC.to_le_bytes())
+        f.write_all(&kyrodb_backup_format::engine::WAL_MAGIC.to_le_bytes())
             .unwrap();
         (f, name)
     }

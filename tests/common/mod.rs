@@ -112,11 +112,11 @@ pub fn consistent_state_files(data: &Path) -> BTreeMap<String, Vec<u8>> {
 /// Recovers a data dir as the engine does and renders it like the fixtures' `expected.json`
 /// (`count`, and `docs` keyed by id with `emb` and `meta`).
 pub fn recovered_as_expected_json(data: &Path) -> serde_json::Value {
-    let mut state = kyrodb_backup_format::FullState::default();
-    kyrodb_backup_format::recover(
-        &mut kyrodb_backup_format::DirSource::new(data),
+    let mut state = kyrodb_backup_format::engine::FullState::default();
+    kyrodb_backup_format::engine::recover(
+        &mut kyrodb_backup_format::engine::DirSource::new(data),
         &mut state,
-        &kyrodb_backup_format::RecoveryOptions {
+        &kyrodb_backup_format::engine::RecoveryOptions {
             torn_tail_is_error: false,
         },
     )
@@ -136,7 +136,7 @@ pub fn expected_json(fixture: &str) -> serde_json::Value {
         .unwrap(),
     )
     .unwrap();
-    kyrodb_backup_format::FullState::from_expected_json(&v)
+    kyrodb_backup_format::engine::FullState::from_expected_json(&v)
         .unwrap()
         .to_expected_json()
 }
@@ -196,7 +196,7 @@ pub fn ops_state_at(fixture: &str, t: u64) -> serde_json::Value {
         })
         .collect();
     let v = serde_json::json!({"count": docs.len(), "docs": docs});
-    kyrodb_backup_format::FullState::from_expected_json(&v)
+    kyrodb_backup_format::engine::FullState::from_expected_json(&v)
         .unwrap()
         .to_expected_json()
 }

@@ -13,9 +13,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use kyrodb_backup_format::{
-    decode_chunk, decode_manifest, read_id_list, ContentHash, DataDirManifest, Snapshot, WalReader,
-};
+use kyrodb_backup_format::engine::{DataDirManifest, Snapshot, WalReader};
+use kyrodb_backup_format::repo::{decode_chunk, decode_manifest, read_id_list, ContentHash};
 
 type Target = fn(&[u8]) -> bool;
 

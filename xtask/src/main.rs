@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, ensure, Context, Result};
-use kyrodb_backup_format::{
+use kyrodb_backup_format::engine::{
     recover, write_v4_snapshot, DataDirManifest, DirSource, DistanceMetric, FullState,
     RecoveryOptions, V4SnapshotOptions, WalEntry, WalLayout, WalOp, WalWriter,
 };
@@ -294,7 +294,7 @@ pub(crate) fn gen_data(args: &[String]) -> Result<()> {
 pub(crate) fn append_wal(args: &[String]) -> Result<()> {
     let dir = PathBuf::from(args.first().context("append-wal needs a directory")?);
     let mb = flag(args, "--mb", 10)?;
-    let mut ids = kyrodb_backup_format::LiveIds::default();
+    let mut ids = kyrodb_backup_format::engine::LiveIds::default();
     let report = recover(
         &mut DirSource::new(&dir),
         &mut ids,
@@ -322,7 +322,7 @@ pub(crate) fn append_wal(args: &[String]) -> Result<()> {
             seq_no: seq,
             timestamp: 1_795_100_000,
         };
-        let body = kyrodb_backup_format::encode_entry(&entry, WalLayout::W3);
+        let body = kyrodb_backup_format::engine::encode_entry(&entry, WalLayout::W3);
         std::io::Write::write_all(&mut out, &(body.len() as u32).to_le_bytes())?;
         std::io::Write::write_all(&mut out, &body)?;
         std::io::Write::write_all(&mut out, &crc32fast::hash(&body).to_le_bytes())?;

@@ -18,7 +18,7 @@
 //!
 //! ```
 //! use kyrodb_backup_chain::{resolve, PitrOptions};
-//! use kyrodb_backup_format::BackupManifest;
+//! use kyrodb_backup_format::repo::BackupManifest;
 //!
 //! let backups: Vec<BackupManifest> = Vec::new();
 //! let err = resolve(&backups, &PitrOptions { target: 1_760_970_600, nearest: false }).unwrap_err();
@@ -28,7 +28,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use kyrodb_backup_format::{BackupManifest, FileKind};
+use kyrodb_backup_format::repo::{BackupManifest, FileKind};
 
 /// Why a point in time cannot be rebuilt.
 #[derive(Debug, thiserror::Error)]

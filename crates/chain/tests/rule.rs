@@ -2,7 +2,7 @@
 //! backup time, windows, `nearest`, several chains.
 
 use kyrodb_backup_chain::{recoverable_windows, resolve, Error, PitrOptions, Window};
-use kyrodb_backup_format::{
+use kyrodb_backup_format::repo::{
     BackupManifest, BackupType, ContentHash, FileEntry, FileKind, SnapshotSummary, WalIndex,
 };
 

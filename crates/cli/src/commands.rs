@@ -5,7 +5,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Result};
 use kyrodb_backup_chain::{recoverable_windows, resolve, PitrOptions, PitrPlan};
-use kyrodb_backup_format::{BackupType, DataDirManifest, FileEntry};
+use kyrodb_backup_format::engine::DataDirManifest;
+use kyrodb_backup_format::repo::{BackupType, FileEntry};
 use kyrodb_backup_retention::{plan as retention_plan, BackupInfo, RetentionPolicy};
 use kyrodb_backup_storage::{
     archive_members, builtin_chain, check_builtin, create_backup, extracted, list_builtin,
@@ -669,8 +670,8 @@ fn restore_builtin(
 
 /// Refuses `--distance` that contradicts the metric a backup's snapshot stores.
 fn check_distance(
-    stored: Option<kyrodb_backup_format::DistanceMetric>,
-    requested: Option<kyrodb_backup_format::DistanceMetric>,
+    stored: Option<kyrodb_backup_format::engine::DistanceMetric>,
+    requested: Option<kyrodb_backup_format::engine::DistanceMetric>,
 ) -> Result<()> {
     match (stored, requested) {
         (Some(s), Some(r)) if s != r => Err(Hinted::new(

@@ -65,7 +65,7 @@ pub enum Error {
         detail: String,
     },
     /// A requested distance metric contradicts the one a snapshot stores.
-    #[error("the snapshot stores the metric {stored}; --distance {requested} contradicts it")]
+    #[error("the snapshot stores the metric {stored}; {requested} contradicts it")]
     MetricConflict {
         /// The metric in the snapshot.
         stored: crate::DistanceMetric,

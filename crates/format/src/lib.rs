@@ -1,4 +1,5 @@
-//! KyroDB's on-disk formats and the encodings of the `kyrodb_backup` repository.
+//! KyroDB's on-disk formats ([`engine`]) and the encodings of the `kyrodb_backup` repository
+//! ([`repo`]).
 //!
 //! What it is for: reading and writing, byte for byte, everything in a KyroDB data directory
 //! (the MANIFEST in both layouts, snapshots V1 to V4, WAL segments of W1 to W3 entries),
@@ -9,7 +10,7 @@
 //! storage crate does I/O), or deciding anything about backups.
 //!
 //! ```
-//! use kyrodb_backup_format::{WalEntry, WalLayout, WalOp, WalReader, WalWriter};
+//! use kyrodb_backup_format::engine::{WalEntry, WalLayout, WalOp, WalReader, WalWriter};
 //!
 //! let entry = WalEntry {
 //!     op: WalOp::Insert,
@@ -32,37 +33,14 @@
 //! # Ok::<(), kyrodb_backup_format::Error>(())
 //! ```
 
+pub mod engine;
 mod error;
-mod kyro_bincode;
-mod kyro_manifest;
-mod kyro_migrate;
-mod kyro_recovery;
-mod kyro_snapshot;
-mod kyro_types;
-mod kyro_wal;
-mod repo;
-mod snapshot_ids;
+pub mod repo;
 
 pub use error::{Error, Result};
-pub use kyro_manifest::{is_snapshot_file_name, is_wal_file_name, DataDirManifest, ModernManifest};
-pub use kyro_migrate::{choose_metric, survey_snapshot, write_migrated_snapshot, SnapshotSurvey};
-pub use kyro_recovery::{
-    recover, recover_from_snapshot_ids, DirSource, Document, FileSource, FullState, LiveIds,
-    RecoveryOptions, RecoveryReport, SegmentReport, StateDigest, StateSink,
-};
-pub use kyro_snapshot::{
-    write_v4_snapshot, Snapshot, SnapshotHeader, SnapshotInfo, SnapshotLayout, SnapshotReader,
-    V4SnapshotOptions, SNAPSHOT_MAGIC,
-};
-pub use kyro_types::{AnnSearchMode, DistanceMetric, Metadata, WalOp};
-pub use kyro_wal::{
-    decode_entry, encode_entry, WalEntry, WalFrame, WalLayout, WalReader, WalWriter, MAX_WAL_ENTRY,
-    WAL_MAGIC,
-};
-pub use repo::{
-    chunk_header, decode_chunk, decode_manifest, encode_chunk, encode_manifest, is_backup_id,
-    manifest_checksum, BackupManifest, BackupType, ChunkRef, ContentHash, EncodedChunk, FileEntry,
-    FileKind, SkippedFile, SnapshotIds, SnapshotSummary, SourceStamp, WalIndex, WalSummary,
-    CHUNK_HEADER_LEN, MAX_CHUNK_SIZE, MAX_MANIFEST_SIZE, REPOSITORY_VERSION,
-};
-pub use snapshot_ids::{read_id_list, SnapshotIdRecorder, MAX_ID_LIST_BYTES};
+
+// Inside the crate every item is reachable from the root, as before the split.
+#[allow(unused_imports)]
+pub(crate) use engine::*;
+#[allow(unused_imports)]
+pub(crate) use repo::*;

@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use kyrodb_backup_format::{
-    recover, DataDirManifest, DirSource, DistanceMetric, Error, FullState, LiveIds,
-    RecoveryOptions, Snapshot, SnapshotLayout, SnapshotReader, WalLayout, WalOp, WalReader,
-    WalWriter,
+use kyrodb_backup_format::engine::{
+    recover, DataDirManifest, DirSource, DistanceMetric, FullState, LiveIds, RecoveryOptions,
+    Snapshot, SnapshotLayout, SnapshotReader, WalLayout, WalOp, WalReader, WalWriter,
 };
+use kyrodb_backup_format::Error;
 use serde_json::Value;
 
 fn fixtures() -> PathBuf {
@@ -54,7 +54,7 @@ fn expected(fixture: &str) -> Value {
 }
 
 /// Decodes a WAL strictly: every frame, and a torn tail is an error.
-fn read_wal_strict(bytes: &[u8]) -> Result<Vec<kyrodb_backup_format::WalFrame>, Error> {
+fn read_wal_strict(bytes: &[u8]) -> Result<Vec<kyrodb_backup_format::engine::WalFrame>, Error> {
     let mut r = WalReader::new(bytes)?;
     let mut frames = Vec::new();
     while let Some(f) = r.next_frame()? {
@@ -312,7 +312,7 @@ fn truncation_is_an_error_for_snapshots_and_a_whole_frame_prefix_for_the_engine(
         let bytes = fs::read(&path).unwrap();
         let full = read_wal_strict(&bytes).unwrap();
         let ends: Vec<u64> = std::iter::once(4)
-            .chain(full.iter().map(kyrodb_backup_format::WalFrame::end))
+            .chain(full.iter().map(kyrodb_backup_format::engine::WalFrame::end))
             .collect();
         for n in 0..bytes.len() {
             let cut = &bytes[..n];
@@ -469,7 +469,7 @@ fn lying_lengths_cost_no_memory_beyond_the_bytes_present() {
     // Found by `cargo xtask fuzz`: a payload length and an embedding length of 2^60 made the
     // reader allocate before reading. Now it reads what is there and reports the truncation.
     let mut b = Vec::new();
-    b.extend_from_slice(&kyrodb_backup_format::SNAPSHOT_MAGIC.to_le_bytes());
+    b.extend_from_slice(&kyrodb_backup_format::engine::SNAPSHOT_MAGIC.to_le_bytes());
     b.extend_from_slice(&u64::MAX.to_le_bytes()); // payload length
     b.extend_from_slice(&4u32.to_le_bytes()); // version
     b.extend_from_slice(&[0; 24]); // timestamp, doc_count, dimension

@@ -6,10 +6,11 @@ use std::fs;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use kyrodb_backup_format::{
-    is_backup_id, is_snapshot_file_name, is_wal_file_name, recover, DataDirManifest, FileSource,
-    LiveIds, RecoveryOptions, SnapshotReader, WalReader,
+use kyrodb_backup_format::engine::{
+    is_snapshot_file_name, is_wal_file_name, recover, DataDirManifest, FileSource, LiveIds,
+    RecoveryOptions, SnapshotReader, WalReader,
 };
+use kyrodb_backup_format::repo::is_backup_id;
 use serde::Deserialize;
 
 use crate::error::{Error, IoContext, Result};

@@ -6,11 +6,13 @@ use std::io::{self, Read};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use kyrodb_backup_format::{
-    is_snapshot_file_name, is_wal_file_name, recover, recover_from_snapshot_ids, BackupManifest,
-    BackupType, DataDirManifest, FileEntry, FileKind, FileSource, LiveIds, RecoveryOptions,
-    RecoveryReport, SkippedFile, SnapshotIdRecorder, SnapshotIds, SnapshotSummary, SourceStamp,
-    WalIndex, WalReader, WalSummary,
+use kyrodb_backup_format::engine::{
+    is_snapshot_file_name, is_wal_file_name, recover, recover_from_snapshot_ids, DataDirManifest,
+    FileSource, LiveIds, RecoveryOptions, RecoveryReport, WalReader,
+};
+use kyrodb_backup_format::repo::{
+    BackupManifest, BackupType, FileEntry, FileKind, SkippedFile, SnapshotIdRecorder, SnapshotIds,
+    SnapshotSummary, SourceStamp, WalIndex, WalSummary,
 };
 
 use std::sync::mpsc::{sync_channel, Receiver};

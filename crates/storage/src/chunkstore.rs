@@ -6,7 +6,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use kyrodb_backup_format::{
+use kyrodb_backup_format::repo::{
     chunk_header, decode_chunk, encode_chunk, ChunkRef, ContentHash, FileEntry, FileKind,
     CHUNK_HEADER_LEN, MAX_CHUNK_SIZE,
 };

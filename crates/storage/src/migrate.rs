@@ -5,7 +5,7 @@ use std::fs::{self, File};
 use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use kyrodb_backup_format::{
+use kyrodb_backup_format::engine::{
     choose_metric, recover, survey_snapshot, write_migrated_snapshot, DataDirManifest, DirSource,
     DistanceMetric, RecoveryOptions, SnapshotLayout, SnapshotSurvey, StateDigest, WalLayout,
     WalReader, WalWriter,

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use kyrodb_backup_format::{is_backup_id, ContentHash};
+use kyrodb_backup_format::repo::{is_backup_id, ContentHash};
 
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::{fsync_dir, TMP_MARKER};

@@ -4,7 +4,7 @@ use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use kyrodb_backup_format::{
+use kyrodb_backup_format::repo::{
     decode_manifest, encode_manifest, is_backup_id, manifest_checksum, BackupManifest, ContentHash,
     REPOSITORY_VERSION,
 };
@@ -253,7 +253,7 @@ impl Repository {
                 path.display()
             )));
         }
-        if len > kyrodb_backup_format::MAX_MANIFEST_SIZE {
+        if len > kyrodb_backup_format::repo::MAX_MANIFEST_SIZE {
             return Err(Error::Damaged(format!(
                 "{}: {len} bytes is too large for a manifest",
                 path.display()

@@ -8,9 +8,10 @@ use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
 use std::sync::{Condvar, Mutex};
 
-use kyrodb_backup_format::{
-    recover, FileEntry, FileSource, LiveIds, RecoveryOptions, RecoveryReport, WalReader,
+use kyrodb_backup_format::engine::{
+    recover, FileSource, LiveIds, RecoveryOptions, RecoveryReport, WalReader,
 };
+use kyrodb_backup_format::repo::FileEntry;
 
 use crate::chunkstore::ChainStore;
 use crate::error::{Error, IoContext, Result};

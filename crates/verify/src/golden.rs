@@ -3,7 +3,7 @@
 use std::collections::{BinaryHeap, HashMap};
 use std::path::Path;
 
-use kyrodb_backup_format::{
+use kyrodb_backup_format::engine::{
     recover, DirSource, DistanceMetric, Metadata, RecoveryOptions, StateSink,
 };
 use serde::{Deserialize, Serialize};

@@ -33,9 +33,8 @@ use std::collections::BTreeSet;
 use std::io::{self, Read};
 use std::rc::Rc;
 
-use kyrodb_backup_format::{
-    recover, ContentHash, FileEntry, FileSource, LiveIds, RecoveryOptions, SnapshotIdRecorder,
-};
+use kyrodb_backup_format::engine::{recover, FileSource, LiveIds, RecoveryOptions};
+use kyrodb_backup_format::repo::{ContentHash, FileEntry, SnapshotIdRecorder};
 use kyrodb_backup_storage::{wal_summary, ChainStore, Progress, Repository, StoredBackup};
 use serde::Serialize;
 
@@ -145,9 +144,9 @@ impl FileSource for StoredSource<'_> {
 
 /// What the recovered state says against what the manifest recorded.
 fn compare_with_manifest(
-    report: &kyrodb_backup_format::RecoveryReport,
+    report: &kyrodb_backup_format::engine::RecoveryReport,
     count: u64,
-    m: &kyrodb_backup_format::BackupManifest,
+    m: &kyrodb_backup_format::repo::BackupManifest,
 ) -> Vec<Problem> {
     let mut problems = Vec::new();
     let mut note = |message: String| {
@@ -185,8 +184,8 @@ fn compare_with_manifest(
 /// derived from the snapshot just now (`derived`, when the state recovered).
 fn check_id_list(
     store: &ChainStore,
-    list: &kyrodb_backup_format::SnapshotIds,
-    m: &kyrodb_backup_format::BackupManifest,
+    list: &kyrodb_backup_format::repo::SnapshotIds,
+    m: &kyrodb_backup_format::repo::BackupManifest,
     derived: Option<&Option<(Vec<u8>, u64)>>,
     bytes: &RefCell<u64>,
     problems: &mut Vec<Problem>,

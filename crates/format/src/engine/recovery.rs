@@ -327,7 +327,7 @@ pub fn recover_from_snapshot_ids(
             "the MANIFEST does not name {snapshot}, the snapshot of the id list"
         )));
     }
-    let info = crate::snapshot_ids::read_id_list(ids, count, |id| {
+    let info = crate::repo::id_list::read_id_list(ids, count, |id| {
         sink.insert(id, Vec::new(), Vec::new());
     })
     .map_err(|e| e.in_file(format!("{snapshot} id list")))?;

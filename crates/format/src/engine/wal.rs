@@ -4,7 +4,7 @@ use std::io::{self, Read, Write};
 
 use serde::Serialize;
 
-use crate::kyro_bincode::{Fields, Out};
+use crate::engine::bincode::{Fields, Out};
 use crate::{Error, Metadata, Result, WalOp};
 
 /// WAL magic: `WAL\0` read as a little-endian u32.

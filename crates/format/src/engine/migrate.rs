@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::io::{Read, Write};
 
-use crate::kyro_bincode::Out;
+use crate::engine::bincode::Out;
 use crate::{DistanceMetric, Error, Result, SnapshotInfo, SnapshotReader};
 
 /// What a first pass over a snapshot learned, for choosing a metric and sizing the V4 file.

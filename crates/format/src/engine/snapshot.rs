@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 
 use serde::{Deserialize, Serialize};
 
-use crate::kyro_bincode::{Fields, Out};
+use crate::engine::bincode::{Fields, Out};
 use crate::{AnnSearchMode, DistanceMetric, Error, Metadata, Result};
 
 /// Snapshot magic: `SNAP` read as a little-endian u32.

@@ -1,0 +1,14 @@
+//! The encodings of the `kyrodb_backup` repository: chunk files, backup manifests and the
+//! snapshot id lists incrementals count from. Each carries its own checksum, so a repository
+//! copied anywhere can be checked without other state.
+
+mod encoding;
+pub(crate) mod id_list;
+
+pub use encoding::{
+    chunk_header, decode_chunk, decode_manifest, encode_chunk, encode_manifest, is_backup_id,
+    manifest_checksum, BackupManifest, BackupType, ChunkRef, ContentHash, EncodedChunk, FileEntry,
+    FileKind, SkippedFile, SnapshotIds, SnapshotSummary, SourceStamp, WalIndex, WalSummary,
+    CHUNK_HEADER_LEN, MAX_CHUNK_SIZE, MAX_MANIFEST_SIZE, REPOSITORY_VERSION,
+};
+pub use id_list::{read_id_list, SnapshotIdRecorder, MAX_ID_LIST_BYTES};
