@@ -1,14 +1,12 @@
 //! Capturing a data directory's consistent state into the repository (`create`).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{self, Read};
-use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use kyrodb_backup_format::engine::{
-    is_snapshot_file_name, is_wal_file_name, recover, recover_from_snapshot_ids, DataDirManifest,
-    FileSource, LiveIds, RecoveryOptions, RecoveryReport, WalReader,
+    recover, recover_from_snapshot_ids, FileSource, LiveIds, RecoveryOptions, RecoveryReport,
 };
 use kyrodb_backup_format::repo::{
     BackupManifest, BackupType, FileEntry, FileKind, SkippedFile, SnapshotIdRecorder, SnapshotIds,
@@ -18,13 +16,11 @@ use kyrodb_backup_format::repo::{
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::chunkstore::{ChainStore, SharedChunk, StoreStats};
-use crate::error::{Error, IoContext, Result};
-use crate::repository::{Repository, StoredBackup};
+use kyrodb_backup_datadir::capture::{open_consistent, scan_wal, PrefixReader};
 
-/// How often `create` re-reads the MANIFEST when a file it names vanishes before it is opened
-/// (the engine compacted or replaced it in between).
-pub const MAX_CAPTURE_ATTEMPTS: u32 = 8;
+use crate::chunkstore::{ChainStore, SharedChunk, StoreStats};
+use crate::error::{Error, Result};
+use crate::repository::{Repository, StoredBackup};
 
 /// What `create` is asked to do. The caller supplies the id and the clock.
 #[derive(Debug, Clone)]
@@ -54,38 +50,6 @@ pub struct CreateReport {
     pub stats: StoreStats,
     /// How many MANIFEST reads it took to open a consistent set of files.
     pub attempts: u32,
-}
-
-/// A positional reader over a prefix of an open file: many may read one file independently.
-pub struct PrefixReader<'a> {
-    file: &'a File,
-    pos: u64,
-    end: u64,
-}
-
-impl<'a> PrefixReader<'a> {
-    /// Reads `file[0..end]`.
-    pub fn new(file: &'a File, end: u64) -> Self {
-        Self { file, pos: 0, end }
-    }
-}
-
-impl Read for PrefixReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let want = (self.end - self.pos).min(buf.len() as u64) as usize;
-        if want == 0 {
-            return Ok(0);
-        }
-        let n = self.file.read_at(&mut buf[..want], self.pos)?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "file shrank while being read",
-            ));
-        }
-        self.pos += n as u64;
-        Ok(n)
-    }
 }
 
 /// The files of one MANIFEST generation, opened (so later deletions cannot take them away),
@@ -124,7 +88,7 @@ fn captured_len(
     }
     match cuts.wait() {
         Ok(m) => Ok(m.get(name).map_or(opened, |c| c.0)),
-        Err(_) => Err(Error::DataDir("the WAL scan failed".into())),
+        Err(_) => Err(Error::Capture("the WAL scan failed".into())),
     }
 }
 
@@ -136,7 +100,7 @@ impl Drop for ScanGuard<'_> {
     fn drop(&mut self) {
         let _ = self
             .0
-            .set(Err(Error::DataDir("the WAL scan stopped".into())));
+            .set(Err(Error::Capture("the WAL scan stopped".into())));
     }
 }
 
@@ -229,99 +193,6 @@ impl FileSource for OpenState {
     }
 }
 
-fn list_dir(dir: &Path) -> Result<Vec<String>> {
-    let mut names = Vec::new();
-    for e in fs::read_dir(dir).at(dir)? {
-        names.push(e.at(dir)?.file_name().to_string_lossy().into_owned());
-    }
-    names.sort();
-    Ok(names)
-}
-
-/// Reads the MANIFEST once and opens every file it names. Returns `None` when a named file
-/// vanished (the caller re-reads the MANIFEST).
-fn open_state(dir: &Path) -> Result<Option<OpenState>> {
-    let mpath = dir.join("MANIFEST");
-    let manifest_bytes = match fs::read(&mpath) {
-        Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(Error::DataDir(format!(
-                "{} has no MANIFEST: not a KyroDB data directory",
-                dir.display()
-            )))
-        }
-        Err(e) => return Err(Error::io(mpath, e)),
-    };
-    let manifest = DataDirManifest::parse(&manifest_bytes).map_err(|e| e.in_file("MANIFEST"))?;
-    let listing = list_dir(dir)?;
-    let mut wanted = Vec::new();
-    if let Some(s) = manifest.snapshot_file() {
-        if !is_snapshot_file_name(&s) {
-            return Err(Error::DataDir(format!(
-                "MANIFEST names {s:?}, which is not a snapshot file name"
-            )));
-        }
-        wanted.push((s, FileKind::Snapshot));
-    }
-    for w in manifest.wal_segments(&listing) {
-        if !is_wal_file_name(&w) {
-            return Err(Error::DataDir(format!(
-                "MANIFEST lists {w:?}, which is not a WAL file name"
-            )));
-        }
-        wanted.push((w, FileKind::Wal));
-    }
-    let mut files = Vec::new();
-    let mut stamps = Vec::new();
-    for (name, kind) in wanted {
-        let path = dir.join(&name);
-        let file = match crate::fsutil::open_no_follow(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io(path, e)),
-        };
-        let meta = file.metadata().at(&path)?;
-        if !meta.is_file() {
-            return Err(Error::DataDir(format!(
-                "{} is not a regular file",
-                path.display()
-            )));
-        }
-        stamps.push(SourceStamp {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            len: meta.len(),
-            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
-            ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
-        });
-        files.push((name, kind, file, meta.len()));
-    }
-    Ok(Some(OpenState {
-        manifest_bytes,
-        files,
-        stamps,
-        listing,
-        taps: Mutex::default(),
-        cuts: None,
-    }))
-}
-
-/// Length of a WAL segment up to its last whole frame, as the engine would replay it, and the
-/// index of its entries. A bad CRC is corruption the engine refuses to start on, so it fails
-/// the backup.
-fn scan_wal(name: &str, file: &File, len: u64) -> Result<(u64, WalIndex)> {
-    let mut reader = WalReader::new(io::BufReader::with_capacity(
-        1 << 20,
-        PrefixReader::new(file, len),
-    ))
-    .map_err(|e| e.in_file(name))?;
-    let mut index = WalIndex::default();
-    while let Some(frame) = reader.next_frame().map_err(|e| e.in_file(name))? {
-        index.push(frame.entry.seq_no, frame.entry.timestamp);
-    }
-    Ok((reader.valid_len(), index))
-}
-
 /// Scans every changed WAL segment of `files` (see [`scan_wal`]).
 fn scan_wals(
     files: &[(String, FileKind, File, u64)],
@@ -341,50 +212,6 @@ fn scan_wals(
     Ok(cuts)
 }
 
-fn skip_reason(name: &str) -> &'static str {
-    if Path::new(name)
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("tmp"))
-    {
-        "temporary file of an interrupted write"
-    } else if is_snapshot_file_name(name) {
-        "older snapshot the MANIFEST does not name"
-    } else if is_wal_file_name(name) {
-        "WAL segment the MANIFEST does not list"
-    } else {
-        "not part of the KyroDB state"
-    }
-}
-
-/// Opens the files of one MANIFEST generation, re-reading the MANIFEST when a file it names
-/// vanishes first; returns them and how many reads it took.
-fn open_consistent(dir: &Path) -> Result<(OpenState, u32)> {
-    let mut attempts = 0;
-    let state = loop {
-        attempts += 1;
-        if let Some(s) = open_state(dir)? {
-            tracing::debug!(
-                attempt = attempts,
-                files = s.files.len(),
-                "opened every file the MANIFEST names"
-            );
-            break s;
-        }
-        tracing::debug!(
-            attempt = attempts,
-            "a file named by the MANIFEST vanished; reading it again"
-        );
-        if attempts >= MAX_CAPTURE_ATTEMPTS {
-            return Err(Error::DataDir(format!(
-                "files named by {}/MANIFEST vanished {attempts} times in a row while opening them",
-                dir.display()
-            )));
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20 * u64::from(attempts)));
-    };
-    Ok((state, attempts))
-}
-
 /// Takes a backup of `opts.data_dir`: reads the MANIFEST once, opens exactly the files it names
 /// (retrying if one vanishes first), cuts WAL segments at their last whole frame, stores the
 /// bytes in the chain's chunk store, replays the captured state to count live documents, and
@@ -395,13 +222,20 @@ pub fn create_backup(
     progress: &dyn crate::Progress,
 ) -> Result<CreateReport> {
     let dir = &opts.data_dir;
-    if !dir.is_dir() {
-        return Err(Error::DataDir(format!(
-            "data directory {} does not exist",
-            dir.display()
-        )));
-    }
-    let (state, attempts) = open_consistent(dir)?;
+    let opened = open_consistent(dir)?;
+    let attempts = opened.attempts;
+    let state = OpenState {
+        stamps: opened.files.iter().map(|f| f.stamp).collect(),
+        files: opened
+            .files
+            .into_iter()
+            .map(|f| (f.name, f.kind, f.file, f.stamp.len))
+            .collect(),
+        manifest_bytes: opened.manifest_bytes,
+        listing: opened.listing,
+        taps: Mutex::default(),
+        cuts: None,
+    };
     let (chain_id, backup_type, parent_id) = match &opts.parent {
         None => (opts.id.clone(), BackupType::Full, None),
         Some(p) => (
@@ -440,7 +274,7 @@ pub fn create_backup(
     let mut indexes = match Arc::into_inner(cuts).and_then(OnceLock::into_inner) {
         Some(Ok(cuts)) => cuts,
         Some(Err(e)) => return Err(e),
-        None => return Err(Error::DataDir("the WAL scan left no result".into())),
+        None => return Err(Error::Capture("the WAL scan left no result".into())),
     };
     let (mut files, mut counters, report, vector_count, id_list) = stored?;
     // `files` starts with the MANIFEST (read whole every time, never taken over), then
@@ -697,7 +531,7 @@ fn skipped_files(listing: &[String], captured: &[FileEntry]) -> Vec<SkippedFile>
         .filter(|n| !captured.contains(n.as_str()))
         .map(|n| SkippedFile {
             name: n.clone(),
-            reason: skip_reason(n).to_string(),
+            reason: kyrodb_backup_datadir::capture::skip_reason(n).to_string(),
         })
         .collect()
 }

@@ -13,7 +13,7 @@ use kyrodb_backup_format::repo::{
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::error::{Error, IoContext, Result};
-use crate::fsutil::{
+use kyrodb_backup_durable::{
     create_private_dir_all, create_private_file, fsync_dir, open_no_follow, tmp_path_for,
 };
 
@@ -108,7 +108,7 @@ impl ChainStore {
         let r = ChunkRef {
             hash,
             size: u32::try_from(plain.len()).map_err(|_| {
-                Error::DataDir(format!("chunk of {} bytes is too large", plain.len()))
+                Error::Capture(format!("chunk of {} bytes is too large", plain.len()))
             })?,
         };
         if self.looks_intact(r) {
@@ -248,7 +248,7 @@ impl ChainStore {
                         count += 1;
                     }
                     Err(e) => {
-                        read_error = Some(Error::DataDir(format!("{name}: read failed: {e}")));
+                        read_error = Some(Error::Capture(format!("{name}: read failed: {e}")));
                         break;
                     }
                 }

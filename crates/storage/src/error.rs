@@ -1,9 +1,9 @@
+//! The crate's one error type.
+
 use std::path::PathBuf;
 
-/// Everything that can go wrong in the repository or while capturing or restoring a data dir.
-///
-/// The binary maps variants to exit codes: [`Error::is_refusal`] (4) and
-/// [`Error::is_integrity`] (3); every other variant is a plain failure (1).
+/// Everything that can go wrong in the repository, or while capturing a data dir into it or
+/// restoring one from it.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -19,6 +19,12 @@ pub enum Error {
     /// A KyroDB file or repository encoding could not be decoded.
     #[error(transparent)]
     Format(#[from] kyrodb_backup_format::Error),
+    /// The data directory refused or failed a step (target checks, staging, swap, capture).
+    #[error(transparent)]
+    DataDir(#[from] kyrodb_backup_datadir::Error),
+    /// The data directory's state could not be captured.
+    #[error("{0}")]
+    Capture(String),
     /// The backup directory holds no `kyrodb_backup` repository.
     #[error("{} is not a kyrodb_backup repository", .0.display())]
     NotARepository(PathBuf),
@@ -44,34 +50,12 @@ pub enum Error {
         /// The ids it matches.
         matches: Vec<String>,
     },
-    /// A prefix is shorter than the 8 characters the contract requires.
+    /// A prefix is shorter than the 8 characters ids may be shortened to.
     #[error("backup id prefix {0:?} is too short: give at least 8 characters")]
     PrefixTooShort(String),
-    /// The data directory is not a KyroDB data directory or cannot be captured consistently.
-    #[error("{0}")]
-    DataDir(String),
     /// Stored data is missing or damaged.
     #[error("{0}")]
     Damaged(String),
-    /// A restore target holds files and clearing was not allowed.
-    #[error("{} is not empty", .0.display())]
-    TargetNotEmpty(PathBuf),
-    /// A process holds files of the data directory open.
-    #[error("{} is in use by process {pid} ({command})", path.display())]
-    InUse {
-        /// The data directory.
-        path: PathBuf,
-        /// The process id.
-        pid: u32,
-        /// The process's command name.
-        command: String,
-    },
-    /// A requested metric contradicts the one the data stores.
-    #[error("{0}")]
-    MetricConflict(String),
-    /// A restore target that cannot be swapped atomically (a mount point, say).
-    #[error("{0}")]
-    Unswappable(String),
 }
 
 impl Error {
@@ -82,49 +66,17 @@ impl Error {
             source,
         }
     }
+}
 
-    /// Whether the operation was refused for safety (exit code 4 in the contract).
-    pub fn is_refusal(&self) -> bool {
-        matches!(
-            self,
-            Error::Locked(_) | Error::TargetNotEmpty(_) | Error::InUse { .. }
-        )
-    }
-
-    /// Whether stored data was found damaged (exit code 3 for commands that check integrity).
-    pub fn is_integrity(&self) -> bool {
-        matches!(self, Error::Damaged(_) | Error::Format(_))
-    }
-
-    /// A one-line hint for the operator, where there is a useful one.
-    pub fn hint(&self) -> Option<String> {
-        Some(match self {
-            Error::NotARepository(_) => {
-                "check --backup-dir, or run `kyrodb_backup create` to start a repository there"
-                    .into()
-            }
-            Error::UnsupportedVersion { .. } => "upgrade kyrodb_backup".into(),
-            Error::Locked(_) => {
-                "wait for the other run to finish (prune, create and restore take the lock)".into()
-            }
-            Error::NotFound(_) | Error::Ambiguous { .. } | Error::PrefixTooShort(_) => {
-                "run `kyrodb_backup list` to see backup ids".into()
-            }
-            Error::TargetNotEmpty(p) => format!(
-                "set BACKUP_ALLOW_CLEAR=true to replace the contents of {}",
-                p.display()
-            ),
-            Error::InUse { .. } => "stop the KyroDB server before restoring".into(),
-            Error::Damaged(_) | Error::Format(_) => {
-                "run `kyrodb_backup verify --all`, and restore an older backup if this one is damaged"
-                    .into()
-            }
-            Error::DataDir(_) => "check --data-dir points at a KyroDB data directory".into(),
-            Error::MetricConflict(_) => {
-                "leave out --distance: a snapshot that stores its metric keeps it".into()
-            }
-            _ => return None,
-        })
+impl From<kyrodb_backup_durable::Error> for Error {
+    fn from(e: kyrodb_backup_durable::Error) -> Self {
+        match e {
+            kyrodb_backup_durable::Error::Io { path, source } => Error::Io { path, source },
+            other => Error::Io {
+                path: other.path().to_path_buf(),
+                source: std::io::Error::new(other.io_error().kind(), other.to_string()),
+            },
+        }
     }
 }
 

@@ -2,11 +2,15 @@
 //! and a KyroDB data directory: capturing a consistent state and restoring one.
 //!
 //! What it is for: the chunk store of each chain (content-defined chunks named by their
-//! XXH3-128, LZ4 where it helps), backup manifests, the repository lock, atomic and durable
-//! writes, and restores that build beside the target and swap it in atomically.
-//! What it is not for: deciding what to keep (`kyrodb-backup-retention`), which backup rebuilds
-//! a point in time (`kyrodb-backup-chain`), or deep checks (`kyrodb-backup-verify`). It never
-//! reads the clock or the environment: ids, times and permissions come in through options.
+//! XXH3-128, LZ4 where it helps), backup manifests, the repository lock, deleting backups and
+//! the chunks nobody needs, and the two pipelines between a data dir and the repository:
+//! [`create_backup`] (through `kyrodb-backup-datadir`'s consistent capture) and [`restore`]
+//! (into its staging directory, checked, then swapped in).
+//! What it is not for: acting on a live data dir by itself (`kyrodb-backup-datadir`), deciding
+//! what to keep (`kyrodb-backup-retention`), which backup rebuilds a point in time
+//! (`kyrodb-backup-chain`), deep checks (`kyrodb-backup-verify`), or composing these into
+//! commands (`kyrodb-backup-ops`). It never reads the clock or the environment: ids, times and
+//! permissions come in through options.
 //!
 //! ```
 //! use kyrodb_backup_storage::{LockMode, Repository};
@@ -19,34 +23,23 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-mod builtin;
 mod capture;
 mod chunkstore;
 mod error;
-mod fsutil;
-mod migrate;
+mod progress;
 mod prune;
 mod repository;
 mod restore;
 
-pub use builtin::{
-    archive_members, builtin_chain, check_builtin, extracted, list_builtin, member_reader,
-    BuiltinBackup, BuiltinMeta, Member,
-};
-pub use capture::{
-    create_backup, wal_summary, CreateOptions, CreateReport, PrefixReader, MAX_CAPTURE_ATTEMPTS,
-};
+pub use capture::{create_backup, wal_summary, CreateOptions, CreateReport};
 pub use chunkstore::{
     ChainStore, FileReader, SharedChunk, StoreStats, AVG_CHUNK, MAX_CHUNK, MIN_CHUNK,
 };
 pub use error::{Error, Result};
-pub use fsutil::{
-    atomic_write, fsync_dir, NoProgress, Progress, ProgressWriter, DIR_MODE, FILE_MODE,
-};
-pub use migrate::{migrate_data_dir, MetricSource, MigrateOptions, MigrateReport};
+pub use progress::{NoProgress, Progress, ProgressWriter};
 pub use prune::{prune_backups, PruneReport};
 pub use repository::{Listing, LockMode, RepoLock, Repository, StoredBackup};
 pub use restore::{
-    process_using, restore, restore_backup, target_is_empty, Expectation, PlannedContent,
-    PlannedFile, RestoreOptions, RestoreReport, RestoreSet,
+    restore, restore_backup, Expectation, PlannedContent, PlannedFile, RestoreOptions,
+    RestoreReport, RestoreSet,
 };

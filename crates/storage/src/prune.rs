@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use kyrodb_backup_format::repo::{is_backup_id, ContentHash};
 
 use crate::error::{Error, IoContext, Result};
-use crate::fsutil::{fsync_dir, TMP_MARKER};
+use kyrodb_backup_durable::{fsync_dir, TMP_MARKER};
 use crate::repository::Repository;
 
 /// What a prune deleted (or, dry, would delete).

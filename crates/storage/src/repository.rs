@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::chunkstore::ChainStore;
 use crate::error::{Error, IoContext, Result};
-use crate::fsutil::{atomic_write, create_private_dir_all, open_no_follow, FILE_MODE, TMP_MARKER};
+use kyrodb_backup_durable::{atomic_write, create_private_dir_all, open_no_follow, FILE_MODE, TMP_MARKER};
 
 const CONFIG_FILE: &str = "kyrodb-backup.json";
 const LOCK_FILE: &str = "kyrodb-backup.lock";
@@ -41,7 +41,7 @@ fn config_bytes(version: u32) -> Vec<u8> {
 ///
 /// ```text
 /// <backup-dir>/kyrodb-backup.json                        format marker and version
-/// <backup-dir>/kyrodb-backup.lock                        fs2 lock (content unused)
+/// <backup-dir>/kyrodb-backup.lock                        flock(2) lock (content unused)
 /// <backup-dir>/chains/<full-id>/manifests/<id>.manifest  one per backup of the chain
 /// <backup-dir>/chains/<full-id>/chunks/<hh>/<hash>       the chain's chunk store
 /// ```
@@ -168,18 +168,13 @@ impl Repository {
             .open(&path)
             .at(&path)?;
         let res = match mode {
-            LockMode::Shared => fs2::FileExt::try_lock_shared(&file),
-            LockMode::Exclusive => fs2::FileExt::try_lock_exclusive(&file),
+            LockMode::Shared => file.try_lock_shared(),
+            LockMode::Exclusive => file.try_lock(),
         };
         match res {
             Ok(()) => Ok(RepoLock { _file: file }),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                Err(Error::Locked(self.root.clone()))
-            }
-            Err(e) if e.raw_os_error() == fs2::lock_contended_error().raw_os_error() => {
-                Err(Error::Locked(self.root.clone()))
-            }
-            Err(e) => Err(Error::io(&path, e)),
+            Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked(self.root.clone())),
+            Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
         }
     }
 

@@ -1,6 +1,6 @@
 //! Restoring a backup into a data directory: build beside, check, swap.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -15,24 +15,31 @@ use kyrodb_backup_format::repo::FileEntry;
 
 use crate::chunkstore::ChainStore;
 use crate::error::{Error, IoContext, Result};
-use crate::fsutil::fsync_dir;
+use kyrodb_backup_datadir::target::{Previous, Staging, Target};
 use crate::repository::StoredBackup;
 
-const STAGING_MARKER: &str = ".kyrodb-restore-";
-
-/// What `restore` is asked to do. The caller reads the environment and the clock.
-#[derive(Debug, Clone)]
+/// How a restore treats the target; which target, and whether replacing it is allowed, was
+/// settled by the [`Target`] check before any work.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct RestoreOptions {
-    /// The data directory to restore into.
-    pub target: PathBuf,
-    /// Whether replacing a non-empty target is allowed (`BACKUP_ALLOW_CLEAR=true`).
-    pub allow_clear: bool,
     /// Keep the previous contents beside the target instead of deleting them.
     pub keep_previous: bool,
     /// Only check and report; change nothing.
     pub dry_run: bool,
     /// The Unix second of the restore, used to name kept previous contents.
     pub now: u64,
+}
+
+impl RestoreOptions {
+    /// A restore at the Unix second `now` that deletes the previous contents.
+    pub fn new(now: u64) -> Self {
+        Self {
+            keep_previous: false,
+            dry_run: false,
+            now,
+        }
+    }
 }
 
 /// What a restore did (or, dry, would do).
@@ -56,112 +63,6 @@ pub struct RestoreReport {
     pub dry_run: bool,
 }
 
-/// Whether a directory is missing or empty. A target that exists but is not a directory is an
-/// error: the restore will not replace a file with a directory.
-pub fn target_is_empty(target: &Path) -> Result<bool> {
-    match fs::symlink_metadata(target) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
-        Err(e) => Err(Error::io(target, e)),
-        Ok(_) => {
-            let meta = fs::metadata(target).at(target)?;
-            if !meta.is_dir() {
-                return Err(Error::DataDir(format!(
-                    "{} exists and is not a directory",
-                    target.display()
-                )));
-            }
-            Ok(fs::read_dir(target).at(target)?.next().is_none())
-        }
-    }
-}
-
-/// Finds a process (other than this one) holding a file inside `dir` open, via `/proc`.
-pub fn process_using(dir: &Path) -> Option<(u32, String)> {
-    let dir = fs::canonicalize(dir).ok()?;
-    let me = std::process::id();
-    for proc_entry in fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = proc_entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid == me {
-            continue;
-        }
-        let Ok(fds) = fs::read_dir(proc_entry.path().join("fd")) else {
-            continue;
-        };
-        for fd in fds.flatten() {
-            if fs::read_link(fd.path()).is_ok_and(|t| t.starts_with(&dir)) {
-                let command = fs::read_to_string(proc_entry.path().join("comm"))
-                    .map(|s| s.trim().to_string())
-                    .unwrap_or_default();
-                return Some((pid, command));
-            }
-        }
-    }
-    None
-}
-
-pub(crate) fn check_not_in_use(target: &Path) -> Result<()> {
-    match process_using(target) {
-        Some((pid, command)) => Err(Error::InUse {
-            path: target.to_path_buf(),
-            pid,
-            command,
-        }),
-        None => Ok(()),
-    }
-}
-
-/// Splits a target into (parent directory, file name), resolving a symlinked target to the
-/// directory it points at, so the swap happens where the data lives.
-pub(crate) fn resolve_target(target: &Path) -> Result<(PathBuf, String)> {
-    let target =
-        if fs::symlink_metadata(target).is_ok() {
-            fs::canonicalize(target).at(target)?
-        } else {
-            let parent = target
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            let parent = fs::canonicalize(parent).at(parent)?;
-            parent.join(target.file_name().ok_or_else(|| {
-                Error::DataDir(format!("{} has no directory name", target.display()))
-            })?)
-        };
-    let name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .ok_or_else(|| Error::DataDir(format!("{} has no directory name", target.display())))?;
-    let parent = target.parent().unwrap_or(Path::new("/")).to_path_buf();
-    Ok((parent, name))
-}
-
-/// Removes staging directories that a killed restore of the same target left behind (their
-/// process is gone).
-fn remove_stale_staging(parent: &Path, name: &str) {
-    let prefix = format!(".{name}{STAGING_MARKER}");
-    let Ok(entries) = fs::read_dir(parent) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let fname = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = fname
-            .strip_prefix(&prefix)
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = fs::remove_dir_all(e.path());
-        }
-    }
-}
-
 /// The content of one file of a restore.
 #[derive(Debug)]
 pub enum PlannedContent<'a> {
@@ -176,12 +77,14 @@ pub enum PlannedContent<'a> {
     },
     /// Bytes made for this restore (a MANIFEST naming exactly the restored files).
     Generated(Vec<u8>),
-    /// A member of an archive of the engine's built-in backup tool.
-    Archive {
-        /// The archive.
+    /// A range of a file outside the repository (a member of a built-in backup's archive).
+    FileRange {
+        /// The file.
         path: PathBuf,
-        /// The member.
-        member: crate::builtin::Member,
+        /// Where the bytes start.
+        offset: u64,
+        /// How many there are.
+        len: u64,
     },
 }
 
@@ -250,38 +153,42 @@ impl<'a> RestoreSet<'a> {
 }
 
 /// Restores every file of `backup`; see [`restore`].
+///
+/// # Errors
+///
+/// As [`restore`].
 pub fn restore_backup(
     store: &ChainStore,
     backup: &StoredBackup,
+    target: &Target,
     opts: &RestoreOptions,
     progress: &dyn crate::Progress,
 ) -> Result<RestoreReport> {
-    restore(&RestoreSet::whole_backup(store, backup), opts, progress)
+    restore(&RestoreSet::whole_backup(store, backup), target, opts, progress)
 }
 
-/// Restores `set` into `opts.target` so that the target is never half-written:
+/// Restores `set` into a checked `target` so that the target is never half-written:
 ///
-/// 1. refuses a non-empty target unless `allow_clear`, and a target in use by a process;
+/// 1. reads and checks the stored files that are not written (the snapshot id list);
 /// 2. writes every file into a staging directory beside the target, checking every chunk's
-///    hash (and whole files' hashes) on the way, fsyncs them and the directory;
-/// 3. replays the staged state and checks it against [`RestoreSet::expect`];
-/// 4. swaps staging and target in one atomic `renameat2(RENAME_EXCHANGE)` and fsyncs the parent;
+///    hash (and whole files' hashes) on the way, and fsyncs them;
+/// 3. replays the staged state while it is written and checks it against
+///    [`RestoreSet::expect`];
+/// 4. swaps staging and target in one atomic step (`kyrodb-backup-datadir`);
 /// 5. deletes the previous contents, or keeps them as `<target>.previous-<now>`.
 ///
 /// Any failure before step 4 removes the staging directory and leaves the target as it was.
+///
+/// # Errors
+///
+/// [`Error::Damaged`] for stored data that does not check, [`Error::DataDir`] when the target
+/// refuses the swap, [`Error::Io`] otherwise.
 pub fn restore(
     set: &RestoreSet<'_>,
+    target: &Target,
     opts: &RestoreOptions,
     progress: &dyn crate::Progress,
 ) -> Result<RestoreReport> {
-    let empty = target_is_empty(&opts.target)?;
-    if !empty && !opts.allow_clear {
-        return Err(Error::TargetNotEmpty(opts.target.clone()));
-    }
-    if !empty {
-        check_not_in_use(&opts.target)?;
-    }
-    let (parent, name) = resolve_target(&opts.target)?;
     for (store, entry) in &set.also_check {
         io::copy(&mut store.reader(entry), &mut io::sink()).map_err(|e| {
             Error::Damaged(format!("backup {}: {}: {e}", set.backup_id, entry.name))
@@ -289,14 +196,14 @@ pub fn restore(
     }
     let mut report = RestoreReport {
         backup_id: set.backup_id.clone(),
-        target: parent.join(&name),
+        target: target.path(),
         files: Vec::new(),
         bytes: 0,
         vector_count: match set.expect {
             Expectation::VectorCount(n) => n,
             Expectation::LastSeq(_) | Expectation::Recovers => 0,
         },
-        replaced: !empty,
+        replaced: target.occupied(),
         previous: None,
         dry_run: opts.dry_run,
     };
@@ -309,68 +216,29 @@ pub fn restore(
         report.bytes = report.files.iter().map(|f| f.1).sum();
         return Ok(report);
     }
-    if !parent.is_dir() {
-        return Err(Error::DataDir(format!(
-            "parent directory {} does not exist",
-            parent.display()
-        )));
-    }
-    remove_stale_staging(&parent, &name);
-    let staging = parent.join(format!(
-        ".{name}{STAGING_MARKER}{}-{}",
-        std::process::id(),
-        &set.backup_id[..8.min(set.backup_id.len())]
-    ));
-    tracing::debug!(staging = %staging.display(), files = set.files.len(), "building the new state beside the target");
+    let staging = target.stage("restore", &set.backup_id[..8.min(set.backup_id.len())])?;
     let total = set
         .files
         .iter()
         .map(|f| match &f.content {
             PlannedContent::Stored { entry, .. } => entry.size,
             PlannedContent::Generated(b) => b.len() as u64,
-            PlannedContent::Archive { member, .. } => member.len,
+            PlannedContent::FileRange { len, .. } => *len,
         })
         .sum();
     progress.start("restore", total);
-    let built = build_staging(set, &staging, progress);
-    let (files, count) = match built {
-        Ok(b) => b,
-        Err(e) => {
-            let _ = fs::remove_dir_all(&staging);
-            return Err(e);
-        }
-    };
+    let (files, count) = build_staging(set, &staging, progress)?;
     report.bytes = files.iter().map(|f| f.1).sum();
     report.files = files;
     report.vector_count = count;
-    let swapped = (|| {
-        if !empty {
-            check_not_in_use(&report.target)?;
-        }
-        swap_in(&staging, &report.target, &parent)
-    })();
-    let replaced_old = match swapped {
-        Ok(r) => {
-            tracing::debug!(target = %report.target.display(), replaced = r, "swapped in atomically");
-            r
-        }
-        Err(e) => {
-            let _ = fs::remove_dir_all(&staging);
-            return Err(e);
-        }
+    let previous = if opts.keep_previous {
+        Previous::KeepAs(format!("previous-{}", opts.now))
+    } else {
+        Previous::Delete
     };
-    if replaced_old {
-        // The staging path now holds the previous contents.
-        if opts.keep_previous {
-            let kept = parent.join(format!("{name}.previous-{}", opts.now));
-            fs::rename(&staging, &kept).at(&kept)?;
-            fsync_dir(&parent)?;
-            report.previous = Some(kept);
-        } else {
-            fs::remove_dir_all(&staging).at(&staging)?;
-            fsync_dir(&parent)?;
-        }
-    }
+    let swapped = staging.swap_in(&previous)?;
+    report.replaced = swapped.replaced;
+    report.previous = swapped.previous;
     Ok(report)
 }
 
@@ -402,19 +270,16 @@ fn write_content(content: &PlannedContent<'_>, out: &mut impl Write) -> io::Resu
             out.write_all(bytes)?;
             Ok(bytes.len() as u64)
         }
-        PlannedContent::Archive { path, member } => {
-            let mut r = crate::builtin::member_reader(path, member)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-            let n = io::copy(&mut r, out)?;
-            if n == member.len {
+        PlannedContent::FileRange { path, offset, len } => {
+            let mut f = kyrodb_backup_durable::open_no_follow(path)?;
+            io::Seek::seek(&mut f, io::SeekFrom::Start(*offset))?;
+            let n = io::copy(&mut io::Read::take(io::BufReader::new(f), *len), out)?;
+            if n == *len {
                 Ok(n)
             } else {
                 Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    format!(
-                        "archive member {} ends after {n} of {} bytes",
-                        member.name, member.len
-                    ),
+                    format!("{} ends after {n} of {len} bytes", path.display()),
                 ))
             }
         }
@@ -604,17 +469,16 @@ impl FileSource for Following<'_> {
 /// [`RestoreSet::expect`].
 fn build_staging(
     set: &RestoreSet<'_>,
-    staging: &Path,
+    staging: &Staging,
     progress: &dyn crate::Progress,
 ) -> Result<(Vec<(String, u64)>, u64)> {
-    fs::create_dir(staging).at(staging)?;
     let shared = Progressing::default();
     let (written, replayed) = std::thread::scope(|s| {
         let replay = s.spawn(|| {
             let mut ids = LiveIds::default();
             let report = recover(
                 &mut Following {
-                    dir: staging,
+                    dir: staging.dir(),
                     shared: &shared,
                 },
                 &mut ids,
@@ -644,18 +508,14 @@ fn build_staging(
 
 fn write_staging(
     set: &RestoreSet<'_>,
-    staging: &Path,
+    staging: &Staging,
     shared: &Progressing,
     progress: &dyn crate::Progress,
 ) -> Result<Vec<(String, u64)>> {
     let mut written = Vec::new();
     for f in &set.files {
-        let path = staging.join(&f.name);
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .at(&path)?;
+        let path = staging.dir().join(&f.name);
+        let file = staging.create_file(&f.name)?;
         shared.update(|w| {
             w.files.insert(f.name.clone(), (0, false));
         });
@@ -684,7 +544,6 @@ fn write_staging(
         out.file.sync_all().at(&path)?;
         written.push((f.name.clone(), n));
     }
-    fsync_dir(staging)?;
     Ok(written)
 }
 
@@ -707,27 +566,4 @@ fn check_expectation(set: &RestoreSet<'_>, report: &RecoveryReport, count: u64) 
         }
         Expectation::VectorCount(_) | Expectation::Recovers => Ok(()),
     }
-}
-
-/// Puts `staging` at `target`. Returns whether an old target was swapped out (it is then at
-/// the staging path).
-pub(crate) fn swap_in(staging: &Path, target: &Path, parent: &Path) -> Result<bool> {
-    use rustix::fs::{renameat_with, RenameFlags, CWD};
-    let exists = fs::symlink_metadata(target).is_ok();
-    if exists {
-        renameat_with(CWD, staging, CWD, target, RenameFlags::EXCHANGE).map_err(|e| {
-            if e == rustix::io::Errno::BUSY || e == rustix::io::Errno::XDEV {
-                Error::Unswappable(format!(
-                    "{} cannot be swapped atomically ({e}): is it a mount point? restore into a directory inside it",
-                    target.display()
-                ))
-            } else {
-                Error::io(target, io::Error::from(e))
-            }
-        })?;
-    } else {
-        fs::rename(staging, target).at(target)?;
-    }
-    fsync_dir(parent)?;
-    Ok(exists)
 }

@@ -1,13 +1,12 @@
-//! Integrity and deep checks of `kyrodb_backup` backups, and golden top-k checks of data dirs.
+//! Integrity and deep checks of `kyrodb_backup` backups.
 //!
 //! What it is for: proving that a backup will restore. [`verify_backup`] re-reads every chunk a
 //! backup needs, checks each chunk's hash and size and each file's whole-file hash, decodes every
 //! KyroDB file (MANIFEST, snapshot with its CRC, every WAL frame with its CRC), replays the state
 //! the way the engine recovers it, and compares what it finds with what the manifest recorded.
-//! [`golden_create`] and [`golden_check`] answer the other question after a restore: does the
-//! data dir still return the same exact top-k results, under its own metric?
-//! What it is not for: repairing anything, or deciding exit codes (the binary does that from
-//! [`BackupCheck::ok`] and [`GoldenReport::ok`]).
+//! What it is not for: repairing anything, checking a live data dir (golden queries live in
+//! `kyrodb-backup-datadir`), or deciding exit codes (the binary does that from
+//! [`BackupCheck::ok`]).
 //!
 //! ```no_run
 //! use kyrodb_backup_storage::Repository;
@@ -20,13 +19,6 @@
 //! }
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
-
-mod golden;
-
-pub use golden::{
-    golden_check, golden_create, GoldenError, GoldenFile, GoldenOptions, GoldenQuery, GoldenReport,
-    Mismatch, SCORE_TOLERANCE,
-};
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;

@@ -5,18 +5,21 @@ use std::fs::{self, File};
 use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use kyrodb_backup_durable::IoContext;
 use kyrodb_backup_format::engine::{
     choose_metric, recover, survey_snapshot, write_migrated_snapshot, DataDirManifest, DirSource,
     DistanceMetric, RecoveryOptions, SnapshotLayout, SnapshotSurvey, StateDigest, WalLayout,
     WalReader, WalWriter,
 };
+use serde::Serialize;
 
-use crate::error::{Error, IoContext, Result};
-use crate::fsutil::fsync_dir;
-use crate::restore::{check_not_in_use, resolve_target, swap_in};
+use crate::capture::read_manifest;
+use crate::error::{Error, Result};
+use crate::target::{Previous, Staging, Target};
 
 /// What `migrate` is asked to do.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct MigrateOptions {
     /// The data directory.
     pub data_dir: PathBuf,
@@ -31,12 +34,27 @@ pub struct MigrateOptions {
     pub now: u64,
 }
 
+impl MigrateOptions {
+    /// Migrates `data_dir` at the Unix second `now`, keeping the legacy files beside it, with
+    /// no metric given.
+    pub fn new(data_dir: impl Into<PathBuf>, now: u64) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            distance: None,
+            dry_run: false,
+            keep_previous: true,
+            now,
+        }
+    }
+}
+
 /// Where the migrated snapshot's metric came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum MetricSource {
     /// The snapshot stores it.
     Stored,
-    /// The operator gave it with `--distance`.
+    /// The caller asked for it.
     Requested,
     /// Nobody knows it: cosine was assumed, as the engine used to.
     Assumed,
@@ -62,11 +80,18 @@ pub struct MigrateReport {
 }
 
 fn segments_of(dir: &Path, manifest: &DataDirManifest) -> Result<Vec<String>> {
-    let mut listing = Vec::new();
-    for e in fs::read_dir(dir).at(dir)? {
-        listing.push(e.at(dir)?.file_name().to_string_lossy().into_owned());
+    Ok(manifest.wal_segments(&crate::capture::list_dir(dir)?))
+}
+
+/// What the norms of a snapshot's vectors suggest about the metric it was indexed with.
+pub fn metric_suggestion(unit_norm_share: f64) -> &'static str {
+    if unit_norm_share >= 0.99 {
+        "the vectors are L2-normalized: consistent with cosine or innerproduct (identical results on normalized vectors); euclidean would rank them by a different formula"
+    } else if unit_norm_share <= 0.01 {
+        "the vectors are not normalized: the engine rejects such vectors for cosine and innerproduct unless its normalization check was disabled, so euclidean is likely"
+    } else {
+        "the norms are mixed: check the configuration the index ran with"
     }
-    Ok(manifest.wal_segments(&listing))
 }
 
 /// Reads every WAL entry's layout and sequence number to decide what the WAL needs.
@@ -99,21 +124,16 @@ fn wal_needs_migration(dir: &Path, segments: &[String]) -> Result<(bool, u64, u6
 /// dir, checked to replay to exactly the same documents, vectors and metadata as the old one,
 /// and swapped in atomically; the legacy files are kept beside it as `<dir>.pre-migrate-<now>`
 /// when asked.
+///
+/// # Errors
+///
+/// [`Error::DataDir`] for a directory that is not a data dir or whose migration would change
+/// its state, [`Error::MetricConflict`], [`Error::InUse`], [`Error::Format`] for damaged files.
 pub fn migrate_data_dir(opts: &MigrateOptions) -> Result<MigrateReport> {
     let dir = &opts.data_dir;
-    let mpath = dir.join("MANIFEST");
-    let mbytes = fs::read(&mpath).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            Error::DataDir(format!(
-                "{} has no MANIFEST: not a KyroDB data directory",
-                dir.display()
-            ))
-        } else {
-            Error::io(&mpath, e)
-        }
-    })?;
+    let mbytes = read_manifest(dir)?;
     let manifest = DataDirManifest::parse(&mbytes).map_err(|e| e.in_file("MANIFEST"))?;
-    check_not_in_use(dir)?;
+    let target = Target::existing(dir)?;
     let mut before = StateDigest::default();
     recover(
         &mut DirSource::new(dir),
@@ -137,9 +157,12 @@ pub fn migrate_data_dir(opts: &MigrateOptions) -> Result<MigrateReport> {
     let metric = match &snapshot {
         None => None,
         Some((_, s)) => Some(
-            match choose_metric(s.info.distance, opts.distance)
-                .map_err(|e| Error::MetricConflict(e.to_string()))?
-            {
+            match choose_metric(s.info.distance, opts.distance).map_err(|e| match e {
+                kyrodb_backup_format::Error::MetricConflict { stored, requested } => {
+                    Error::MetricConflict { stored, requested }
+                }
+                e => Error::Format(e),
+            })? {
                 Some(m) if s.info.distance.is_some() => (m, MetricSource::Stored),
                 Some(m) => (m, MetricSource::Requested),
                 None => (DistanceMetric::Cosine, MetricSource::Assumed),
@@ -157,71 +180,49 @@ pub fn migrate_data_dir(opts: &MigrateOptions) -> Result<MigrateReport> {
         previous: None,
         dry_run: opts.dry_run,
     };
-    let (parent, name) = resolve_target(dir)?;
-    let staging = parent.join(format!(".{name}.kyrodb-migrate-{}", std::process::id()));
-    let built = build(
+    let staging = target.stage("migrate", &opts.now.to_string())?;
+    report.wal_entries.1 = build(
         dir,
-        &staging,
+        staging.dir(),
         snapshot.as_ref(),
         &segments,
         metric,
         opts.now,
-    );
-    let written = match built {
-        Ok(n) => n,
-        Err(e) => {
-            let _ = fs::remove_dir_all(&staging);
-            return Err(e);
-        }
-    };
-    report.wal_entries.1 = written;
-    swap_checked(&staging, &parent, &name, &before, &mut report, opts)?;
+    )?;
+    swap_checked(staging, &before, &mut report, opts)?;
     Ok(report)
 }
 
 /// Checks the staged state replays exactly like the old one, then swaps it in (unless dry or
 /// there was nothing to do) and keeps or deletes the legacy files.
 fn swap_checked(
-    staging: &Path,
-    parent: &Path,
-    name: &str,
+    staging: Staging,
     before: &StateDigest,
     report: &mut MigrateReport,
     opts: &MigrateOptions,
 ) -> Result<()> {
     let mut after = StateDigest::default();
-    let replayed = recover(
-        &mut DirSource::new(staging),
+    recover(
+        &mut DirSource::new(staging.dir()),
         &mut after,
         &RecoveryOptions::default(),
-    );
-    if let Err(e) = replayed {
-        let _ = fs::remove_dir_all(staging);
-        return Err(Error::DataDir(format!(
-            "the migrated state does not recover: {e}"
-        )));
-    }
+    )
+    .map_err(|e| Error::DataDir(format!("the migrated state does not recover: {e}")))?;
     if after != *before {
-        let _ = fs::remove_dir_all(staging);
         return Err(Error::DataDir(
             "the migrated state would differ from the legacy one; nothing was changed".into(),
         ));
     }
     if opts.dry_run || report.already_current {
-        fs::remove_dir_all(staging).at(staging)?;
         return Ok(());
     }
-    check_not_in_use(&opts.data_dir)?;
-    let target = parent.join(name);
-    swap_in(staging, &target, parent)?;
-    if opts.keep_previous {
-        let kept = parent.join(format!("{name}.pre-migrate-{}", opts.now));
-        fs::rename(staging, &kept).at(&kept)?;
-        report.previous = Some(kept);
+    let previous = if opts.keep_previous {
+        Previous::KeepAs(format!("pre-migrate-{}", opts.now))
     } else {
-        fs::remove_dir_all(staging).at(staging)?;
-    }
-    fsync_dir(parent)
+        Previous::Delete
+    };
+    report.previous = staging.swap_in(&previous)?.previous;
+    Ok(())
 }
 
 /// Writes the migrated state into `staging`; returns the number of WAL entries written.
@@ -233,8 +234,7 @@ fn build(
     metric: Option<(DistanceMetric, MetricSource)>,
     now: u64,
 ) -> Result<u64> {
-    fs::create_dir(staging).at(staging)?;
-    let mut state_files: BTreeSet<String> = segments.iter().cloned().collect();
+        let mut state_files: BTreeSet<String> = segments.iter().cloned().collect();
     state_files.insert("MANIFEST".into());
     let mut new_snapshot = None;
     let mut snap_cut = None;
@@ -257,7 +257,8 @@ fn build(
         .map_err(|e| e.in_file(name))?;
         let f = out
             .into_inner()
-            .map_err(|e| Error::io(&out_path, e.into_error()))?;
+            .map_err(std::io::IntoInnerError::into_error)
+            .at(&out_path)?;
         f.sync_all().at(&out_path)?;
         snap_cut = Some((survey.info.timestamp, survey.info.last_wal_seq));
         new_snapshot = Some((new_name, survey.info.last_wal_seq));
@@ -286,7 +287,8 @@ fn build(
         let f = w
             .into_inner()
             .into_inner()
-            .map_err(|e| Error::io(&out_path, e.into_error()))?;
+            .map_err(std::io::IntoInnerError::into_error)
+            .at(&out_path)?;
         f.sync_all().at(&out_path)?;
     }
     let m = DataDirManifest::modern(
@@ -311,6 +313,5 @@ fn build(
             fs::hard_link(e.path(), &to).at(&to)?;
         }
     }
-    fsync_dir(staging)?;
     Ok(written)
 }

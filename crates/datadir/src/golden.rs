@@ -8,6 +8,8 @@ use kyrodb_backup_format::engine::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::error::Error;
+
 /// Scores may differ by this much and still match (float summation order differs).
 pub const SCORE_TOLERANCE: f32 = 1e-4;
 
@@ -88,29 +90,6 @@ pub struct GoldenReport {
     pub queries: usize,
 }
 
-/// Errors of golden checks.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum GoldenError {
-    /// The data dir does not recover.
-    #[error(transparent)]
-    Format(#[from] kyrodb_backup_format::Error),
-    /// The data dir records no metric and none was given.
-    #[error("the data dir records no distance metric")]
-    NoMetric,
-    /// Nothing to query.
-    #[error("the data dir holds no vectors")]
-    Empty,
-    /// A query's dimension does not match the data.
-    #[error("the golden file has dimension {file}, the data dir {dir}")]
-    Dimension {
-        /// File's.
-        file: u64,
-        /// Data dir's.
-        dir: u64,
-    },
-}
-
 /// The recovered vectors, contiguous (one allocation, no per-vector overhead).
 struct Vectors {
     ids: Vec<u64>,
@@ -162,10 +141,10 @@ impl StateSink for VectorSink {
 }
 
 impl VectorSink {
-    fn finish(mut self) -> Result<Vectors, GoldenError> {
+    fn finish(mut self) -> Result<Vectors, Error> {
         let dim = self.dim.unwrap_or(0);
         if let Some(bad) = self.bad_dim {
-            return Err(GoldenError::Dimension {
+            return Err(Error::Dimension {
                 file: dim as u64,
                 dir: bad as u64,
             });
@@ -190,7 +169,7 @@ impl VectorSink {
     }
 }
 
-fn load(dir: &Path) -> Result<(Vectors, Option<DistanceMetric>), GoldenError> {
+fn load(dir: &Path) -> Result<(Vectors, Option<DistanceMetric>), Error> {
     let mut sink = VectorSink::default();
     let report = recover(
         &mut DirSource::new(dir),
@@ -323,11 +302,16 @@ fn splitmix(state: &mut u64) -> u64 {
 
 /// Samples `opts.queries` stored vectors (without replacement, reproducibly from the seed) and
 /// records the exact top-k of each under the data dir's metric.
-pub fn golden_create(dir: &Path, opts: &GoldenOptions) -> Result<GoldenFile, GoldenError> {
+///
+/// # Errors
+///
+/// [`Error::NoMetric`] when neither the data dir nor `opts` names a metric, [`Error::Empty`]
+/// for a state without vectors, [`Error::Format`] when the data dir does not recover.
+pub fn golden_create(dir: &Path, opts: &GoldenOptions) -> Result<GoldenFile, Error> {
     let (vectors, stored) = load(dir)?;
-    let metric = stored.or(opts.distance).ok_or(GoldenError::NoMetric)?;
+    let metric = stored.or(opts.distance).ok_or(Error::NoMetric)?;
     if vectors.ids.is_empty() {
-        return Err(GoldenError::Empty);
+        return Err(Error::Empty);
     }
     let n = vectors.ids.len();
     // Sample rows in id order, so the same seed picks the same documents whatever the order
@@ -367,15 +351,20 @@ pub fn golden_create(dir: &Path, opts: &GoldenOptions) -> Result<GoldenFile, Gol
 /// Recomputes every query of `golden` on `dir` under the dir's own metric (so a restore into
 /// the wrong metric shows) and reports the first difference in ids, order, or a score off by
 /// more than [`SCORE_TOLERANCE`].
+///
+/// # Errors
+///
+/// [`Error::Dimension`] when the file's vectors cannot be compared with the data dir's,
+/// [`Error::Format`] when the data dir does not recover.
 pub fn golden_check(
     dir: &Path,
     golden: &GoldenFile,
     threads: usize,
-) -> Result<GoldenReport, GoldenError> {
+) -> Result<GoldenReport, Error> {
     let (vectors, stored) = load(dir)?;
     let metric = stored.unwrap_or(golden.metric);
     if !vectors.ids.is_empty() && vectors.dim as u64 != golden.dimension {
-        return Err(GoldenError::Dimension {
+        return Err(Error::Dimension {
             file: golden.dimension,
             dir: vectors.dim as u64,
         });
