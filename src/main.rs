@@ -6,7 +6,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use kyrodb_backup_cli::{run, ChainError, Cli, Hinted, Outcome, StorageError};
+use kyrodb_backup_cli::{run, Cli, ErrorKind, Outcome};
 
 /// Done.
 const EXIT_OK: u8 = 0;
@@ -28,38 +28,19 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    match run(&cli) {
-        Ok(Outcome::Done) => ExitCode::from(EXIT_OK),
-        Ok(Outcome::Integrity) => ExitCode::from(EXIT_INTEGRITY),
-        Err(e) => {
-            let storage = e.chain().find_map(|c| c.downcast_ref::<StorageError>());
-            let chain = e.chain().find_map(|c| c.downcast_ref::<ChainError>());
-            eprintln!("error: {e}");
-            let cli_hint = e
-                .chain()
-                .find_map(|c| c.downcast_ref::<Hinted>())
-                .map(|h| h.hint.clone());
-            let chain_hint = chain.and_then(|c| match c {
-                ChainError::NotRecoverable { .. } => Some(
-                    "add --nearest to restore the latest recoverable second before it".to_string(),
-                ),
-                ChainError::NoBackups => Some("create a full backup first".to_string()),
-                _ => None,
-            });
-            if let Some(hint) = cli_hint
-                .or(chain_hint)
-                .or_else(|| storage.and_then(StorageError::hint))
-            {
+    ExitCode::from(match run(&cli) {
+        Ok(Outcome::Done) => EXIT_OK,
+        Ok(Outcome::Integrity) => EXIT_INTEGRITY,
+        Err(failure) => {
+            eprintln!("error: {}", failure.message);
+            if let Some(hint) = &failure.hint {
                 eprintln!("hint: {hint}");
             }
-            if matches!(chain, Some(ChainError::NotRecoverable { .. })) {
-                return ExitCode::from(EXIT_REFUSED);
-            }
-            ExitCode::from(match storage {
-                Some(s) if s.is_refusal() => EXIT_REFUSED,
-                Some(s) if s.is_integrity() => EXIT_INTEGRITY,
+            match failure.kind {
+                ErrorKind::Refused => EXIT_REFUSED,
+                ErrorKind::Integrity => EXIT_INTEGRITY,
                 _ => EXIT_FAILED,
-            })
+            }
         }
-    }
+    })
 }

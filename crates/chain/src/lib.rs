@@ -3,8 +3,10 @@
 //! What it is for: deciding, from the manifests of backups and a target second `T`, which
 //! captured bytes rebuild the data directory's state at `T` (every write with a WAL timestamp
 //! `<= T`, none after), or proving that nothing can, and naming the seconds that can be rebuilt.
-//! It is pure: it reads manifests, never files, the clock or the environment.
-//! What it is not for: reading or writing bytes (the storage crate writes the plan out).
+//! It is pure: it reads [`BackupView`]s (what a backup manifest says of its snapshot and WAL),
+//! never files, the clock or the environment.
+//! What it is not for: reading or writing bytes (the storage crate writes the plan out), or
+//! decoding manifests (the caller makes the views).
 //!
 //! The rule, per chain:
 //! - a start is a captured snapshot `S` with `S.timestamp <= T`, or the empty state when WAL
@@ -17,18 +19,64 @@
 //!   where some backup's capture ends and that backup was taken at a second greater than `T`.
 //!
 //! ```
-//! use kyrodb_backup_chain::{resolve, PitrOptions};
-//! use kyrodb_backup_format::repo::BackupManifest;
+//! use kyrodb_backup_chain::{resolve, BackupView, PitrOptions, SegmentView, SnapshotView};
 //!
-//! let backups: Vec<BackupManifest> = Vec::new();
-//! let err = resolve(&backups, &PitrOptions { target: 1_760_970_600, nearest: false }).unwrap_err();
-//! assert!(err.to_string().contains("no backup"));
+//! // A full backup taken at 1000 of a snapshot (taken at 900, after WAL entry 10) and a
+//! // segment holding entries 11 and 12, written at 950 and 990.
+//! let full = BackupView {
+//!     id: "b1".into(),
+//!     chain_id: "b1".into(),
+//!     timestamp: 1000,
+//!     snapshot: Some(SnapshotView { file: "snapshot_900.snap".into(), timestamp: 900, last_wal_seq: 10 }),
+//!     segments: vec![SegmentView { name: "wal_1.wal".into(), entries: vec![(11, 950), (12, 990)] }],
+//! };
+//! let plan = resolve(&[full.clone()], &PitrOptions { target: 960, nearest: false })?;
+//! assert_eq!(plan.last_seq, 11);
+//! assert!(!plan.segments[0].whole); // cut after entry 11
+//! let err = resolve(&[full], &PitrOptions { target: 899, nearest: false }).unwrap_err();
+//! assert!(err.to_string().contains("not exactly recoverable"));
+//! # Ok::<(), kyrodb_backup_chain::Error>(())
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use kyrodb_backup_format::repo::{BackupManifest, FileKind};
+/// What the point-in-time rule needs to know of one backup: its chain, when it was taken, the
+/// snapshot it captured and the WAL entries it captured, per segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupView {
+    /// Backup id.
+    pub id: String,
+    /// Id of the full backup its chain starts with.
+    pub chain_id: String,
+    /// Unix second it was taken.
+    pub timestamp: u64,
+    /// The snapshot it captured.
+    pub snapshot: Option<SnapshotView>,
+    /// The WAL segments it captured, each with `(seq, timestamp)` of every entry in file
+    /// order.
+    pub segments: Vec<SegmentView>,
+}
+
+/// A captured snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotView {
+    /// Its file name.
+    pub file: String,
+    /// When the engine took it (Unix second).
+    pub timestamp: u64,
+    /// The last WAL sequence number it contains.
+    pub last_wal_seq: u64,
+}
+
+/// A captured WAL segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentView {
+    /// Its file name.
+    pub name: String,
+    /// `(seq, timestamp)` of every captured entry, in file order.
+    pub entries: Vec<(u64, u64)>,
+}
 
 /// Why a point in time cannot be rebuilt.
 #[derive(Debug, thiserror::Error)]
@@ -154,7 +202,7 @@ struct ChainView {
 }
 
 impl ChainView {
-    fn build(chain_id: &str, backups: &[&BackupManifest]) -> Result<Self, Error> {
+    fn build(chain_id: &str, backups: &[&BackupView]) -> Result<Self, Error> {
         let mut snaps: BTreeMap<String, Snap> = BTreeMap::new();
         let mut segments: BTreeMap<String, Segment> = BTreeMap::new();
         let mut entries = BTreeMap::new();
@@ -172,9 +220,8 @@ impl ChainView {
                     },
                 });
             }
-            for f in m.files.iter().filter(|f| f.kind == FileKind::Wal) {
-                let Some(ix) = &f.wal_index else { continue };
-                let list: Vec<(u64, u64)> = ix.iter().collect();
+            for f in &m.segments {
+                let list = f.entries.clone();
                 if list.iter().any(|&(seq, _)| seq == 0) {
                     return Err(Error::LegacyWal {
                         chain_id: chain_id.to_string(),
@@ -304,8 +351,8 @@ impl ChainView {
     }
 }
 
-fn chains(backups: &[BackupManifest]) -> Result<Vec<ChainView>, Error> {
-    let mut by_chain: BTreeMap<&str, Vec<&BackupManifest>> = BTreeMap::new();
+fn chains(backups: &[BackupView]) -> Result<Vec<ChainView>, Error> {
+    let mut by_chain: BTreeMap<&str, Vec<&BackupView>> = BTreeMap::new();
     for b in backups {
         by_chain.entry(b.chain_id.as_str()).or_default().push(b);
     }
@@ -316,7 +363,11 @@ fn chains(backups: &[BackupManifest]) -> Result<Vec<ChainView>, Error> {
 }
 
 /// Every window of seconds the backups can rebuild exactly, merged across chains.
-pub fn recoverable_windows(backups: &[BackupManifest]) -> Result<Vec<Window>, Error> {
+///
+/// # Errors
+///
+/// [`Error::LegacyWal`] when a chain holds WAL entries without sequence numbers.
+pub fn recoverable_windows(backups: &[BackupView]) -> Result<Vec<Window>, Error> {
     let mut all: Vec<Window> = chains(backups)?
         .iter()
         .flat_map(ChainView::windows)
@@ -336,7 +387,12 @@ pub fn recoverable_windows(backups: &[BackupManifest]) -> Result<Vec<Window>, Er
 ///
 /// When several chains can rebuild `T`, the one with the newest start wins (least WAL to
 /// replay). With `nearest`, a `T` that is not exact resolves to the latest exact second before it.
-pub fn resolve(backups: &[BackupManifest], opts: &PitrOptions) -> Result<PitrPlan, Error> {
+///
+/// # Errors
+///
+/// [`Error::NoBackups`], [`Error::NotRecoverable`] (naming every recoverable window), or
+/// [`Error::LegacyWal`].
+pub fn resolve(backups: &[BackupView], opts: &PitrOptions) -> Result<PitrPlan, Error> {
     if backups.is_empty() {
         return Err(Error::NoBackups);
     }

@@ -1,9 +1,8 @@
 //! The point-in-time rule on manifests built in memory: starts, pooling, gaps, proofs by
 //! backup time, windows, `nearest`, several chains.
 
-use kyrodb_backup_chain::{recoverable_windows, resolve, Error, PitrOptions, Window};
-use kyrodb_backup_format::repo::{
-    BackupManifest, BackupType, ContentHash, FileEntry, FileKind, SnapshotSummary, WalIndex,
+use kyrodb_backup_chain::{
+    recoverable_windows, resolve, BackupView, Error, PitrOptions, SegmentView, SnapshotView, Window,
 };
 
 fn id(n: u64) -> String {
@@ -18,37 +17,24 @@ fn backup(
     tb: u64,
     snapshot: Option<(u64, u64)>,
     segments: &[(u64, &[(u64, u64)])],
-) -> BackupManifest {
-    let kind = if n == chain {
-        BackupType::Full
-    } else {
-        BackupType::Incremental
-    };
-    let mut m = BackupManifest::new(id(n), id(chain), tb, kind);
-    m.snapshot = snapshot.map(|(ts, seq)| SnapshotSummary {
-        file: format!("snapshot_{ts}.snap"),
-        version: 4,
-        layout: "V4".into(),
-        timestamp: ts,
-        last_wal_seq: seq,
-        doc_count: 0,
-    });
-    for (name, entries) in segments {
-        let mut ix = WalIndex::default();
-        for &(s, t) in *entries {
-            ix.push(s, t);
-        }
-        m.files.push(FileEntry {
-            name: format!("wal_{name}.wal"),
-            kind: FileKind::Wal,
-            size: 0,
-            hash: ContentHash(0),
-            chunks: vec![],
-            wal_index: Some(ix),
-            source: None,
-        });
+) -> BackupView {
+    BackupView {
+        id: id(n),
+        chain_id: id(chain),
+        timestamp: tb,
+        snapshot: snapshot.map(|(ts, seq)| SnapshotView {
+            file: format!("snapshot_{ts}.snap"),
+            timestamp: ts,
+            last_wal_seq: seq,
+        }),
+        segments: segments
+            .iter()
+            .map(|(name, entries)| SegmentView {
+                name: format!("wal_{name}.wal"),
+                entries: entries.to_vec(),
+            })
+            .collect(),
     }
-    m
 }
 
 fn entries(seqs: std::ops::RangeInclusive<u64>, ts0: u64) -> Vec<(u64, u64)> {
@@ -57,7 +43,7 @@ fn entries(seqs: std::ops::RangeInclusive<u64>, ts0: u64) -> Vec<(u64, u64)> {
         .collect()
 }
 
-fn at(b: &[BackupManifest], t: u64) -> Result<kyrodb_backup_chain::PitrPlan, Error> {
+fn at(b: &[BackupView], t: u64) -> Result<kyrodb_backup_chain::PitrPlan, Error> {
     resolve(
         b,
         &PitrOptions {

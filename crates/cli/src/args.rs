@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use kyrodb_backup_format::engine::DistanceMetric;
+use kyrodb_backup_ops::types::DistanceMetric;
 
 /// Backup and recovery for KyroDB data directories.
 #[derive(Debug, Parser)]

@@ -1,9 +1,11 @@
-//! The command-line front end of `kyrodb_backup`: argument parsing, commands, output.
+//! The command-line front end of `kyrodb_backup`: argument parsing, and rendering the
+//! commands' reports as text, tables or JSON, with the hints an operator reads on failure.
 //!
-//! What it is for: turning the contract's command line (`../shared/docs/cli-contract.md`) into
-//! calls of the library crates and printing their results as text or JSON. It reads the
-//! environment and the clock on the libraries' behalf. What it is not for: exit codes, which
-//! the binary decides from [`Outcome`] and the error kinds of `kyrodb-backup-storage`.
+//! What it is for: turning the contract's command line into calls of `kyrodb-backup-ops`
+//! (reading the environment and the clock on its behalf) and printing what they return. It
+//! owns every flag name and hint. What it is not for: what the commands do (the `ops` crate
+//! and the crates under it), or exit codes, which the binary decides from [`Outcome`] and
+//! [`Failure::kind`].
 //!
 //! ```
 //! use clap::Parser;
@@ -16,15 +18,17 @@
 //! ```
 
 mod args;
-mod commands;
+mod hints;
 mod output;
+mod render;
+mod run;
 
 pub use args::{
     parse_duration, CheckArgs, Cli, Command, CreateArgs, Format, RestoreArgs, VerifyArgs,
 };
-pub use commands::run;
-pub use kyrodb_backup_chain::Error as ChainError;
-pub use kyrodb_backup_storage::Error as StorageError;
+pub use hints::Failure;
+pub use kyrodb_backup_ops::ErrorKind;
+pub use run::run;
 
 /// How a command that ran to its end came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,30 +38,3 @@ pub enum Outcome {
     /// It ran, and found damage, a mismatch or no fresh backup (exit code 3).
     Integrity,
 }
-
-/// An error of the command line itself, with a hint for the operator.
-#[derive(Debug)]
-pub struct Hinted {
-    /// What went wrong.
-    pub message: String,
-    /// What to do about it.
-    pub hint: String,
-}
-
-impl Hinted {
-    /// An error with its hint.
-    pub fn new(message: impl Into<String>, hint: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            hint: hint.into(),
-        }
-    }
-}
-
-impl std::fmt::Display for Hinted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for Hinted {}

@@ -1,9 +1,8 @@
-//! Rendering: human units for text, the contract's shapes for JSON.
+//! Human units, JSON printing, tables and progress bars.
 
-use kyrodb_backup_storage::StoredBackup;
 use std::fmt::Write as _;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
@@ -48,61 +47,12 @@ pub fn human_age(secs: u64) -> String {
     }
 }
 
-/// The contract's backup object.
-pub fn backup_json(b: &StoredBackup) -> Value {
-    let m = &b.manifest;
-    json!({
-        "id": m.id,
-        "timestamp": m.timestamp,
-        "backup_type": m.backup_type.to_string(),
-        "parent_id": m.parent_id,
-        "chain_id": m.chain_id,
-        "description": m.description,
-        "size_bytes": m.size_bytes,
-        "stored_bytes": m.stored_bytes,
-        "vector_count": m.vector_count,
-        "dimension": m.dimension,
-        "distance": m.distance.map(|d| d.to_string()),
-        "checksum": b.checksum.to_hex(),
-        "snapshot": m.snapshot.as_ref().map(|s| json!({
-            "file": s.file,
-            "version": s.version,
-            "timestamp": s.timestamp,
-            "last_wal_seq": s.last_wal_seq,
-        })),
-        "wal": m.wal.as_ref().map(|w| json!({
-            "first_seq": w.first_seq,
-            "last_seq": w.last_seq,
-            "first_timestamp": w.first_timestamp,
-            "last_timestamp": w.last_timestamp,
-        })),
-    })
-}
-
 /// Prints one JSON document on stdout.
 pub fn print_json(v: &Value) {
     println!(
         "{}",
         serde_json::to_string_pretty(v).expect("json values serialize")
     );
-}
-
-/// One line summary of a backup's recorded state, for text output.
-pub fn state_line(b: &StoredBackup) -> String {
-    let m = &b.manifest;
-    let dimension = m
-        .dimension
-        .map(|d| format!(", dimension {d}"))
-        .unwrap_or_default();
-    let metric = match (m.distance, &m.snapshot) {
-        (Some(d), _) => d.to_string(),
-        (None, Some(s)) if s.version < 4 => format!(
-            "metric unknown ({} snapshot stores none; restore with --distance)",
-            s.layout
-        ),
-        (None, _) => "metric not recorded (no snapshot yet)".to_string(),
-    };
-    format!("{} vectors{dimension}, {metric}", m.vector_count)
 }
 
 /// Progress of create, restore and verify: a bar with throughput and ETA on a terminal (with
@@ -139,7 +89,7 @@ impl Bar {
     }
 }
 
-impl kyrodb_backup_storage::Progress for Bar {
+impl kyrodb_backup_ops::Progress for Bar {
     fn start(&self, what: &str, total: u64) {
         #[cfg(feature = "cli-tools")]
         if let Some(b) = &self.bar {

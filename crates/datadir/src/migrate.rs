@@ -234,7 +234,7 @@ fn build(
     metric: Option<(DistanceMetric, MetricSource)>,
     now: u64,
 ) -> Result<u64> {
-        let mut state_files: BTreeSet<String> = segments.iter().cloned().collect();
+    let mut state_files: BTreeSet<String> = segments.iter().cloned().collect();
     state_files.insert("MANIFEST".into());
     let mut new_snapshot = None;
     let mut snap_cut = None;

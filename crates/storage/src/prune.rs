@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use kyrodb_backup_format::repo::{is_backup_id, ContentHash};
 
 use crate::error::{Error, IoContext, Result};
-use kyrodb_backup_durable::{fsync_dir, TMP_MARKER};
 use crate::repository::Repository;
+use kyrodb_backup_durable::{fsync_dir, TMP_MARKER};
 
 /// What a prune deleted (or, dry, would delete).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

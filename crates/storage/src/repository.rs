@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::chunkstore::ChainStore;
 use crate::error::{Error, IoContext, Result};
-use kyrodb_backup_durable::{atomic_write, create_private_dir_all, open_no_follow, FILE_MODE, TMP_MARKER};
+use kyrodb_backup_durable::{
+    atomic_write, create_private_dir_all, open_no_follow, FILE_MODE, TMP_MARKER,
+};
 
 const CONFIG_FILE: &str = "kyrodb-backup.json";
 const LOCK_FILE: &str = "kyrodb-backup.lock";

@@ -15,8 +15,8 @@ use kyrodb_backup_format::repo::FileEntry;
 
 use crate::chunkstore::ChainStore;
 use crate::error::{Error, IoContext, Result};
-use kyrodb_backup_datadir::target::{Previous, Staging, Target};
 use crate::repository::StoredBackup;
+use kyrodb_backup_datadir::target::{Previous, Staging, Target};
 
 /// How a restore treats the target; which target, and whether replacing it is allowed, was
 /// settled by the [`Target`] check before any work.
@@ -164,7 +164,12 @@ pub fn restore_backup(
     opts: &RestoreOptions,
     progress: &dyn crate::Progress,
 ) -> Result<RestoreReport> {
-    restore(&RestoreSet::whole_backup(store, backup), target, opts, progress)
+    restore(
+        &RestoreSet::whole_backup(store, backup),
+        target,
+        opts,
+        progress,
+    )
 }
 
 /// Restores `set` into a checked `target` so that the target is never half-written:

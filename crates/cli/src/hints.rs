@@ -1,0 +1,118 @@
+//! What the operator reads when a command fails: the message (naming the flags that were
+//! given) and a hint line (naming the flag or command that helps).
+
+use kyrodb_backup_ops::types::PointInTimeError;
+use kyrodb_backup_ops::{Error, ErrorKind};
+
+use crate::args::{Cli, Command};
+
+/// A failed command, as the binary reports it.
+#[derive(Debug)]
+pub struct Failure {
+    /// The one-line error.
+    pub message: String,
+    /// What to do about it.
+    pub hint: Option<String>,
+    /// What the exit code is decided from.
+    pub kind: ErrorKind,
+}
+
+impl Failure {
+    /// A failure of the command line itself.
+    pub fn usage(message: impl Into<String>, hint: Option<&str>) -> Self {
+        Self {
+            message: message.into(),
+            hint: hint.map(str::to_string),
+            kind: ErrorKind::Failed,
+        }
+    }
+
+    /// An error of a command, rendered for `cli`'s flags.
+    pub fn of(e: &Error, cli: &Cli) -> Self {
+        let (message, hint) = render(e, cli);
+        Self {
+            message,
+            hint,
+            kind: e.kind(),
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+const VERIFY_HINT: &str =
+    "run `kyrodb_backup verify --all`, and restore an older backup if this one is damaged";
+
+fn render(e: &Error, cli: &Cli) -> (String, Option<String>) {
+    let plain = |hint: &str| (e.to_string(), Some(hint.to_string()));
+    match e {
+        Error::NotARepository(_) => plain(
+            "check --backup-dir, or run `kyrodb_backup create` to start a repository there",
+        ),
+        Error::UnsupportedRepository { .. } => plain("upgrade kyrodb_backup"),
+        Error::Locked(_) => {
+            plain("wait for the other run to finish (prune, create and restore take the lock)")
+        }
+        Error::NotFound(_) | Error::Ambiguous { .. } | Error::PrefixTooShort(_) => {
+            plain("run `kyrodb_backup list` to see backup ids")
+        }
+        Error::TargetNotEmpty(p) => plain(&format!(
+            "set BACKUP_ALLOW_CLEAR=true to replace the contents of {}",
+            p.display()
+        )),
+        Error::InUse { .. } => plain("stop the KyroDB server before restoring"),
+        Error::Damaged(_) | Error::Format(_) => plain(VERIFY_HINT),
+        Error::DataDir(_) => plain("check --data-dir points at a KyroDB data directory"),
+        Error::MetricConflict {
+            stored,
+            requested,
+            in_backup: true,
+        } => (
+            format!(
+                "--distance {requested} contradicts the metric {stored} stored in the backup's snapshot"
+            ),
+            Some("leave out --distance: a snapshot that stores its metric is restored with it".into()),
+        ),
+        Error::MetricConflict {
+            stored, requested, ..
+        } => (
+            format!("the snapshot stores the metric {stored}; --distance {requested} contradicts it"),
+            Some("leave out --distance: a snapshot that stores its metric keeps it".into()),
+        ),
+        Error::NoBackupYet => (
+            "--reference latest: the repository has no backup yet".into(),
+            Some("create a full backup first".into()),
+        ),
+        Error::Reference { reference, source } => (
+            format!("--reference {reference}: {source}"),
+            Some("create a new full backup (without --incremental) to start a new chain".into()),
+        ),
+        Error::NoMetric(_) => plain("pass --distance cosine|euclidean|innerproduct"),
+        Error::InvalidOptions(_) if matches!(cli.command, Command::Golden { .. }) => (
+            "--queries and --k must be at least 1".into(),
+            None,
+        ),
+        Error::PointInTime(PointInTimeError::NotRecoverable { target, windows }) => {
+            let nearest = matches!(&cli.command, Command::Restore(a) if a.nearest);
+            if nearest {
+                // Nothing is recoverable before T: --nearest cannot help, name what can.
+                let hint = match windows.iter().find(|w| w.from > *target) {
+                    Some(w) => format!(
+                        "nothing is recoverable before {target}; the earliest recoverable second after it is {} (restore it with --point-in-time {})",
+                        w.from, w.from
+                    ),
+                    None => "nothing is recoverable before it; restore a backup with --backup-id".into(),
+                };
+                (e.to_string(), Some(hint))
+            } else {
+                plain("add --nearest to restore the latest recoverable second before it")
+            }
+        }
+        Error::PointInTime(PointInTimeError::NoBackups) => plain("create a full backup first"),
+        _ => (e.to_string(), None),
+    }
+}

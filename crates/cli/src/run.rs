@@ -1,0 +1,240 @@
+//! Runs a parsed command line: reads the environment and the clock, calls the command in
+//! `kyrodb-backup-ops`, and renders its report as text, a table or JSON.
+
+use std::time::SystemTime;
+
+use kyrodb_backup_ops::types::{MetricSource, RetentionPolicy};
+use kyrodb_backup_ops::{
+    CheckOptions, CreateOptions, GoldenCreateOptions, MigrateOptions, Now, PruneOptions, Reference,
+    RestoreOptions, RestoreSource, VerifyOptions,
+};
+use serde::Serialize;
+
+use crate::args::{
+    CheckArgs, Cli, Command, CreateArgs, Format, GoldenAction, MigrateArgs, PruneArgs, RestoreArgs,
+    VerifyArgs,
+};
+use crate::hints::Failure;
+use crate::output::{print_json, Bar};
+use crate::render;
+use crate::Outcome;
+
+/// Where a command's output goes: the format, and whether `-q` asked for silence.
+pub(crate) struct Ctx<'a> {
+    pub cli: &'a Cli,
+    pub json: bool,
+}
+
+impl Ctx<'_> {
+    /// A progress bar for a long step (drawn only on a terminal, never with JSON or -q).
+    fn bar(&self) -> Bar {
+        Bar::new(!self.json && !self.cli.quiet)
+    }
+
+    /// Progress and notes for people: stderr, silenced by `-q`.
+    pub fn note(&self, msg: impl AsRef<str>) {
+        if !self.cli.quiet {
+            eprintln!("{}", msg.as_ref());
+        }
+    }
+
+    /// Notes for each line.
+    pub fn warn_all(&self, lines: &[String]) {
+        for l in lines {
+            self.note(format!("warning: {l}"));
+        }
+    }
+
+    /// Prints a report: its JSON, or (unless `-q` on success) its text.
+    fn emit<R: Serialize>(&self, report: &R, outcome: Outcome, text: impl FnOnce(&R)) -> Outcome {
+        if self.json {
+            print_json(&serde_json::to_value(report).expect("reports serialize"));
+        } else if !(self.cli.quiet && outcome == Outcome::Done) {
+            text(report);
+        }
+        outcome
+    }
+}
+
+fn now() -> Now {
+    Now::from_system_time(SystemTime::now())
+}
+
+fn allow_clear() -> bool {
+    std::env::var("BACKUP_ALLOW_CLEAR")
+        .is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "1" | "yes"))
+}
+
+fn outcome(ok: bool) -> Outcome {
+    if ok {
+        Outcome::Done
+    } else {
+        Outcome::Integrity
+    }
+}
+
+/// Runs the parsed command line.
+///
+/// # Errors
+///
+/// A [`Failure`]: the message, a hint, and the kind the exit code is decided from.
+pub fn run(cli: &Cli) -> Result<Outcome, Failure> {
+    if cli.verbose > 0 {
+        let level = if cli.verbose == 1 {
+            tracing::Level::DEBUG
+        } else {
+            tracing::Level::TRACE
+        };
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(level)
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .without_time()
+            .try_init();
+    }
+    let ctx = Ctx {
+        cli,
+        json: cli.format == Some(Format::Json),
+    };
+    dispatch(&ctx).map_err(|e| Failure::of(&e, cli))
+}
+
+fn dispatch(ctx: &Ctx) -> kyrodb_backup_ops::Result<Outcome> {
+    match &ctx.cli.command {
+        Command::Create(a) => create(ctx, a),
+        Command::List => {
+            let r = kyrodb_backup_ops::list(&ctx.cli.backup_dir)?;
+            ctx.warn_all(&r.warnings);
+            Ok(ctx.emit(&r, Outcome::Done, |r| {
+                render::list(r, &ctx.cli.backup_dir, ctx.cli.format != Some(Format::Text));
+            }))
+        }
+        Command::Show { id } => {
+            let r = kyrodb_backup_ops::show(&ctx.cli.backup_dir, id)?;
+            Ok(ctx.emit(&r, Outcome::Done, |r| {
+                render::show(r, ctx.cli.format == Some(Format::Table));
+            }))
+        }
+        Command::Restore(a) => restore(ctx, a),
+        Command::Verify(a) => verify(ctx, a),
+        Command::Prune(a) => prune(ctx, a),
+        Command::Migrate(a) => migrate(ctx, a),
+        Command::Golden { action } => golden(ctx, action),
+        Command::Check(a) => check(ctx, a),
+    }
+}
+
+fn create(ctx: &Ctx, a: &CreateArgs) -> kyrodb_backup_ops::Result<Outcome> {
+    let mut opts = CreateOptions::new(&ctx.cli.data_dir);
+    opts.description.clone_from(&a.description);
+    opts.reference = match a.reference.as_deref() {
+        _ if !a.incremental => None,
+        Some("latest") => Some(Reference::Latest),
+        Some(r) => Some(Reference::Id(r.to_string())),
+        None => None,
+    };
+    let r = kyrodb_backup_ops::create(&ctx.cli.backup_dir, &opts, now(), &ctx.bar())?;
+    if r.leftovers_removed > 0 {
+        ctx.note(format!(
+            "removed {} temporary files left by an interrupted run",
+            r.leftovers_removed
+        ));
+    }
+    Ok(ctx.emit(&r, Outcome::Done, render::create))
+}
+
+fn restore(ctx: &Ctx, a: &RestoreArgs) -> kyrodb_backup_ops::Result<Outcome> {
+    let source = match (&a.backup_id, a.point_in_time) {
+        (Some(id), _) => RestoreSource::Backup(id.clone()),
+        (None, Some(at)) => RestoreSource::PointInTime {
+            at,
+            nearest: a.nearest,
+        },
+        (None, None) => unreachable!("clap requires --backup-id or --point-in-time"),
+    };
+    let mut opts = RestoreOptions::new(&ctx.cli.data_dir, source);
+    opts.allow_clear = allow_clear();
+    opts.keep_previous = a.keep_previous;
+    opts.dry_run = a.dry_run;
+    opts.distance = a.distance;
+    let r = kyrodb_backup_ops::restore(&ctx.cli.backup_dir, &opts, now(), &ctx.bar())?;
+    ctx.warn_all(&r.warnings);
+    if let Some(t) = r.point_in_time.filter(|&t| t != r.recovered_to) {
+        ctx.note(format!(
+            "{t} is not exactly recoverable; restored the nearest earlier second, {} ({})",
+            r.recovered_to,
+            crate::output::utc(r.recovered_to)
+        ));
+    }
+    Ok(ctx.emit(&r, Outcome::Done, render::restore))
+}
+
+fn verify(ctx: &Ctx, a: &VerifyArgs) -> kyrodb_backup_ops::Result<Outcome> {
+    let opts = match &a.id {
+        Some(id) => VerifyOptions::one(id.clone()),
+        None => VerifyOptions::all(),
+    };
+    let r = kyrodb_backup_ops::verify(&ctx.cli.backup_dir, &opts, &ctx.bar())?;
+    ctx.warn_all(&r.warnings);
+    Ok(ctx.emit(&r, outcome(r.ok), render::verify))
+}
+
+fn prune(ctx: &Ctx, a: &PruneArgs) -> kyrodb_backup_ops::Result<Outcome> {
+    let policy = RetentionPolicy {
+        keep_hourly: a.keep_hourly,
+        keep_daily: a.keep_daily,
+        keep_weekly: a.keep_weekly,
+        keep_monthly: a.keep_monthly,
+        min_age_days: a.min_age_days,
+    };
+    let mut opts = PruneOptions::new(policy);
+    opts.dry_run = a.dry_run;
+    let r = kyrodb_backup_ops::prune(&ctx.cli.backup_dir, &opts, now())?;
+    for u in &r.unreadable {
+        ctx.note(format!(
+            "warning: {} cannot be read and is left alone, with its chain's chunks: {}",
+            u.path.display(),
+            u.problem
+        ));
+    }
+    Ok(ctx.emit(&r, Outcome::Done, render::prune))
+}
+
+fn migrate(ctx: &Ctx, a: &MigrateArgs) -> kyrodb_backup_ops::Result<Outcome> {
+    let mut opts = MigrateOptions::new(&ctx.cli.data_dir);
+    opts.distance = a.distance;
+    opts.dry_run = a.dry_run;
+    let r = kyrodb_backup_ops::migrate(&opts, now())?;
+    if let (Some(s), Some(MetricSource::Assumed)) = (&r.snapshot, r.distance_source) {
+        eprintln!(
+            "warning: legacy snapshot {} (timestamp {}, {} documents) stores no distance metric; assuming cosine. If the index used another metric, search results will be wrong: pass --distance",
+            s.file, s.timestamp, s.documents
+        );
+    }
+    Ok(ctx.emit(&r, Outcome::Done, render::migrate))
+}
+
+fn golden(ctx: &Ctx, action: &GoldenAction) -> kyrodb_backup_ops::Result<Outcome> {
+    match action {
+        GoldenAction::Create(a) => {
+            let mut opts = GoldenCreateOptions::new(&ctx.cli.data_dir, a.queries, a.k, &a.out);
+            opts.seed = a.seed;
+            opts.distance = a.distance;
+            let r = kyrodb_backup_ops::golden_create_file(&opts)?;
+            Ok(ctx.emit(&r, Outcome::Done, render::golden_create))
+        }
+        GoldenAction::Check { file } => {
+            let r = kyrodb_backup_ops::golden_check_file(&ctx.cli.data_dir, file)?;
+            Ok(ctx.emit(&r, outcome(r.report.ok), render::golden_check))
+        }
+    }
+}
+
+fn check(ctx: &Ctx, a: &CheckArgs) -> kyrodb_backup_ops::Result<Outcome> {
+    let r = kyrodb_backup_ops::check(
+        &ctx.cli.backup_dir,
+        &CheckOptions::max_age(a.max_age),
+        now(),
+    )?;
+    Ok(ctx.emit(&r, outcome(r.ok), |r| render::check(r, &ctx.cli.backup_dir)))
+}

@@ -1,0 +1,369 @@
+//! One catalog of the backups in a backup directory: this tool's repository, and the engine's
+//! built-in tool's `backup_<uuid>.json` + `backup_<uuid>.tar` pairs beside it.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use kyrodb_backup_durable::open_no_follow;
+use kyrodb_backup_format::engine::{
+    builtin_meta_id, is_wal_file_name, read_members, recover, BuiltinMeta, DataDirManifest,
+    FileSource, LiveIds, Member, RecoveryOptions, SnapshotReader, WalReader,
+};
+use kyrodb_backup_storage::{Listing, Repository, StoredBackup};
+
+use crate::error::{Error, Result};
+use crate::model::{BackupSummary, SnapshotRef};
+
+/// A backup of the engine's built-in tool found in the backup directory.
+#[derive(Debug, Clone)]
+pub struct BuiltinBackup {
+    /// Its metadata.
+    pub meta: BuiltinMeta,
+    /// Its archive.
+    pub archive: PathBuf,
+}
+
+/// Every backup in a backup directory, of both kinds.
+#[derive(Debug, Default)]
+pub(crate) struct Catalog {
+    /// This tool's backups, newest first, and manifests that cannot be read.
+    pub listing: Listing,
+    /// The built-in tool's backups, oldest first.
+    pub builtin: Vec<BuiltinBackup>,
+    /// What could not be read, one line each.
+    pub warnings: Vec<String>,
+}
+
+/// A backup found by id.
+pub(crate) enum Found<'a> {
+    /// One of this tool's.
+    Repository(StoredBackup),
+    /// One of the built-in tool's.
+    Builtin(&'a BuiltinBackup),
+}
+
+impl Catalog {
+    /// Reads both kinds. A directory without a repository has none of this tool's backups;
+    /// a missing directory is [`Error::NotARepository`].
+    pub fn read(dir: &Path) -> Result<Self> {
+        let listing = listing_of(dir)?;
+        let mut catalog = Self::builtin_only(dir);
+        catalog.warnings.splice(
+            0..0,
+            listing
+                .problems
+                .iter()
+                .map(|(p, e)| format!("{}: {e}", p.display())),
+        );
+        catalog.listing = listing;
+        Ok(catalog)
+    }
+
+    /// The built-in tool's backups only (no repository is opened).
+    pub fn builtin_only(dir: &Path) -> Self {
+        let (builtin, problems) = list_builtin(dir);
+        Self {
+            listing: Listing::default(),
+            builtin,
+            warnings: problems
+                .into_iter()
+                .map(|(p, e)| format!("{}: {e}", p.display()))
+                .collect(),
+        }
+    }
+
+    /// Every backup's summary, newest first.
+    pub fn summaries(&self) -> Vec<BackupSummary> {
+        let mut all: Vec<BackupSummary> = self
+            .listing
+            .backups
+            .iter()
+            .map(BackupSummary::of)
+            .chain(self.builtin.iter().map(BackupSummary::of_builtin))
+            .collect();
+        all.sort_by_key(|b| std::cmp::Reverse((b.timestamp, b.subsec_nanos)));
+        all
+    }
+
+    /// A built-in backup by full id or unique prefix of 8 or more characters.
+    pub fn find_builtin(&self, prefix: &str) -> Option<&BuiltinBackup> {
+        if prefix.len() < 8 {
+            return self.builtin.iter().find(|b| b.meta.id == prefix);
+        }
+        let mut m = self
+            .builtin
+            .iter()
+            .filter(|b| b.meta.id.starts_with(prefix));
+        match (m.next(), m.next()) {
+            (Some(b), None) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// A backup of either kind by full id or unique prefix; the built-in tool's are looked at
+    /// first, then the repository at `dir`.
+    pub fn find(&self, dir: &Path, id: &str) -> Result<Found<'_>> {
+        if let Some(b) = self.find_builtin(id) {
+            return Ok(Found::Builtin(b));
+        }
+        Ok(Found::Repository(open_repo(dir)?.find(id)?))
+    }
+}
+
+/// Opens the repository at `dir`, which must exist.
+pub(crate) fn open_repo(dir: &Path) -> Result<Repository> {
+    if !dir.exists() {
+        return Err(Error::NotARepository(dir.to_path_buf()));
+    }
+    Ok(Repository::open(dir)?)
+}
+
+/// This tool's backups in `dir`; an existing directory without a repository has none yet.
+pub(crate) fn listing_of(dir: &Path) -> Result<Listing> {
+    if !dir.is_dir() {
+        return Err(Error::NotARepository(dir.to_path_buf()));
+    }
+    Ok(if Repository::exists(dir) || dir.join("chains").exists() {
+        Repository::open(dir)?.list()?
+    } else {
+        Listing::default()
+    })
+}
+
+fn damaged(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Damaged(format!("{}: {e}", path.display()))
+}
+
+/// Every built-in backup of `dir`, oldest first, and the metadata files that cannot be read.
+fn list_builtin(dir: &Path) -> (Vec<BuiltinBackup>, Vec<(PathBuf, Error)>) {
+    let mut found = Vec::new();
+    let mut problems = Vec::new();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return (found, problems);
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(id) = builtin_meta_id(&name) else {
+            continue;
+        };
+        let path = e.path();
+        let meta = fs::read(&path)
+            .map_err(|source| Error::Io {
+                path: path.clone(),
+                source,
+            })
+            .and_then(|b| BuiltinMeta::decode(&b, id).map_err(|err| damaged(&path, err)));
+        match meta {
+            Ok(meta) => found.push(BuiltinBackup {
+                archive: dir.join(format!("backup_{id}.tar")),
+                meta,
+            }),
+            Err(err) => problems.push((path, err)),
+        }
+    }
+    found.sort_by(|a, b| (a.meta.timestamp, &a.meta.id).cmp(&(b.meta.timestamp, &b.meta.id)));
+    (found, problems)
+}
+
+/// An archive's member table.
+pub(crate) fn members(archive: &Path) -> Result<Vec<Member>> {
+    let file = open_no_follow(archive).map_err(|source| Error::Io {
+        path: archive.to_path_buf(),
+        source,
+    })?;
+    let size = file
+        .metadata()
+        .map_err(|source| Error::Io {
+            path: archive.to_path_buf(),
+            source,
+        })?
+        .len();
+    read_members(BufReader::new(file), size).map_err(|e| damaged(archive, e))
+}
+
+/// A reader of one member's data.
+fn member_reader(archive: &Path, m: &Member) -> io::Result<impl Read> {
+    let mut f = open_no_follow(archive)?;
+    f.seek(SeekFrom::Start(m.offset))?;
+    Ok(BufReader::new(f.take(m.len)))
+}
+
+/// The backups whose archives rebuild `b`, oldest (the full) first.
+pub(crate) fn builtin_chain<'a>(
+    b: &'a BuiltinBackup,
+    all: &'a [BuiltinBackup],
+) -> Result<Vec<&'a BuiltinBackup>> {
+    let mut chain = vec![b];
+    let mut cur = b;
+    while let Some(parent) = &cur.meta.parent_id {
+        let p = all.iter().find(|x| &x.meta.id == parent).ok_or_else(|| {
+            Error::Damaged(format!(
+                "built-in backup {}: its parent {parent} is missing, so its chain cannot be rebuilt",
+                cur.meta.id
+            ))
+        })?;
+        if chain.len() > all.len() {
+            return Err(Error::Damaged(format!(
+                "built-in backup {}: its parents form a loop",
+                b.meta.id
+            )));
+        }
+        chain.push(p);
+        cur = p;
+    }
+    if cur.meta.backup_type != "Full" {
+        return Err(Error::Damaged(format!(
+            "built-in backup {}: its chain starts with {}, which is not a full backup",
+            b.meta.id, cur.meta.id
+        )));
+    }
+    chain.reverse();
+    Ok(chain)
+}
+
+/// The files extracting a chain's archives in order yields: name → (archive, member).
+pub(crate) fn extracted(chain: &[&BuiltinBackup]) -> Result<BTreeMap<String, (PathBuf, Member)>> {
+    let mut files = BTreeMap::new();
+    for b in chain {
+        for m in members(&b.archive)? {
+            files.insert(m.name.clone(), (b.archive.clone(), m));
+        }
+    }
+    Ok(files)
+}
+
+struct ExtractedSource<'a>(&'a BTreeMap<String, (PathBuf, Member)>);
+
+impl FileSource for ExtractedSource<'_> {
+    fn open(&mut self, name: &str) -> io::Result<Box<dyn Read + '_>> {
+        let (path, m) = self.0.get(name).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{name} is in no archive of the chain"),
+            )
+        })?;
+        member_reader(path, m).map(|r| Box::new(r) as Box<dyn Read>)
+    }
+    fn list(&mut self) -> io::Result<Vec<String>> {
+        Ok(self.0.keys().cloned().collect())
+    }
+}
+
+/// Checks one built-in backup and its chain: archives present and well formed, checksums as
+/// recorded, every member decodes, and the extracted chain recovers. The tool's incrementals
+/// hold only WAL segments, so when the engine took a snapshot between two of its backups the
+/// chain's MANIFEST names a snapshot no archive holds: the engine would then silently load an
+/// older one and lose documents. That is reported as damage, not reproduced.
+/// Returns the live document count of the rebuilt state.
+pub(crate) fn check_builtin(b: &BuiltinBackup, all: &[BuiltinBackup]) -> Result<u64> {
+    let chain = builtin_chain(b, all)?;
+    for link in &chain {
+        let mut sum = 0u32;
+        for m in &members(&link.archive)? {
+            let mut hasher = crc32fast::Hasher::new();
+            let mut r = member_reader(&link.archive, m).map_err(|e| damaged(&link.archive, e))?;
+            let mut buf = vec![0u8; 1 << 16];
+            loop {
+                let n = r.read(&mut buf).map_err(|e| damaged(&link.archive, e))?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+            }
+            sum = sum.wrapping_add(hasher.finalize());
+            decode_member(&link.archive, m)?;
+        }
+        if sum != link.meta.checksum {
+            return Err(Error::Damaged(format!(
+                "built-in backup {}: archive checksum {sum} does not match the recorded {}",
+                link.meta.id, link.meta.checksum
+            )));
+        }
+    }
+    let files = extracted(&chain)?;
+    let (mpath, mm) = files.get("MANIFEST").ok_or_else(|| {
+        Error::Damaged(format!(
+            "built-in backup {}: no archive of its chain holds a MANIFEST",
+            b.meta.id
+        ))
+    })?;
+    let mut mbytes = Vec::new();
+    member_reader(mpath, mm)
+        .and_then(|mut r| r.read_to_end(&mut mbytes))
+        .map_err(|e| damaged(mpath, e))?;
+    let manifest = DataDirManifest::parse(&mbytes).map_err(|e| e.in_file("MANIFEST"))?;
+    if let Some(snap) = manifest.snapshot_file() {
+        if !files.contains_key(&snap) {
+            return Err(Error::Damaged(format!(
+                "built-in backup {}: its MANIFEST names {snap}, which no archive of its chain holds \
+                 (the engine took a snapshot between backups and the built-in tool's incrementals \
+                 hold only WAL); restoring it would make the engine fall back to an older snapshot \
+                 and lose documents. Restore an earlier backup of the chain, or a newer full backup",
+                b.meta.id
+            )));
+        }
+    }
+    let mut ids = LiveIds::default();
+    recover(
+        &mut ExtractedSource(&files),
+        &mut ids,
+        &RecoveryOptions::default(),
+    )
+    .map_err(|e| Error::Damaged(format!("built-in backup {}: {e}", b.meta.id)))?;
+    Ok(ids.len() as u64)
+}
+
+fn decode_member(archive: &Path, m: &Member) -> Result<()> {
+    let r = member_reader(archive, m).map_err(|e| damaged(archive, e))?;
+    let res = if m.name == "MANIFEST" {
+        let mut b = Vec::new();
+        r.take(1 << 20)
+            .read_to_end(&mut b)
+            .map_err(|e| damaged(archive, e))?;
+        DataDirManifest::parse(&b).map(|_| ())
+    } else if is_wal_file_name(&m.name) {
+        WalReader::new(r).and_then(|mut w| {
+            while w.next_frame()?.is_some() {}
+            Ok(())
+        })
+    } else {
+        SnapshotReader::new(r)
+            .and_then(SnapshotReader::finish)
+            .map(|_| ())
+    };
+    res.map_err(|e| Error::Damaged(format!("{}: member {}: {e}", archive.display(), m.name)))
+}
+
+impl BackupSummary {
+    /// The summary of a built-in tool's backup.
+    pub fn of_builtin(b: &BuiltinBackup) -> Self {
+        let m = &b.meta;
+        Self {
+            id: m.id.clone(),
+            timestamp: m.timestamp,
+            backup_type: m.backup_type.clone(),
+            parent_id: m.parent_id.clone(),
+            chain_id: None,
+            description: m.description.clone(),
+            size_bytes: m.size_bytes,
+            stored_bytes: fs::metadata(&b.archive).map_or(0, |x| x.len()),
+            vector_count: m.vector_count,
+            dimension: None,
+            distance: None,
+            checksum: m.checksum.to_string(),
+            snapshot: m.snapshot_file.as_ref().map(|f| SnapshotRef {
+                file: f.clone(),
+                version: None,
+                timestamp: None,
+                last_wal_seq: None,
+                layout: None,
+                doc_count: None,
+            }),
+            wal: None,
+            format: Some("builtin"),
+            subsec_nanos: 0,
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! The commands of `kyrodb_backup` as a library: one call per command, each taking an
+//! `*Options` value, the backup directory, and (where time matters) the moment [`Now`],
+//! and returning a typed `*Report` that serializes to the command's JSON.
+//!
+//! What it is for: everything the command line can do, for another KyroDB crate or a test:
+//! [`create()`], [`list()`], [`show()`], [`restore()`] (a backup, a point in time, or a backup of
+//! the engine's built-in tool), [`verify()`], [`prune()`], [`check()`], [`migrate()`],
+//! [`golden_create_file`] and [`golden_check_file`]. Repository backups and the built-in
+//! tool's backups beside them are found through one catalog, so ids of either kind work
+//! everywhere. Failures are one [`Error`] whose [`Error::kind`] tells refusals for safety
+//! from damage from plain failures.
+//! What it is not for: parsing arguments, printing, or hints that name flags (the `cli`
+//! crate), and reading the clock or the environment: the caller passes [`Now`] and every
+//! permission (such as replacing a non-empty data dir) in the options.
+//!
+//! ```
+//! use kyrodb_backup_format::engine::{DataDirManifest, WalEntry, WalLayout, WalOp, WalWriter};
+//! use kyrodb_backup_ops::{create, restore, CreateOptions, NoProgress, Now, RestoreOptions, RestoreSource};
+//!
+//! // A data dir the way the engine writes one: a WAL segment and a MANIFEST naming it.
+//! let tmp = tempfile::tempdir()?;
+//! let data = tmp.path().join("data");
+//! std::fs::create_dir(&data)?;
+//! let mut wal = WalWriter::new(Vec::new())?;
+//! for seq in 1..=3 {
+//!     let entry = WalEntry {
+//!         op: WalOp::Insert,
+//!         doc_id: seq,
+//!         embedding: vec![0.6, 0.8],
+//!         metadata: vec![],
+//!         seq_no: seq,
+//!         timestamp: 1_760_970_600 + seq * 60, // one write a minute
+//!     };
+//!     wal.append(&entry, WalLayout::W3)?;
+//! }
+//! std::fs::write(data.join("wal_1760970600000000.wal"), wal.into_inner())?;
+//! let manifest = DataDirManifest::modern(None, None, vec!["wal_1760970600000000.wal".into()], 1_760_970_600);
+//! std::fs::write(data.join("MANIFEST"), manifest.to_bytes())?;
+//!
+//! // Back it up, then bring back the state as of the second write.
+//! let backups = tmp.path().join("backups");
+//! let taken = create(&backups, &CreateOptions::new(&data), Now::at(1_760_971_000), &NoProgress)?;
+//! assert_eq!(taken.backup.vector_count, 3);
+//! let source = RestoreSource::PointInTime { at: 1_760_970_720, nearest: false };
+//! let restored = restore(&backups, &RestoreOptions::new(tmp.path().join("restored"), source), Now::at(1_760_971_100), &NoProgress)?;
+//! assert_eq!((restored.vector_count, restored.recovered_to), (2, 1_760_970_720));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod catalog;
+mod check;
+mod create;
+mod error;
+mod golden;
+mod list;
+mod migrate;
+mod model;
+mod prune;
+mod restore;
+mod verify;
+
+pub use catalog::BuiltinBackup;
+pub use check::{check, CheckOptions, CheckReport};
+pub use create::{create, CreateOptions, CreateReport, Reference};
+pub use error::{Error, ErrorKind, Result};
+pub use golden::{
+    golden_check_file, golden_create_file, GoldenCheckReport, GoldenCreateOptions,
+    GoldenCreateReport,
+};
+pub use list::{
+    list, show, ArchiveMember, BuiltinShowReport, ListReport, ShowReport, Shown, ShownFile, Windows,
+};
+pub use migrate::{migrate, MigrateOptions, MigrateReport, MigratedSnapshot};
+pub use model::{BackupSummary, ChainLink, Now, SnapshotRef, WalCoverage, WrittenFile};
+pub use prune::{prune, ChainNotCollected, KeptBackup, PruneOptions, PruneReport};
+pub use restore::{restore, RestoreOptions, RestoreReport, RestoreSource};
+pub use verify::{verify, BuiltinCheck, Unreadable, VerifyOptions, VerifyReport};
+
+/// Types that appear in options and reports, from the crates underneath.
+pub mod types {
+    pub use kyrodb_backup_chain::{Error as PointInTimeError, Window};
+    pub use kyrodb_backup_datadir::golden::{GoldenReport, Mismatch};
+    pub use kyrodb_backup_datadir::migrate::MetricSource;
+    pub use kyrodb_backup_format::engine::DistanceMetric;
+    pub use kyrodb_backup_format::repo::{ContentHash, FileKind, SkippedFile};
+    pub use kyrodb_backup_retention::RetentionPolicy;
+    pub use kyrodb_backup_storage::StoreStats;
+    pub use kyrodb_backup_verify::{BackupCheck, Problem};
+}
+
+pub use kyrodb_backup_storage::{NoProgress, Progress};

@@ -1,0 +1,191 @@
+//! `list` and `show`: what a backup directory holds.
+
+use std::path::{Path, PathBuf};
+
+use kyrodb_backup_chain::{recoverable_windows, Window};
+use kyrodb_backup_format::repo::{ContentHash, FileKind, SkippedFile};
+use kyrodb_backup_storage::StoredBackup;
+use serde::Serialize;
+
+use crate::catalog::{builtin_chain, members, open_repo, Catalog, Found};
+use crate::error::Result;
+use crate::model::{BackupSummary, ChainLink};
+use crate::restore::chain_view;
+
+/// Every backup in a backup directory, newest first. Serialized, it is a JSON array.
+#[derive(Debug, Clone, Serialize)]
+#[serde(transparent)]
+pub struct ListReport {
+    /// The backups, newest first (this tool's and the built-in tool's).
+    pub backups: Vec<BackupSummary>,
+    /// What could not be read, one line each.
+    #[serde(skip)]
+    pub warnings: Vec<String>,
+}
+
+/// Lists the backups of `backup_dir`. A directory without a repository lists none.
+///
+/// # Errors
+///
+/// [`crate::Error::NotARepository`] when `backup_dir` is not a directory.
+pub fn list(backup_dir: &Path) -> Result<ListReport> {
+    let catalog = Catalog::read(backup_dir)?;
+    Ok(ListReport {
+        backups: catalog.summaries(),
+        warnings: catalog.warnings,
+    })
+}
+
+/// A stored file of a backup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ShownFile {
+    /// Its name in the data directory.
+    pub name: String,
+    /// MANIFEST, snapshot or WAL segment.
+    pub kind: FileKind,
+    /// Its size.
+    pub size: u64,
+    /// XXH3-128 of its bytes.
+    pub hash: ContentHash,
+    /// Chunks it is stored in.
+    pub chunks: usize,
+}
+
+/// The seconds a chain can be restored to, or why that cannot be said.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Windows {
+    /// Recoverable windows, oldest first (`to == u64::MAX`: open-ended).
+    Known(Vec<Window>),
+    /// Why none can be computed.
+    Unknown(String),
+}
+
+/// One of this tool's backups in full.
+#[derive(Debug, Clone, Serialize)]
+pub struct ShowReport {
+    /// The backup object.
+    #[serde(flatten)]
+    pub backup: BackupSummary,
+    /// The data directory it was taken of.
+    pub source: String,
+    /// Version of the tool that took it.
+    pub tool_version: String,
+    /// Its files.
+    pub files: Vec<ShownFile>,
+    /// Files of the data dir it left out, with why.
+    pub skipped: Vec<SkippedFile>,
+    /// The seconds its chain can be restored to.
+    pub recoverable_windows: Windows,
+    /// Its chain, oldest first.
+    pub chain: Vec<ChainLink>,
+}
+
+/// A member of a built-in backup's archive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ArchiveMember {
+    /// File name.
+    pub name: String,
+    /// Size.
+    pub size: u64,
+}
+
+/// A backup of the engine's built-in tool in full.
+#[derive(Debug, Clone, Serialize)]
+pub struct BuiltinShowReport {
+    /// The backup object.
+    #[serde(flatten)]
+    pub backup: BackupSummary,
+    /// The archive's members.
+    pub files: Vec<ArchiveMember>,
+    /// The archives that rebuild it, oldest first.
+    pub chain: Vec<ChainLink>,
+    /// The archive.
+    #[serde(skip)]
+    pub archive: PathBuf,
+}
+
+/// What `show` found.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+#[allow(clippy::large_enum_variant)]
+pub enum Shown {
+    /// One of this tool's backups.
+    Repository(ShowReport),
+    /// One of the built-in tool's.
+    Builtin(BuiltinShowReport),
+}
+
+/// Shows one backup (id or unique prefix of 8+ characters) of either kind.
+///
+/// # Errors
+///
+/// [`crate::Error::NotFound`], [`crate::Error::Ambiguous`], [`crate::Error::PrefixTooShort`];
+/// [`crate::Error::Damaged`] for a damaged archive or manifest.
+pub fn show(backup_dir: &Path, id: &str) -> Result<Shown> {
+    let catalog = Catalog::builtin_only(backup_dir);
+    let b = match catalog.find(backup_dir, id)? {
+        Found::Builtin(b) => {
+            let chain = builtin_chain(b, &catalog.builtin)?;
+            return Ok(Shown::Builtin(BuiltinShowReport {
+                backup: BackupSummary::of_builtin(b),
+                files: members(&b.archive)?
+                    .into_iter()
+                    .map(|m| ArchiveMember {
+                        name: m.name,
+                        size: m.len,
+                    })
+                    .collect(),
+                chain: chain
+                    .iter()
+                    .map(|c| ChainLink {
+                        id: c.meta.id.clone(),
+                        timestamp: c.meta.timestamp,
+                        backup_type: c.meta.backup_type.clone(),
+                    })
+                    .collect(),
+                archive: b.archive.clone(),
+            }));
+        }
+        Found::Repository(b) => b,
+    };
+    let repo = open_repo(backup_dir)?;
+    let mut chain: Vec<StoredBackup> = repo
+        .list()?
+        .backups
+        .into_iter()
+        .filter(|o| o.manifest.chain_id == b.manifest.chain_id)
+        .collect();
+    chain.reverse();
+    let views: Vec<_> = chain.iter().map(|c| chain_view(&c.manifest)).collect();
+    let m = &b.manifest;
+    Ok(Shown::Repository(ShowReport {
+        backup: BackupSummary::of(&b),
+        source: m.source.clone(),
+        tool_version: m.tool_version.clone(),
+        files: m
+            .files
+            .iter()
+            .map(|f| ShownFile {
+                name: f.name.clone(),
+                kind: f.kind,
+                size: f.size,
+                hash: f.hash,
+                chunks: f.chunks.len(),
+            })
+            .collect(),
+        skipped: m.skipped.clone(),
+        recoverable_windows: match recoverable_windows(&views) {
+            Ok(w) => Windows::Known(w),
+            Err(e) => Windows::Unknown(e.to_string()),
+        },
+        chain: chain
+            .iter()
+            .map(|c| ChainLink {
+                id: c.manifest.id.clone(),
+                timestamp: c.manifest.timestamp,
+                backup_type: c.manifest.backup_type.to_string(),
+            })
+            .collect(),
+    }))
+}

@@ -1,0 +1,342 @@
+//! `restore`: a backup, or the state as of a second, back into a data directory.
+
+use std::path::{Path, PathBuf};
+
+use kyrodb_backup_chain::{resolve, BackupView, PitrOptions, PitrPlan, SegmentView, SnapshotView};
+use kyrodb_backup_datadir::migrate::{migrate_data_dir, MigrateOptions};
+use kyrodb_backup_datadir::target::Target;
+use kyrodb_backup_format::engine::{DataDirManifest, DistanceMetric};
+use kyrodb_backup_format::repo::{BackupManifest, FileEntry, FileKind};
+use kyrodb_backup_storage::{
+    restore as restore_set, restore_backup, ChainStore, Expectation, LockMode, PlannedContent,
+    PlannedFile, Progress, RestoreSet, StoredBackup,
+};
+use serde::Serialize;
+
+use crate::catalog::{builtin_chain, check_builtin, extracted, open_repo, Catalog, Found};
+use crate::error::{Error, Result};
+use crate::model::{Now, WrittenFile};
+use crate::BuiltinBackup;
+
+/// What to restore.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RestoreSource {
+    /// A backup (id or unique prefix of 8+ characters), of this tool or the built-in one.
+    Backup(String),
+    /// The state as of a Unix second (inclusive).
+    PointInTime {
+        /// The second.
+        at: u64,
+        /// When it cannot be rebuilt exactly, the latest second before it that can be.
+        nearest: bool,
+    },
+}
+
+/// What `restore` is asked to do.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RestoreOptions {
+    /// The data directory to restore into.
+    pub data_dir: PathBuf,
+    /// What to restore.
+    pub source: RestoreSource,
+    /// Whether a data directory that holds files may be replaced.
+    pub allow_clear: bool,
+    /// Keep the previous contents beside the data dir instead of deleting them.
+    pub keep_previous: bool,
+    /// Check and report only; change nothing.
+    pub dry_run: bool,
+    /// Migrate a restored legacy snapshot to the current format with this metric.
+    pub distance: Option<DistanceMetric>,
+}
+
+impl RestoreOptions {
+    /// Restores `source` into an empty (or missing) `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>, source: RestoreSource) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            source,
+            allow_clear: false,
+            keep_previous: false,
+            dry_run: false,
+            distance: None,
+        }
+    }
+}
+
+/// What a restore did (or, dry, would do).
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreReport {
+    /// The backup restored (for a point in time, the newest backup whose bytes were used).
+    pub backup_id: String,
+    /// The second asked for, for a point in time.
+    pub point_in_time: Option<u64>,
+    /// The Unix second the restored state reflects.
+    pub recovered_to: u64,
+    /// Live documents of the restored state.
+    pub vector_count: u64,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// The files written.
+    pub files: Vec<WrittenFile>,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Whether the data dir held files that were replaced.
+    pub replaced: bool,
+    /// Where those were kept.
+    pub previous: Option<PathBuf>,
+    /// Whether this was a dry run.
+    pub dry_run: bool,
+    /// The metric a restored legacy state was migrated with.
+    #[serde(skip)]
+    pub migrated: Option<DistanceMetric>,
+    /// What could not be read in the backup directory, one line each.
+    #[serde(skip)]
+    pub warnings: Vec<String>,
+}
+
+/// What the point-in-time rule sees of a backup.
+pub(crate) fn chain_view(m: &BackupManifest) -> BackupView {
+    BackupView {
+        id: m.id.clone(),
+        chain_id: m.chain_id.clone(),
+        timestamp: m.timestamp,
+        snapshot: m.snapshot.as_ref().map(|s| SnapshotView {
+            file: s.file.clone(),
+            timestamp: s.timestamp,
+            last_wal_seq: s.last_wal_seq,
+        }),
+        segments: m
+            .files
+            .iter()
+            .filter(|f| f.kind == FileKind::Wal)
+            .filter_map(|f| {
+                Some(SegmentView {
+                    name: f.name.clone(),
+                    entries: f.wal_index.as_ref()?.iter().collect(),
+                })
+            })
+            .collect(),
+    }
+}
+
+/// Restores `opts.source` from `backup_dir` into `opts.data_dir`. The target is checked before
+/// any other work (a non-empty one needs `allow_clear`; one a process uses is refused); the new
+/// state is built beside it, checked, and swapped in atomically, so a failure at any point
+/// leaves the target as it was. With `distance`, a restored legacy state is then migrated.
+///
+/// # Errors
+///
+/// [`Error::TargetNotEmpty`], [`Error::InUse`], [`Error::Locked`], [`Error::PointInTime`]
+/// (a second that cannot be rebuilt exactly names the recoverable windows),
+/// [`Error::MetricConflict`], [`Error::Damaged`] or [`Error::Format`] for damaged backups.
+pub fn restore(
+    backup_dir: &Path,
+    opts: &RestoreOptions,
+    now: Now,
+    progress: &dyn Progress,
+) -> Result<RestoreReport> {
+    let target = Target::check(&opts.data_dir, opts.allow_clear)?;
+    let sopts = {
+        let mut o = kyrodb_backup_storage::RestoreOptions::new(now.secs);
+        o.keep_previous = opts.keep_previous;
+        o.dry_run = opts.dry_run;
+        o
+    };
+    let mut warnings = Vec::new();
+    let (r, recovered_to) = match &opts.source {
+        RestoreSource::Backup(id) => {
+            let catalog = Catalog::builtin_only(backup_dir);
+            warnings.clone_from(&catalog.warnings);
+            match catalog.find(backup_dir, id)? {
+                Found::Builtin(b) => {
+                    let r = restore_builtin(b, &catalog.builtin, &target, &sopts, progress)?;
+                    (r, b.meta.timestamp)
+                }
+                Found::Repository(_) => {
+                    let repo = open_repo(backup_dir)?;
+                    let _lock = repo.lock(LockMode::Shared)?;
+                    let b = repo.find(id)?;
+                    check_distance(b.manifest.distance, opts.distance)?;
+                    let store = repo.chain_store(&b.manifest.chain_id)?;
+                    (
+                        restore_backup(&store, &b, &target, &sopts, progress)?,
+                        b.manifest.timestamp,
+                    )
+                }
+            }
+        }
+        RestoreSource::PointInTime { at, nearest } => {
+            let repo = open_repo(backup_dir)?;
+            let _lock = repo.lock(LockMode::Shared)?;
+            let backups = repo.list()?.backups;
+            let views: Vec<BackupView> = backups.iter().map(|b| chain_view(&b.manifest)).collect();
+            let plan = resolve(
+                &views,
+                &PitrOptions {
+                    target: *at,
+                    nearest: *nearest,
+                },
+            )?;
+            let snap_distance = plan.snapshot.as_ref().and_then(|s| {
+                backups
+                    .iter()
+                    .find(|b| b.manifest.id == s.backup_id)
+                    .and_then(|b| b.manifest.distance)
+            });
+            check_distance(snap_distance, opts.distance)?;
+            let store = repo.chain_store(&plan.chain_id)?;
+            let set = pitr_set(&store, &backups, &plan)?;
+            (
+                restore_set(&set, &target, &sopts, progress)?,
+                plan.recovered_to,
+            )
+        }
+    };
+    let migrated = match (opts.distance, r.dry_run) {
+        (Some(d), false) => {
+            let mut m = MigrateOptions::new(r.target.clone(), now.secs);
+            m.distance = Some(d);
+            m.keep_previous = false;
+            let m = migrate_data_dir(&m)?;
+            (!m.already_current).then(|| m.metric.map_or(d, |x| x.0))
+        }
+        _ => None,
+    };
+    Ok(RestoreReport {
+        backup_id: r.backup_id,
+        point_in_time: match opts.source {
+            RestoreSource::PointInTime { at, .. } => Some(at),
+            RestoreSource::Backup(_) => None,
+        },
+        recovered_to,
+        vector_count: r.vector_count,
+        data_dir: r.target,
+        files: r
+            .files
+            .into_iter()
+            .map(|(name, size)| WrittenFile { name, size })
+            .collect(),
+        bytes: r.bytes,
+        replaced: r.replaced,
+        previous: r.previous,
+        dry_run: r.dry_run,
+        migrated,
+        warnings,
+    })
+}
+
+/// Restores a chain of the built-in tool: its archives extracted in order into staging,
+/// checked first (checksums, decoding, the snapshot its MANIFEST names), then swapped in.
+fn restore_builtin(
+    b: &BuiltinBackup,
+    all: &[BuiltinBackup],
+    target: &Target,
+    opts: &kyrodb_backup_storage::RestoreOptions,
+    progress: &dyn Progress,
+) -> Result<kyrodb_backup_storage::RestoreReport> {
+    check_builtin(b, all)?;
+    let chain = builtin_chain(b, all)?;
+    let set = RestoreSet {
+        backup_id: b.meta.id.clone(),
+        files: extracted(&chain)?
+            .into_iter()
+            .map(|(name, (path, member))| PlannedFile {
+                name,
+                content: PlannedContent::FileRange {
+                    path,
+                    offset: member.offset,
+                    len: member.len,
+                },
+            })
+            .collect(),
+        expect: Expectation::Recovers,
+        also_check: Vec::new(),
+    };
+    Ok(restore_set(&set, target, opts, progress)?)
+}
+
+/// Refuses a requested metric that contradicts the one a backup's snapshot stores.
+fn check_distance(stored: Option<DistanceMetric>, requested: Option<DistanceMetric>) -> Result<()> {
+    match (stored, requested) {
+        (Some(s), Some(r)) if s != r => Err(Error::MetricConflict {
+            stored: s,
+            requested: r,
+            in_backup: true,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The files that rebuild a point in time: the plan's snapshot and WAL segments (the last ones
+/// cut), and a MANIFEST naming exactly those.
+fn pitr_set<'a>(
+    store: &'a ChainStore,
+    backups: &'a [StoredBackup],
+    plan: &PitrPlan,
+) -> Result<RestoreSet<'a>> {
+    let entry = |f: &kyrodb_backup_chain::PlannedFile| -> Result<&'a FileEntry> {
+        backups
+            .iter()
+            .find(|b| b.manifest.id == f.backup_id)
+            .and_then(|b| b.manifest.files.iter().find(|e| e.name == f.name))
+            .ok_or_else(|| {
+                Error::Damaged(format!("backup {} lists no file {}", f.backup_id, f.name))
+            })
+    };
+    let mut files = Vec::new();
+    let mut used = Vec::new();
+    if let Some(s) = &plan.snapshot {
+        files.push(PlannedFile {
+            name: s.name.clone(),
+            content: PlannedContent::Stored {
+                store,
+                entry: entry(s)?,
+                keep_frames: None,
+            },
+        });
+        used.push(s.backup_id.clone());
+    }
+    for seg in &plan.segments {
+        files.push(PlannedFile {
+            name: seg.file.name.clone(),
+            content: PlannedContent::Stored {
+                store,
+                entry: entry(&seg.file)?,
+                keep_frames: (!seg.whole).then_some(seg.keep_entries),
+            },
+        });
+        used.push(seg.file.backup_id.clone());
+    }
+    let manifest = DataDirManifest::modern(
+        plan.snapshot.as_ref().map(|s| s.name.clone()),
+        plan.snapshot.as_ref().map(|_| plan.start_seq),
+        plan.segments.iter().map(|s| s.file.name.clone()).collect(),
+        plan.recovered_to,
+    );
+    files.insert(
+        0,
+        PlannedFile {
+            name: "MANIFEST".into(),
+            content: PlannedContent::Generated(manifest.to_bytes()),
+        },
+    );
+    // Report the newest backup the bytes come from.
+    let backup_id = backups
+        .iter()
+        .find(|b| used.contains(&b.manifest.id))
+        .or_else(|| {
+            backups
+                .iter()
+                .find(|b| b.manifest.chain_id == plan.chain_id)
+        })
+        .map(|b| b.manifest.id.clone())
+        .unwrap_or_default();
+    Ok(RestoreSet {
+        backup_id,
+        files,
+        expect: Expectation::LastSeq(plan.last_seq),
+        also_check: Vec::new(),
+    })
+}

@@ -1,0 +1,155 @@
+//! `verify`: every stored byte of backups re-read, re-hashed and decoded.
+
+use std::path::{Path, PathBuf};
+
+use kyrodb_backup_storage::{LockMode, Progress, Repository, StoredBackup};
+use kyrodb_backup_verify::{verify_backup, BackupCheck, Problem};
+use serde::Serialize;
+
+use crate::catalog::{check_builtin, open_repo, Catalog};
+use crate::error::{Error, Result};
+use crate::BuiltinBackup;
+
+/// What `verify` is asked to do.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct VerifyOptions {
+    /// One backup (id or unique prefix); `None` verifies every backup of both kinds.
+    pub id: Option<String>,
+}
+
+impl VerifyOptions {
+    /// Verifies every backup.
+    pub fn all() -> Self {
+        Self { id: None }
+    }
+
+    /// Verifies one backup.
+    pub fn one(id: impl Into<String>) -> Self {
+        Self {
+            id: Some(id.into()),
+        }
+    }
+}
+
+/// A manifest that cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unreadable {
+    /// Its path.
+    pub path: PathBuf,
+    /// Why.
+    pub problem: String,
+}
+
+/// The check of one of the built-in tool's backups.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BuiltinCheck {
+    /// Backup id.
+    pub id: String,
+    /// Whether it restores.
+    pub ok: bool,
+    /// Live documents its chain recovers to.
+    pub vector_count: Option<u64>,
+    /// What is wrong.
+    pub problems: Vec<Problem>,
+}
+
+/// What `verify` found. `ok` is false when anything is damaged.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    /// Whether every backup checked is sound.
+    pub ok: bool,
+    /// This tool's backups.
+    pub backups: Vec<BackupCheck>,
+    /// Manifests that cannot be read.
+    pub unreadable: Vec<Unreadable>,
+    /// The built-in tool's backups.
+    pub builtin: Vec<BuiltinCheck>,
+    /// Metadata of built-in backups that cannot be read, one line each.
+    #[serde(skip)]
+    pub warnings: Vec<String>,
+}
+
+/// Verifies one backup or all of them (this tool's and the built-in tool's), under a shared
+/// repository lock. Damage is reported, not returned as an error.
+///
+/// # Errors
+///
+/// [`Error::NotARepository`], [`Error::Locked`] (while a create or prune runs),
+/// [`Error::NotFound`] and the other id errors.
+pub fn verify(
+    backup_dir: &Path,
+    opts: &VerifyOptions,
+    progress: &dyn Progress,
+) -> Result<VerifyReport> {
+    let catalog = Catalog::builtin_only(backup_dir);
+    // A backup dir may hold only the built-in tool's backups: then there is no repository.
+    let repo = if catalog.builtin.is_empty() || Repository::exists(backup_dir) {
+        Some(open_repo(backup_dir)?)
+    } else {
+        None
+    };
+    let _lock = repo
+        .as_ref()
+        .map(|r| r.lock(LockMode::Shared))
+        .transpose()?;
+    let (targets, unreadable, builtin_targets): (Vec<StoredBackup>, _, Vec<&BuiltinBackup>) =
+        match (&opts.id, &repo) {
+            (Some(id), _) if catalog.find_builtin(id).is_some() => (
+                Vec::new(),
+                Vec::new(),
+                catalog.find_builtin(id).into_iter().collect(),
+            ),
+            (Some(id), Some(repo)) => (vec![repo.find(id)?], Vec::new(), Vec::new()),
+            (Some(id), None) => return Err(Error::NotFound(id.clone())),
+            (None, Some(repo)) => {
+                let l = repo.list()?;
+                (l.backups, l.problems, catalog.builtin.iter().collect())
+            }
+            (None, None) => (Vec::new(), Vec::new(), catalog.builtin.iter().collect()),
+        };
+    let backups: Vec<BackupCheck> = targets
+        .iter()
+        .map(|b| {
+            verify_backup(
+                repo.as_ref().expect("our backups come from a repository"),
+                b,
+                progress,
+            )
+        })
+        .collect();
+    let builtin: Vec<BuiltinCheck> = builtin_targets
+        .iter()
+        .map(|b| match check_builtin(b, &catalog.builtin) {
+            Ok(n) => BuiltinCheck {
+                id: b.meta.id.clone(),
+                ok: true,
+                vector_count: Some(n),
+                problems: Vec::new(),
+            },
+            Err(e) => BuiltinCheck {
+                id: b.meta.id.clone(),
+                ok: false,
+                vector_count: None,
+                problems: vec![Problem {
+                    file: None,
+                    message: e.to_string(),
+                }],
+            },
+        })
+        .collect();
+    let unreadable: Vec<Unreadable> = unreadable
+        .into_iter()
+        .map(|(path, e)| Unreadable {
+            path,
+            problem: e.to_string(),
+        })
+        .collect();
+    Ok(VerifyReport {
+        ok: unreadable.is_empty() && backups.iter().all(|c| c.ok) && builtin.iter().all(|c| c.ok),
+        backups,
+        unreadable,
+        builtin,
+        warnings: catalog.warnings,
+    })
+}
