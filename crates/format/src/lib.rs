@@ -39,8 +39,9 @@ pub mod repo;
 
 pub use error::{Error, Result};
 
-// Inside the crate every item is reachable from the root, as before the split.
-#[allow(unused_imports)]
-pub(crate) use engine::*;
-#[allow(unused_imports)]
-pub(crate) use repo::*;
+// The items the two halves share, reachable from the crate root inside the crate.
+pub(crate) use engine::{
+    is_snapshot_file_name, is_wal_file_name, AnnSearchMode, DataDirManifest, DistanceMetric,
+    Metadata, SnapshotInfo, SnapshotReader, StateSink, WalOp, WalReader, SNAPSHOT_MAGIC,
+};
+pub(crate) use repo::is_backup_id;

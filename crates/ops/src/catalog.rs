@@ -37,6 +37,7 @@ pub(crate) struct Catalog {
 }
 
 /// A backup found by id.
+#[allow(clippy::large_enum_variant)] // short-lived, never in a collection
 pub(crate) enum Found<'a> {
     /// One of this tool's.
     Repository(StoredBackup),

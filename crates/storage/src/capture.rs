@@ -16,7 +16,7 @@ use kyrodb_backup_format::repo::{
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use kyrodb_backup_datadir::capture::{open_consistent, scan_wal, PrefixReader};
+use kyrodb_backup_datadir::capture::{open_consistent, scan_wal, OpenedState, PrefixReader};
 
 use crate::chunkstore::{ChainStore, SharedChunk, StoreStats};
 use crate::error::{Error, Result};
@@ -145,6 +145,23 @@ impl Read for TapReader {
     }
 }
 
+impl From<OpenedState> for OpenState {
+    fn from(opened: OpenedState) -> Self {
+        Self {
+            stamps: opened.files.iter().map(|f| f.stamp).collect(),
+            files: opened
+                .files
+                .into_iter()
+                .map(|f| (f.name, f.kind, f.file, f.stamp.len))
+                .collect(),
+            manifest_bytes: opened.manifest_bytes,
+            listing: opened.listing,
+            taps: Mutex::default(),
+            cuts: None,
+        }
+    }
+}
+
 impl FileSource for OpenState {
     fn open(&mut self, name: &str) -> io::Result<Box<dyn Read + '_>> {
         if name == "MANIFEST" {
@@ -224,18 +241,7 @@ pub fn create_backup(
     let dir = &opts.data_dir;
     let opened = open_consistent(dir)?;
     let attempts = opened.attempts;
-    let state = OpenState {
-        stamps: opened.files.iter().map(|f| f.stamp).collect(),
-        files: opened
-            .files
-            .into_iter()
-            .map(|f| (f.name, f.kind, f.file, f.stamp.len))
-            .collect(),
-        manifest_bytes: opened.manifest_bytes,
-        listing: opened.listing,
-        taps: Mutex::default(),
-        cuts: None,
-    };
+    let state = OpenState::from(opened);
     let (chain_id, backup_type, parent_id) = match &opts.parent {
         None => (opts.id.clone(), BackupType::Full, None),
         Some(p) => (

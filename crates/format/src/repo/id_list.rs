@@ -176,7 +176,7 @@ fn malformed(offset: u64, detail: String) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{LiveIds, SnapshotLayout};
+    use crate::engine::{LiveIds, SnapshotLayout};
 
     fn info() -> SnapshotInfo {
         SnapshotInfo {
