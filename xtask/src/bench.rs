@@ -1,4 +1,4 @@
-//! `cargo xtask bench [--vectors N] [--dir D]`: times `cp -r && sync`, `create`, `restore` into an
+//! `cargo xtask bench [--vectors N] [--runs N] [--dir D]`: times `cp -r && sync`, `create`, `restore` into an
 //! empty dir, `verify`, and an incremental after a 1% WAL append, on one generated data dir in
 //! one run, and prints each as a ratio to `cp -r && sync` with its peak RSS. Caches are dropped
 //! before each step when the machine allows it (root), so every step reads from disk alike.
@@ -7,11 +7,28 @@
 //! The 10 GB variant: `--vectors 6000000`.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{ensure, Context, Result};
+
+use crate::util::{build_binary, root};
+use crate::{append_wal, gen_data};
+
+/// Arguments of `cargo xtask bench`.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct Args {
+    /// Vectors in the generated data dir (600,000: about 1 GB; 6,000,000: about 10 GB).
+    #[arg(long, value_name = "N", default_value_t = 600_000)]
+    vectors: u64,
+    /// Times to run every step; the medians are reported (at least 1).
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    runs: u64,
+    /// Where to put the data dir, copies and repository [default: target/bench].
+    #[arg(long, value_name = "D")]
+    dir: Option<PathBuf>,
+}
 
 fn drop_caches() {
     let _ = Command::new("sync").status();
@@ -74,11 +91,10 @@ fn one_run(bin: &Path, base: &Path, data: &Path, size: u64) -> Result<Run> {
         base.display()
     ))?;
     let verify = timed(&format!("{b} -q --backup-dir {r} verify --all"))?;
-    crate::append_wal(&[
-        d.to_string(),
-        "--mb".into(),
-        (size / 100 / (1 << 20)).max(1).to_string(),
-    ])?;
+    append_wal::run(append_wal::Args {
+        dir: data.to_path_buf(),
+        mb: (size / 100 / (1 << 20)).max(1),
+    })?;
     let inc = timed(&format!(
         "{b} -q --data-dir {d} --backup-dir {r} create --incremental --reference latest"
     ))?;
@@ -94,27 +110,15 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Runs the benchmark; see the module documentation.
-pub fn run(root: &Path, args: &[String]) -> Result<()> {
-    let vectors = crate::flag(args, "--vectors", 600_000)?;
-    let runs = crate::flag(args, "--runs", 3)?.max(1);
-    let base = match args.iter().position(|a| a == "--dir") {
-        Some(i) => std::path::PathBuf::from(args.get(i + 1).context("--dir needs a path")?),
-        None => root.join("target/bench"),
-    };
-    let status = Command::new(env!("CARGO"))
-        .current_dir(root)
-        .args(["build", "--release", "--quiet", "--bin", "kyrodb_backup"])
-        .status()?;
-    ensure!(status.success(), "cargo build --release failed");
-    let bin = root.join("target/release/kyrodb_backup");
+pub(crate) fn run(args: Args) -> Result<()> {
+    let vectors = args.vectors;
+    let runs = args.runs.max(1);
+    let base = args.dir.unwrap_or_else(|| root().join("target/bench"));
+    let bin = build_binary(true)?;
     let _ = fs::remove_dir_all(&base);
     fs::create_dir_all(&base)?;
     let data = base.join("data");
-    crate::gen_data(&[
-        data.display().to_string(),
-        "--vectors".into(),
-        vectors.to_string(),
-    ])?;
+    gen_data::run(gen_data::Args::new(data.clone(), vectors))?;
     let size = du(&data);
     let mut all = Vec::new();
     for i in 0..runs {

@@ -9,9 +9,15 @@ use clap::CommandFactory;
 use clap_complete::Shell;
 use kyrodb_backup_cli::Cli;
 
+use crate::util::root;
+
+/// `cargo xtask dist` takes no arguments.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub(crate) struct Args {}
+
 /// Writes `target/dist/completions/*` and `target/dist/man/*.1`.
-pub fn run(root: &Path) -> Result<()> {
-    let out = root.join("target/dist");
+pub(crate) fn run(Args {}: Args) -> Result<()> {
+    let out = root().join("target/dist");
     let completions = out.join("completions");
     let man = out.join("man");
     fs::create_dir_all(&completions)?;
@@ -30,6 +36,7 @@ pub fn run(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Writes the man page of `cmd`, named `name`, into `dir`.
 fn write_man(cmd: &clap::Command, name: &str, dir: &Path) -> Result<()> {
     let cmd = cmd.clone().name(name.to_string());
     let mut buf = Vec::new();

@@ -1,4 +1,5 @@
-//! A mutation fuzzer for the decoders of untrusted bytes.
+//! `cargo xtask fuzz [--seconds S] [TARGET...]`: a mutation fuzzer for the decoders of untrusted
+//! bytes.
 //!
 //! `cargo fuzz` needs a nightly toolchain, which this project's machines cannot fetch, so this
 //! is the stable equivalent: seeds from `fuzz/corpus/<target>/` (the engine's fixtures and
@@ -10,16 +11,31 @@
 
 use std::fs;
 use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
+use clap::builder::PossibleValuesParser;
 use kyrodb_backup_format::engine::{DataDirManifest, Snapshot, WalReader};
 use kyrodb_backup_format::repo::{decode_chunk, decode_manifest, read_id_list, ContentHash};
+
+use crate::util::root;
+
+/// Arguments of `cargo xtask fuzz`.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct Args {
+    /// Seconds to fuzz each target for.
+    #[arg(long, value_name = "S", default_value_t = 20)]
+    seconds: u64,
+    /// Targets to fuzz [default: all].
+    #[arg(value_name = "TARGET", value_parser = PossibleValuesParser::new(TARGETS.map(|(name, _)| name)))]
+    targets: Vec<String>,
+}
 
 type Target = fn(&[u8]) -> bool;
 
 /// Every target: name and a function that decodes fully and says whether it succeeded.
-pub const TARGETS: [(&str, Target); 6] = [
+const TARGETS: [(&str, Target); 6] = [
     ("snapshot", |b| Snapshot::read(b).is_ok()),
     ("wal", |b| {
         let Ok(mut r) = WalReader::new(b) else {
@@ -144,41 +160,35 @@ fn load_corpus(dir: &Path) -> Vec<Vec<u8>> {
     out
 }
 
+/// Set in the environment of the child process that does the fuzzing.
+const CHILD: &str = "KYRODB_FUZZ_CHILD";
+
 /// Runs every named target (all when none) for `--seconds` each (default 20), in a child
 /// process limited to 4 GiB of address space, so an input that makes a decoder allocate
 /// without bound aborts the run instead of passing unnoticed.
-pub fn run(root: &Path, args: &[String]) -> Result<()> {
-    if std::env::var_os("KYRODB_FUZZ_CHILD").is_none() {
-        let me = std::env::current_exe()?;
-        let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
-        let status = std::process::Command::new("sh")
+pub(crate) fn run(args: Args) -> Result<()> {
+    if std::env::var_os(CHILD).is_none() {
+        // The shell only sets the limit; the arguments reach the child as they are, unquoted.
+        let status = Command::new("sh")
             .arg("-c")
-            .arg(format!(
-                "ulimit -v 4194304 && exec '{}' fuzz {}",
-                me.display(),
-                quoted.join(" ")
-            ))
-            .env("KYRODB_FUZZ_CHILD", "1")
+            .arg("ulimit -v 4194304 && exec \"$0\" \"$@\"")
+            .arg(std::env::current_exe()?)
+            .args(["fuzz", "--seconds", &args.seconds.to_string()])
+            .args(&args.targets)
+            .env(CHILD, "1")
             .status()?;
         if !status.success() {
             bail!("fuzzing failed ({status}): a panic, or an allocation over the 4 GiB limit");
         }
         return Ok(());
     }
-    let seconds: u64 = match args.iter().position(|a| a == "--seconds") {
-        Some(i) => args.get(i + 1).map_or(Ok(20), |s| s.parse())?,
-        None => 20,
-    };
-    let wanted: Vec<&str> = args
-        .iter()
-        .filter(|a| !a.starts_with("--") && a.parse::<u64>().is_err())
-        .map(String::as_str)
-        .collect();
+    let Args { seconds, targets } = args;
+    let root = root();
     // Panics are findings, not noise on the terminal.
     std::panic::set_hook(Box::new(|_| {}));
     let mut crashed = Vec::new();
     for (name, target) in TARGETS {
-        if !wanted.is_empty() && !wanted.contains(&name) {
+        if !targets.is_empty() && !targets.iter().any(|t| t == name) {
             continue;
         }
         let mut corpus = load_corpus(&root.join("fuzz/corpus").join(name));

@@ -284,7 +284,10 @@ pub fn verify(r: &VerifyReport) {
     }
     for c in &r.builtin {
         if let (true, Some(n)) = (c.ok, c.vector_count) {
-            println!("ok       {}  built-in backup, chain recovers to {n} vectors", c.id);
+            println!(
+                "ok       {}  built-in backup, chain recovers to {n} vectors",
+                c.id
+            );
         } else {
             let why: Vec<&str> = c.problems.iter().map(|p| p.message.as_str()).collect();
             println!("DAMAGED  {}  built-in backup\n  {}", c.id, why.join("; "));
