@@ -1,4 +1,4 @@
-//! Backups made by the engine's built-in tool (`../shared/fixtures/kyrodb-builtin-backups`):
+//! Backups made by the engine's built-in tool (`fixtures/kyrodb-builtin-backups`):
 //! listed beside ours, verified, restored to the states the engine recovered from them; damage
 //! and the missing-snapshot case refused with exit 3.
 

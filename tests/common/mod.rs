@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
 
-/// `../shared/fixtures` of the checkout.
+/// The repository's `fixtures/` directory.
 pub fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
 }
 
 /// Copies a fixture's `data/` into `dest` (created), with writable permissions.

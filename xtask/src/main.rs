@@ -133,7 +133,7 @@ fn recovered(dir: &Path) -> Result<serde_json::Value> {
 
 fn e2e() -> Result<()> {
     let bin = binary()?;
-    let fixtures = root().join("../shared/fixtures/kyrodb");
+    let fixtures = root().join("fixtures/kyrodb");
     let tmp = tempfile::tempdir()?;
     let mut failures = 0;
     for fixture in ["v4-basic", "v4-rotated", "v4-wal-only"] {
