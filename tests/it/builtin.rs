@@ -60,8 +60,7 @@ fn listed_beside_ours_verified_and_restored_to_the_engines_states() {
     copy_fixture_data("v4-wal-only", &data);
     let ours = create(&data, &dir, &[]);
     let out = kb()
-        .arg("--backup-dir")
-        .arg(&dir)
+        .backup_dir(&dir)
         .args(["list", "--format", "json"])
         .output()
         .unwrap();
@@ -79,14 +78,12 @@ fn listed_beside_ours_verified_and_restored_to_the_engines_states() {
     );
     assert_eq!(v[1]["format"], "builtin");
     assert_eq!(v[1]["parent_id"], FULL);
-    kb().arg("--backup-dir")
-        .arg(&dir)
+    kb().backup_dir(&dir)
         .arg("list")
         .assert()
         .success()
         .stdout(predicate::str::contains("Incremental (built-in)"));
-    kb().arg("--backup-dir")
-        .arg(&dir)
+    kb().backup_dir(&dir)
         .args(["verify", "--all"])
         .assert()
         .success();
@@ -95,17 +92,14 @@ fn listed_beside_ours_verified_and_restored_to_the_engines_states() {
         (INC, "expected-incremental.json"),
     ] {
         let target = tmp.path().join(format!("r-{id}"));
-        kb().arg("--backup-dir")
-            .arg(&dir)
-            .arg("--data-dir")
-            .arg(&target)
+        kb().backup_dir(&dir)
+            .data_dir(&target)
             .args(["restore", "--backup-id", &id[..8]])
             .assert()
             .success();
         assert_eq!(recovered_as_expected_json(&target), expected(want), "{id}");
     }
-    kb().arg("--backup-dir")
-        .arg(&dir)
+    kb().backup_dir(&dir)
         .args(["show", INC])
         .assert()
         .success()
@@ -121,8 +115,7 @@ fn a_damaged_archive_is_reported_and_refused() {
     let at = b.len() / 2;
     b[at] ^= 0x01;
     fs::write(&tar, b).unwrap();
-    kb().arg("--backup-dir")
-        .arg(&dir)
+    kb().backup_dir(&dir)
         .args(["verify", "--all"])
         .assert()
         .code(3)
@@ -130,10 +123,8 @@ fn a_damaged_archive_is_reported_and_refused() {
     let target = tmp.path().join("t");
     copy_fixture_data("v4-basic", &target);
     let before = tree(&target);
-    kb().arg("--backup-dir")
-        .arg(&dir)
-        .arg("--data-dir")
-        .arg(&target)
+    kb().backup_dir(&dir)
+        .data_dir(&target)
         .args(["restore", "--backup-id", INC])
         .env("BACKUP_ALLOW_CLEAR", "true")
         .assert()
@@ -145,8 +136,7 @@ fn a_damaged_archive_is_reported_and_refused() {
 fn a_missing_parent_is_reported() {
     let (_tmp, dir) = backups();
     fs::remove_file(dir.join(format!("backup_{FULL}.json"))).unwrap();
-    kb().arg("--backup-dir")
-        .arg(&dir)
+    kb().backup_dir(&dir)
         .args(["verify", INC])
         .assert()
         .code(3)
@@ -178,18 +168,15 @@ fn a_chain_whose_manifest_names_a_snapshot_no_archive_holds_is_refused_not_repro
             ("wal_1795529954728786.wal", wal),
         ],
     );
-    kb().arg("--backup-dir")
-        .arg(&dir)
+    kb().backup_dir(&dir)
         .args(["verify", id])
         .assert()
         .code(3)
         .stdout(predicate::str::contains("snapshot_1795529960000000.snap"))
         .stdout(predicate::str::contains("lose documents"));
     let target = tmp.path().join("t");
-    kb().arg("--backup-dir")
-        .arg(&dir)
-        .arg("--data-dir")
-        .arg(&target)
+    kb().backup_dir(&dir)
+        .data_dir(&target)
         .args(["restore", "--backup-id", id])
         .assert()
         .code(3)

@@ -29,18 +29,16 @@ fn env(fixture: &str) -> Env {
     }
 }
 
+/// Every chunk file: `chains/<chain>/chunks/<xx>/<hash>`.
 fn chunk_files(repo: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for chain in fs::read_dir(repo.join("chains")).unwrap() {
-        let chunks = chain.unwrap().path().join("chunks");
-        for sub in fs::read_dir(chunks).unwrap() {
-            for c in fs::read_dir(sub.unwrap().path()).unwrap() {
-                out.push(c.unwrap().path());
-            }
-        }
-    }
-    out.sort();
-    out
+    let chains = repo.join("chains");
+    walk(&chains)
+        .into_iter()
+        .filter(|p| {
+            p.strip_prefix(&chains).unwrap().components().nth(1)
+                == Some(std::path::Component::Normal("chunks".as_ref()))
+        })
+        .collect()
 }
 
 /// The chunk files of the repository's snapshot id lists (not data-dir bytes).
@@ -82,17 +80,14 @@ fn full_backup_of_every_fixture_restores_byte_identical_and_recovers_expected_st
         let size: usize = state.values().map(Vec::len).sum();
         assert_eq!(b["size_bytes"], size as u64);
 
-        kb().arg("--backup-dir")
-            .arg(&e.repo)
+        kb().backup_dir(&e.repo)
             .args(["verify", id])
             .assert()
             .success()
             .stdout(predicate::str::contains("ok"));
 
-        kb().arg("--backup-dir")
-            .arg(&e.repo)
-            .arg("--data-dir")
-            .arg(&e.target)
+        kb().backup_dir(&e.repo)
+            .data_dir(&e.target)
             .args(["restore", "--backup-id", id])
             .assert()
             .success();
@@ -148,8 +143,7 @@ fn unnamed_snapshots_and_foreign_files_are_skipped_and_reported() {
 fn list_json_is_newest_first_and_empty_is_an_array() {
     let e = env("v4-basic");
     fs::create_dir_all(&e.repo).unwrap();
-    kb().arg("--backup-dir")
-        .arg(&e.repo)
+    kb().backup_dir(&e.repo)
         .args(["list", "--format", "json"])
         .assert()
         .success()
@@ -158,8 +152,7 @@ fn list_json_is_newest_first_and_empty_is_an_array() {
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let b = create(&e.data, &e.repo, &[]);
     let out = kb()
-        .arg("--backup-dir")
-        .arg(&e.repo)
+        .backup_dir(&e.repo)
         .args(["list", "--format", "json"])
         .output()
         .unwrap();
@@ -177,10 +170,8 @@ fn list_json_is_newest_first_and_empty_is_an_array() {
 fn global_options_go_before_or_after_the_command_and_come_from_the_environment() {
     let e = env("v4-basic");
     kb().arg("create")
-        .arg("--data-dir")
-        .arg(&e.data)
-        .arg("--backup-dir")
-        .arg(&e.repo)
+        .data_dir(&e.data)
+        .backup_dir(&e.repo)
         .assert()
         .success();
     kb().env("KYRODB_BACKUP_DIR", &e.repo)
@@ -201,21 +192,18 @@ fn ids_can_be_abbreviated_to_eight_characters() {
     let e = env("v4-basic");
     let b = create(&e.data, &e.repo, &[]);
     let id = b["id"].as_str().unwrap();
-    kb().arg("--backup-dir")
-        .arg(&e.repo)
+    kb().backup_dir(&e.repo)
         .args(["show", &id[..8], "--format", "json"])
         .assert()
         .success()
         .stdout(predicate::str::contains(id));
-    kb().arg("--backup-dir")
-        .arg(&e.repo)
+    kb().backup_dir(&e.repo)
         .args(["show", &id[..7]])
         .assert()
         .code(1)
         .stderr(predicate::str::contains("at least 8 characters"))
         .stderr(predicate::str::contains("hint: run `kyrodb_backup list`"));
-    kb().arg("--backup-dir")
-        .arg(&e.repo)
+    kb().backup_dir(&e.repo)
         .args(["show", "ffffffff-ffff"])
         .assert()
         .code(1)
@@ -240,10 +228,8 @@ fn restore_over_a_non_empty_dir_needs_backup_allow_clear_and_checks_it_first() {
     let other = env("v4-rotated");
     let before = tree(&other.data);
     // Refused before any work: even the repository is not opened (a missing one is no excuse).
-    kb().arg("--backup-dir")
-        .arg(e.repo.join("nonexistent"))
-        .arg("--data-dir")
-        .arg(&other.data)
+    kb().backup_dir(e.repo.join("nonexistent"))
+        .data_dir(&other.data)
         .args(["restore", "--backup-id", id])
         .assert()
         .code(4)
@@ -251,10 +237,8 @@ fn restore_over_a_non_empty_dir_needs_backup_allow_clear_and_checks_it_first() {
         .stderr(predicate::str::contains(
             "hint: set BACKUP_ALLOW_CLEAR=true",
         ));
-    kb().arg("--backup-dir")
-        .arg(&e.repo)
-        .arg("--data-dir")
-        .arg(&other.data)
+    kb().backup_dir(&e.repo)
+        .data_dir(&other.data)
         .args(["restore", "--backup-id", id])
         .env("BACKUP_ALLOW_CLEAR", "false")
         .assert()
@@ -262,10 +246,8 @@ fn restore_over_a_non_empty_dir_needs_backup_allow_clear_and_checks_it_first() {
     assert_eq!(tree(&other.data), before);
 
     // Allowed: the target now holds exactly the backup, the old contents are gone.
-    kb().arg("--backup-dir")
-        .arg(&e.repo)
-        .arg("--data-dir")
-        .arg(&other.data)
+    kb().backup_dir(&e.repo)
+        .data_dir(&other.data)
         .args(["restore", "--backup-id", id])
         .env("BACKUP_ALLOW_CLEAR", "true")
         .assert()
@@ -286,10 +268,8 @@ fn keep_previous_keeps_the_old_contents_and_says_where() {
     let other = env("v4-rotated");
     let before = tree(&other.data);
     let out = kb()
-        .arg("--backup-dir")
-        .arg(&e.repo)
-        .arg("--data-dir")
-        .arg(&other.data)
+        .backup_dir(&e.repo)
+        .data_dir(&other.data)
         .args([
             "restore",
             "--keep-previous",
@@ -317,10 +297,8 @@ fn dry_run_changes_nothing() {
     let b = create(&e.data, &e.repo, &[]);
     let other = env("v4-rotated");
     let before = tree(&other.data);
-    kb().arg("--backup-dir")
-        .arg(&e.repo)
-        .arg("--data-dir")
-        .arg(&other.data)
+    kb().backup_dir(&e.repo)
+        .data_dir(&other.data)
         .args(["restore", "--dry-run", "--backup-id"])
         .arg(b["id"].as_str().unwrap())
         .env("BACKUP_ALLOW_CLEAR", "true")
@@ -328,10 +306,8 @@ fn dry_run_changes_nothing() {
         .success()
         .stdout(predicate::str::contains("would restore"));
     assert_eq!(tree(&other.data), before);
-    kb().arg("--backup-dir")
-        .arg(&e.repo)
-        .arg("--data-dir")
-        .arg(&e.target)
+    kb().backup_dir(&e.repo)
+        .data_dir(&e.target)
         .args(["restore", "--dry-run", "--backup-id"])
         .arg(b["id"].as_str().unwrap())
         .assert()
@@ -359,8 +335,7 @@ fn a_damaged_chunk_is_reported_by_verify_and_refused_by_restore_before_the_targe
         bad[at] ^= 0x40;
         fs::write(chunk, &bad).unwrap();
 
-        kb().arg("--backup-dir")
-            .arg(&e.repo)
+        kb().backup_dir(&e.repo)
             .args(["verify", "--all"])
             .assert()
             .code(3)
@@ -369,10 +344,8 @@ fn a_damaged_chunk_is_reported_by_verify_and_refused_by_restore_before_the_targe
 
         let other = env("v4-rotated");
         let before = tree(&other.data);
-        kb().arg("--backup-dir")
-            .arg(&e.repo)
-            .arg("--data-dir")
-            .arg(&other.data)
+        kb().backup_dir(&e.repo)
+            .data_dir(&other.data)
             .args(["restore", "--backup-id", id])
             .env("BACKUP_ALLOW_CLEAR", "true")
             .assert()
@@ -388,8 +361,7 @@ fn a_damaged_chunk_is_reported_by_verify_and_refused_by_restore_before_the_targe
     }
     // A deleted chunk and a damaged manifest are damage too.
     fs::remove_file(&chunks[0]).unwrap();
-    kb().arg("--backup-dir")
-        .arg(&e.repo)
+    kb().backup_dir(&e.repo)
         .args(["verify", "--format", "json", id])
         .assert()
         .code(3)
@@ -408,18 +380,15 @@ fn a_damaged_snapshot_id_list_is_reported_by_verify_and_refused_by_restore_but_n
     let end = bad.len() - 1;
     bad[end] ^= 0x01;
     fs::write(&list, &bad).unwrap();
-    kb().arg("--backup-dir")
-        .arg(&e.repo)
+    kb().backup_dir(&e.repo)
         .args(["verify", id])
         .assert()
         .code(3)
         .stdout(predicate::str::contains(".ids"));
     // The list is not written to the data dir, but every stored byte of a backup is checked
     // before a restore starts: a damaged backup is refused whole.
-    kb().arg("--backup-dir")
-        .arg(&e.repo)
-        .arg("--data-dir")
-        .arg(&e.target)
+    kb().backup_dir(&e.repo)
+        .data_dir(&e.target)
         .args(["restore", "--backup-id", id])
         .assert()
         .code(3)
@@ -433,8 +402,7 @@ fn a_damaged_snapshot_id_list_is_reported_by_verify_and_refused_by_restore_but_n
     );
     assert_eq!(inc["vector_count"], full["vector_count"]);
     fs::write(&list, &original).unwrap();
-    kb().arg("--backup-dir")
-        .arg(&e.repo)
+    kb().backup_dir(&e.repo)
         .args(["verify", id])
         .assert()
         .success();
@@ -456,8 +424,7 @@ fn a_damaged_manifest_is_reported() {
     bytes[at] ^= 0x01;
     fs::write(&mpath, bytes).unwrap();
     let out = kb()
-        .arg("--backup-dir")
-        .arg(&e.repo)
+        .backup_dir(&e.repo)
         .args(["verify", "--all", "--format", "json"])
         .output()
         .unwrap();
@@ -468,10 +435,8 @@ fn a_damaged_manifest_is_reported() {
         .as_str()
         .unwrap()
         .contains("checksum mismatch"));
-    kb().arg("--backup-dir")
-        .arg(&e.repo)
-        .arg("--data-dir")
-        .arg(&e.target)
+    kb().backup_dir(&e.repo)
+        .data_dir(&e.target)
         .args(["restore", "--backup-id", id])
         .assert()
         .code(3)
@@ -492,10 +457,8 @@ fn incremental_of_unchanged_data_stores_nothing_new_and_restores() {
     assert_eq!(inc["parent_id"], full["id"]);
     assert_eq!(inc["chain_id"], full["id"]);
     assert_eq!(inc["stored_bytes"], 0);
-    kb().arg("--backup-dir")
-        .arg(&e.repo)
-        .arg("--data-dir")
-        .arg(&e.target)
+    kb().backup_dir(&e.repo)
+        .data_dir(&e.target)
         .args(["restore", "--backup-id", inc["id"].as_str().unwrap()])
         .assert()
         .success();
@@ -511,10 +474,8 @@ fn a_locked_repository_is_refused_with_exit_4() {
         .open(e.repo.join("kyrodb-backup.lock"))
         .unwrap();
     fs2::FileExt::try_lock_exclusive(&lock).unwrap();
-    kb().arg("--backup-dir")
-        .arg(&e.repo)
-        .arg("--data-dir")
-        .arg(&e.data)
+    kb().backup_dir(&e.repo)
+        .data_dir(&e.data)
         .arg("create")
         .assert()
         .code(4)
@@ -547,10 +508,8 @@ fn restore_refuses_while_a_process_holds_data_dir_files_open() {
     .unwrap();
     let before = tree(&other.data);
     let assert = kb()
-        .arg("--backup-dir")
-        .arg(&e.repo)
-        .arg("--data-dir")
-        .arg(&other.data)
+        .backup_dir(&e.repo)
+        .data_dir(&other.data)
         .args(["restore", "--backup-id", b["id"].as_str().unwrap()])
         .env("BACKUP_ALLOW_CLEAR", "true")
         .assert();
@@ -568,25 +527,10 @@ fn repository_files_are_private() {
     use std::os::unix::fs::PermissionsExt;
     let e = env("v4-basic");
     create(&e.data, &e.repo, &[]);
-    let mut stack = vec![e.repo.clone()];
-    while let Some(dir) = stack.pop() {
-        assert_eq!(
-            fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
-            0o700,
-            "{dir:?}"
-        );
-        for entry in fs::read_dir(&dir).unwrap() {
-            let p = entry.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                assert_eq!(
-                    fs::metadata(&p).unwrap().permissions().mode() & 0o777,
-                    0o600,
-                    "{p:?}"
-                );
-            }
-        }
+    for p in walk_all(&e.repo) {
+        let m = fs::metadata(&p).unwrap();
+        let want = if m.is_dir() { 0o700 } else { 0o600 };
+        assert_eq!(m.permissions().mode() & 0o777, want, "{p:?}");
     }
 }
 
@@ -594,16 +538,14 @@ fn repository_files_are_private() {
 fn check_reports_the_newest_backup_age() {
     let e = env("v4-basic");
     fs::create_dir_all(&e.repo).unwrap();
-    kb().arg("--backup-dir")
-        .arg(&e.repo)
+    kb().backup_dir(&e.repo)
         .args(["check", "--max-age", "26h"])
         .assert()
         .code(3)
         .stdout(predicate::str::contains("ALERT: no backup"));
     let b = create(&e.data, &e.repo, &[]);
     let out = kb()
-        .arg("--backup-dir")
-        .arg(&e.repo)
+        .backup_dir(&e.repo)
         .args(["check", "--max-age", "26h", "--format", "json"])
         .output()
         .unwrap();
@@ -617,20 +559,16 @@ fn check_reports_the_newest_backup_age() {
 #[test]
 fn a_missing_data_dir_and_a_non_kyrodb_dir_fail_with_a_hint() {
     let e = env("v4-basic");
-    kb().arg("--backup-dir")
-        .arg(&e.repo)
-        .arg("--data-dir")
-        .arg(e.data.join("nope"))
+    kb().backup_dir(&e.repo)
+        .data_dir(e.data.join("nope"))
         .arg("create")
         .assert()
         .code(1)
         .stderr(predicate::str::contains("does not exist"))
         .stderr(predicate::str::contains("hint:"));
     fs::remove_file(e.data.join("MANIFEST")).unwrap();
-    kb().arg("--backup-dir")
-        .arg(&e.repo)
-        .arg("--data-dir")
-        .arg(&e.data)
+    kb().backup_dir(&e.repo)
+        .data_dir(&e.data)
         .arg("create")
         .assert()
         .code(1)
@@ -641,10 +579,8 @@ fn a_missing_data_dir_and_a_non_kyrodb_dir_fail_with_a_hint() {
 fn an_incremental_against_a_missing_reference_suggests_a_new_full_backup() {
     let e = env("v4-basic");
     create(&e.data, &e.repo, &[]);
-    kb().arg("--backup-dir")
-        .arg(&e.repo)
-        .arg("--data-dir")
-        .arg(&e.data)
+    kb().backup_dir(&e.repo)
+        .data_dir(&e.data)
         .args(["create", "--incremental", "--reference", "0123abcd-0000"])
         .assert()
         .code(1)
@@ -660,8 +596,7 @@ fn an_incremental_repairs_chain_chunks_that_went_missing_or_were_truncated() {
     fs::remove_file(&chunks[0]).unwrap();
     let bytes = fs::read(&chunks[1]).unwrap();
     fs::write(&chunks[1], &bytes[..bytes.len() / 2]).unwrap();
-    kb().arg("--backup-dir")
-        .arg(&e.repo)
+    kb().backup_dir(&e.repo)
         .args(["verify", full["id"].as_str().unwrap()])
         .assert()
         .code(3);
@@ -674,8 +609,7 @@ fn an_incremental_repairs_chain_chunks_that_went_missing_or_were_truncated() {
         inc["stored_bytes"].as_u64().unwrap() > 0,
         "the two chunks were written again"
     );
-    kb().arg("--backup-dir")
-        .arg(&e.repo)
+    kb().backup_dir(&e.repo)
         .args(["verify", "--all"])
         .assert()
         .success();
@@ -685,10 +619,8 @@ fn an_incremental_repairs_chain_chunks_that_went_missing_or_were_truncated() {
 fn verbose_adds_detail_and_quiet_silences_notes() {
     let e = env("v4-rotated");
     kb().arg("-v")
-        .arg("--backup-dir")
-        .arg(&e.repo)
-        .arg("--data-dir")
-        .arg(&e.data)
+        .backup_dir(&e.repo)
+        .data_dir(&e.data)
         .arg("create")
         .assert()
         .success()
@@ -709,10 +641,8 @@ fn verbose_adds_detail_and_quiet_silences_notes() {
     )
     .unwrap();
     kb().arg("-q")
-        .arg("--backup-dir")
-        .arg(&e.repo)
-        .arg("--data-dir")
-        .arg(&e.data)
+        .backup_dir(&e.repo)
+        .data_dir(&e.data)
         .arg("create")
         .assert()
         .success()

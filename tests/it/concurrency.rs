@@ -10,11 +10,7 @@ use crate::support::*;
 
 fn spawn(args: &[&str], repo: &Path, data: &Path, allow_clear: bool) -> Child {
     let mut c = kb_process();
-    c.arg("--backup-dir")
-        .arg(repo)
-        .arg("--data-dir")
-        .arg(data)
-        .args(args);
+    c.backup_dir(repo).data_dir(data).args(args);
     if allow_clear {
         c.env("BACKUP_ALLOW_CLEAR", "true");
     }
@@ -77,8 +73,7 @@ fn creates_restores_and_prunes_at_once_serialise_or_refuse() {
                 "round {round}: restore completed"
             );
         }
-        kb().arg("--backup-dir")
-            .arg(&repo)
+        kb().backup_dir(&repo)
             .args(["verify", "--all"])
             .assert()
             .success();
@@ -86,29 +81,19 @@ fn creates_restores_and_prunes_at_once_serialise_or_refuse() {
     eprintln!("concurrent pairs (exit codes): {outcomes:?}");
 }
 
+/// `dir` and everything under it: (path, permission bits, is a directory).
 fn modes_under(dir: &Path) -> Vec<(String, u32, bool)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        out.push((
-            d.display().to_string(),
-            fs::metadata(&d).unwrap().permissions().mode() & 0o777,
-            true,
-        ));
-        for e in fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push((
-                    p.display().to_string(),
-                    fs::metadata(&p).unwrap().permissions().mode() & 0o777,
-                    false,
-                ));
-            }
-        }
-    }
-    out
+    walk_all(dir)
+        .into_iter()
+        .map(|p| {
+            let m = fs::metadata(&p).unwrap();
+            (
+                p.display().to_string(),
+                m.permissions().mode() & 0o777,
+                m.is_dir(),
+            )
+        })
+        .collect()
 }
 
 fn with_umask(umask: &str, args: &[&str], repo: &Path, data: &Path) {
@@ -117,10 +102,8 @@ fn with_umask(umask: &str, args: &[&str], repo: &Path, data: &Path) {
         .arg("-c")
         .arg(format!("umask {umask} && exec \"$0\" \"$@\""))
         .arg(bin)
-        .arg("--backup-dir")
-        .arg(repo)
-        .arg("--data-dir")
-        .arg(data)
+        .backup_dir(repo)
+        .data_dir(data)
         .args(args)
         .env_remove("BACKUP_ALLOW_CLEAR")
         .stdout(Stdio::null())
@@ -153,8 +136,7 @@ fn repository_permissions_hold_whatever_the_umask_and_restores_get_the_engines()
         // Restored files get what the engine's own files get: the default modes under the umask.
         let list: serde_json::Value = serde_json::from_slice(
             &kb()
-                .arg("--backup-dir")
-                .arg(&repo)
+                .backup_dir(&repo)
                 .args(["list", "--format", "json"])
                 .output()
                 .unwrap()

@@ -58,23 +58,9 @@ fn pristine() -> Pristine {
     }
 }
 
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(files_under(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out.sort();
-    out
-}
-
 /// Every case: (file relative to the repository, damage).
 fn cases(repo: &Path) -> Vec<(PathBuf, Damage)> {
-    let files: Vec<PathBuf> = files_under(repo)
+    let files: Vec<PathBuf> = walk(repo)
         .into_iter()
         .filter(|p| !p.ends_with("kyrodb-backup.lock"))
         .collect();
@@ -234,8 +220,7 @@ fn every_damage_to_stored_files_is_reported_by_verify_and_refused_by_restore() {
         let hit = affected(&repo, rel, damage, &p.backups);
         apply(&repo, rel, damage);
         let out = kb()
-            .arg("--backup-dir")
-            .arg(&repo)
+            .backup_dir(&repo)
             .args(["verify", "--all"])
             .output()
             .unwrap();
@@ -263,10 +248,8 @@ fn every_damage_to_stored_files_is_reported_by_verify_and_refused_by_restore() {
             copy_fixture_data("v4-wal-only", &target);
             let before = tree(&target);
             let out = kb()
-                .arg("--backup-dir")
-                .arg(&repo)
-                .arg("--data-dir")
-                .arg(&target)
+                .backup_dir(&repo)
+                .data_dir(&target)
                 .args(["restore", "--backup-id", id])
                 .env("BACKUP_ALLOW_CLEAR", "true")
                 .output()

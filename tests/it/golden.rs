@@ -20,8 +20,7 @@ fn a_golden_file_passes_on_the_restore_and_catches_a_wrong_metric_or_vector() {
     let repo = tmp.path().join("backups");
     let golden = tmp.path().join("golden.json");
     copy_fixture_data("v4-basic", &data);
-    kb().arg("--data-dir")
-        .arg(&data)
+    kb().data_dir(&data)
         .args(["golden", "create", "--queries", "20", "--k", "5", "--out"])
         .arg(&golden)
         .assert()
@@ -49,15 +48,12 @@ fn a_golden_file_passes_on_the_restore_and_catches_a_wrong_metric_or_vector() {
     }
     let b = create(&data, &repo, &[]);
     let restored = tmp.path().join("restored");
-    kb().arg("--backup-dir")
-        .arg(&repo)
-        .arg("--data-dir")
-        .arg(&restored)
+    kb().backup_dir(&repo)
+        .data_dir(&restored)
         .args(["restore", "--backup-id", b["id"].as_str().unwrap()])
         .assert()
         .success();
-    kb().arg("--data-dir")
-        .arg(&restored)
+    kb().data_dir(&restored)
         .args(["golden", "check"])
         .arg(&golden)
         .assert()
@@ -72,8 +68,7 @@ fn a_golden_file_passes_on_the_restore_and_catches_a_wrong_metric_or_vector() {
     let mut bytes = Vec::new();
     s.write(&mut bytes).unwrap();
     fs::write(&snap, &bytes).unwrap();
-    kb().arg("--data-dir")
-        .arg(&restored)
+    kb().data_dir(&restored)
         .args(["golden", "check"])
         .arg(&golden)
         .assert()
@@ -97,8 +92,7 @@ fn a_golden_file_passes_on_the_restore_and_catches_a_wrong_metric_or_vector() {
     s.write(&mut bytes).unwrap();
     fs::write(&snap, &bytes).unwrap();
     let out = kb()
-        .arg("--data-dir")
-        .arg(&restored)
+        .data_dir(&restored)
         .args(["golden", "check", "--format", "json"])
         .arg(&golden)
         .output()
@@ -115,15 +109,13 @@ fn a_dir_without_a_metric_needs_distance() {
     let data = tmp.path().join("data");
     copy_fixture_data("v4-wal-only", &data);
     let out = tmp.path().join("g.json");
-    kb().arg("--data-dir")
-        .arg(&data)
+    kb().data_dir(&data)
         .args(["golden", "create", "--queries", "3", "--k", "2", "--out"])
         .arg(&out)
         .assert()
         .code(1)
         .stderr(predicate::str::contains("hint: pass --distance"));
-    kb().arg("--data-dir")
-        .arg(&data)
+    kb().data_dir(&data)
         .args([
             "golden",
             "create",
@@ -138,8 +130,7 @@ fn a_dir_without_a_metric_needs_distance() {
         .arg(&out)
         .assert()
         .success();
-    kb().arg("--data-dir")
-        .arg(&data)
+    kb().data_dir(&data)
         .args(["golden", "check"])
         .arg(&out)
         .assert()

@@ -50,15 +50,7 @@ impl Hostile {
         fs::write(self.manifest_path(), encode_manifest(m).unwrap()).unwrap();
     }
     fn chunks(&self) -> Vec<PathBuf> {
-        let mut v = Vec::new();
-        let dir = self.repo.join("chains").join(&self.id).join("chunks");
-        for sub in fs::read_dir(dir).unwrap() {
-            for c in fs::read_dir(sub.unwrap().path()).unwrap() {
-                v.push(c.unwrap().path());
-            }
-        }
-        v.sort();
-        v
+        walk(&self.repo.join("chains").join(&self.id).join("chunks"))
     }
     /// Restore must refuse, leave the target as it was, and write nothing beside it.
     fn restore_refused(&self, expect: &str) {
@@ -66,10 +58,8 @@ impl Hostile {
         copy_fixture_data("v4-wal-only", &target);
         let before = tree(&target);
         let outside_before = names(self.tmp.path());
-        kb().arg("--backup-dir")
-            .arg(&self.repo)
-            .arg("--data-dir")
-            .arg(&target)
+        kb().backup_dir(&self.repo)
+            .data_dir(&target)
             .args(["restore", "--backup-id", &self.id])
             .env("BACKUP_ALLOW_CLEAR", "true")
             .assert()
@@ -84,8 +74,7 @@ impl Hostile {
         fs::remove_dir_all(&target).unwrap();
     }
     fn verify_fails(&self, expect: &str) {
-        kb().arg("--backup-dir")
-            .arg(&self.repo)
+        kb().backup_dir(&self.repo)
             .args(["verify", "--all"])
             .assert()
             .code(3)
@@ -159,10 +148,8 @@ fn symlinks_in_place_of_chunks_manifests_or_directories_are_refused() {
         fs::read(r.data.join("MANIFEST")).unwrap(),
     )
     .unwrap();
-    kb().arg("--backup-dir")
-        .arg(&r.repo)
-        .arg("--data-dir")
-        .arg(&r.data)
+    kb().backup_dir(&r.repo)
+        .data_dir(&r.data)
         .args(["create", "--incremental", "--reference", "latest"])
         .assert()
         .failure()

@@ -78,10 +78,8 @@ fn assert_verifies_and_restores(repo: &Repository, repo_dir: &Path, data: &Path,
     let check = verify_backup(repo, &b, &NoProgress);
     assert!(check.ok, "{id}: {:?}", check.problems);
     let target = repo_dir.with_file_name(format!("restored-{id}"));
-    kb().arg("--backup-dir")
-        .arg(repo_dir)
-        .arg("--data-dir")
-        .arg(&target)
+    kb().backup_dir(repo_dir)
+        .data_dir(&target)
         .args(["restore", "--backup-id", id])
         .assert()
         .success();

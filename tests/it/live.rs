@@ -23,10 +23,8 @@ fn recovered(dir: &Path) -> (FullState, u64) {
 }
 
 fn restore(repo: &Path, target: &Path, what: &[&str]) -> std::process::Output {
-    kb().arg("--backup-dir")
-        .arg(repo)
-        .arg("--data-dir")
-        .arg(target)
+    kb().backup_dir(repo)
+        .data_dir(target)
         .arg("restore")
         .args(what)
         .args(["--format", "json"])
@@ -142,8 +140,7 @@ fn a_chain_over_an_evolving_fixture_with_a_snapshot_and_compaction_between_backu
 
     // show names the gap.
     let out = kb()
-        .arg("--backup-dir")
-        .arg(&repo)
+        .backup_dir(&repo)
         .args(["show", "--format", "json", b3["id"].as_str().unwrap()])
         .output()
         .unwrap();

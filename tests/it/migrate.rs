@@ -31,8 +31,7 @@ fn state(dir: &Path) -> FullState {
 }
 
 fn migrate(dir: &Path, extra: &[&str]) -> std::process::Output {
-    kb().arg("--data-dir")
-        .arg(dir)
+    kb().data_dir(dir)
         .args(["migrate", "--format", "json"])
         .args(extra)
         .output()
@@ -143,8 +142,7 @@ fn dry_run_reports_the_evidence_and_changes_nothing() {
     let dir = tmp.path().join("data");
     legacy_dir(&dir, "snapshot_v2.snap", "wal_v2.wal");
     let before = tree(&dir);
-    kb().arg("--data-dir")
-        .arg(&dir)
+    kb().data_dir(&dir)
         .args(["migrate", "--dry-run"])
         .assert()
         .success()
@@ -170,23 +168,19 @@ fn a_backup_of_a_legacy_dir_records_an_unknown_metric_and_restores_migrated() {
     let b = create(&dir, &repo, &[]);
     assert_eq!(b["distance"], serde_json::Value::Null);
     assert_eq!(b["snapshot"]["version"], 2);
-    kb().arg("--backup-dir")
-        .arg(&repo)
+    kb().backup_dir(&repo)
         .arg("list")
         .assert()
         .success()
         .stdout(predicate::str::contains("unknown"));
-    kb().arg("--backup-dir")
-        .arg(&repo)
+    kb().backup_dir(&repo)
         .args(["show", b["id"].as_str().unwrap()])
         .assert()
         .success()
         .stdout(predicate::str::contains("metric unknown"));
     let target = tmp.path().join("restored");
-    kb().arg("--backup-dir")
-        .arg(&repo)
-        .arg("--data-dir")
-        .arg(&target)
+    kb().backup_dir(&repo)
+        .data_dir(&target)
         .args([
             "restore",
             "--distance",
@@ -217,10 +211,8 @@ fn restore_distance_contradicting_a_stored_metric_is_refused_before_any_work() {
     copy_fixture_data("v4-basic", &data);
     let b = create(&data, &repo, &[]);
     let target = tmp.path().join("restored");
-    kb().arg("--backup-dir")
-        .arg(&repo)
-        .arg("--data-dir")
-        .arg(&target)
+    kb().backup_dir(&repo)
+        .data_dir(&target)
         .args([
             "restore",
             "--distance",
@@ -233,10 +225,8 @@ fn restore_distance_contradicting_a_stored_metric_is_refused_before_any_work() {
         .stderr(predicate::str::contains("contradicts the metric cosine"));
     assert!(!target.exists());
     // The same metric is fine (nothing to migrate).
-    kb().arg("--backup-dir")
-        .arg(&repo)
-        .arg("--data-dir")
-        .arg(&target)
+    kb().backup_dir(&repo)
+        .data_dir(&target)
         .args([
             "restore",
             "--distance",

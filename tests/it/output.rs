@@ -101,7 +101,8 @@ fn output_of_every_command() {
         )
     );
     let list = kb()
-        .args(["--backup-dir", r, "list", "--format", "json"])
+        .backup_dir(r)
+        .args(["list", "--format", "json"])
         .output()
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();

@@ -11,10 +11,8 @@ fn restore_at(
     t: &str,
     extra: &[&str],
 ) -> std::process::Output {
-    kb().arg("--backup-dir")
-        .arg(repo)
-        .arg("--data-dir")
-        .arg(target)
+    kb().backup_dir(repo)
+        .data_dir(target)
         .args(["restore", "--format", "json", "--point-in-time", t])
         .args(extra)
         .output()

@@ -4,8 +4,6 @@
 //! MANIFEST rewritten), and rewrites the MANIFEST atomically (tmp, fsync, rename, dir fsync).
 //! It keeps the log of every write so tests can compute the state after any prefix of it.
 
-#![allow(dead_code)]
-
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -247,11 +245,6 @@ impl Engine {
         }
         self.segments.push(active);
         self.write_manifest();
-    }
-
-    /// Current sequence number.
-    pub fn seq(&self) -> u64 {
-        self.seq
     }
 }
 

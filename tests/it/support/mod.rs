@@ -1,7 +1,5 @@
 //! Shared helpers of the CLI tests: fixture copies, running the binary, comparing trees.
 
-#![allow(dead_code)]
-
 pub mod engine;
 
 use std::collections::BTreeMap;
@@ -23,41 +21,115 @@ pub fn copy_fixture_data(fixture: &str, dest: &Path) {
 /// Copies a directory tree (files only), making the copies writable.
 pub fn copy_dir(src: &Path, dest: &Path) {
     fs::create_dir_all(dest).unwrap();
-    for e in fs::read_dir(src).unwrap() {
-        let e = e.unwrap();
-        let to = dest.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to);
+    for p in walk_all(src) {
+        let to = dest.join(p.strip_prefix(src).unwrap());
+        if is_dir(&p) {
+            fs::create_dir_all(&to).unwrap();
         } else {
-            fs::write(&to, fs::read(e.path()).unwrap()).unwrap();
+            fs::write(&to, fs::read(&p).unwrap()).unwrap();
         }
     }
 }
 
 /// Every file under `dir` with its bytes (relative paths).
 pub fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    if !dir.exists() {
-        return out;
+    walk(dir)
+        .into_iter()
+        .map(|p| {
+            let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+            let bytes = fs::read(&p).unwrap();
+            (rel, bytes)
+        })
+        .collect()
+}
+
+/// Every file under `dir`, at any depth, sorted (none when `dir` does not exist).
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    walk_all(dir).into_iter().filter(|p| !is_dir(p)).collect()
+}
+
+/// `dir` itself and every directory and file under it, sorted (none when `dir` does not
+/// exist). Symbolic links are listed, not followed.
+pub fn walk_all(dir: &Path) -> Vec<PathBuf> {
+    fn visit(dir: &Path, out: &mut Vec<PathBuf>) {
+        out.push(dir.to_path_buf());
+        for e in fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                visit(&e.path(), out);
+            } else {
+                out.push(e.path());
+            }
+        }
     }
-    for e in walk(dir) {
-        let rel = e.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
-        out.insert(rel, fs::read(&e).unwrap());
+    let mut out = Vec::new();
+    if dir.is_dir() {
+        visit(dir, &mut out);
     }
+    out.sort();
     out
 }
 
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut v = Vec::new();
-    for e in fs::read_dir(dir).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            v.extend(walk(&e.path()));
+/// A directory itself, not a link to one.
+fn is_dir(p: &Path) -> bool {
+    fs::symlink_metadata(p).unwrap().is_dir()
+}
+
+/// The tests' one source of pseudo-random numbers: xorshift64 (13, 7, 17), deterministic for
+/// a seed, so that a failing round can be replayed.
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator started at `seed` (0, which xorshift cannot leave, is replaced).
+    pub fn new(seed: u64) -> Self {
+        Rng(if seed == 0 {
+            0x2545_F491_4F6C_DD1D
         } else {
-            v.push(e.path());
-        }
+            seed
+        })
     }
-    v
+
+    /// The next 64 pseudo-random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A number in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: u64) -> u64 {
+        assert!(n > 0, "Rng::below(0)");
+        self.next_u64() % n
+    }
+}
+
+/// The directory options every command takes, for `assert_cmd::Command` and
+/// `std::process::Command` alike: `kb().data_dir(&data).backup_dir(&repo).args([...])` runs
+/// `kyrodb_backup --data-dir DATA --backup-dir REPO ...` (the options in the order called).
+pub trait DirArgs {
+    /// Adds `--data-dir DIR`.
+    fn data_dir(&mut self, dir: impl AsRef<Path>) -> &mut Self;
+    /// Adds `--backup-dir DIR`.
+    fn backup_dir(&mut self, dir: impl AsRef<Path>) -> &mut Self;
+}
+
+impl DirArgs for Command {
+    fn data_dir(&mut self, dir: impl AsRef<Path>) -> &mut Self {
+        self.arg("--data-dir").arg(dir.as_ref())
+    }
+    fn backup_dir(&mut self, dir: impl AsRef<Path>) -> &mut Self {
+        self.arg("--backup-dir").arg(dir.as_ref())
+    }
+}
+
+impl DirArgs for std::process::Command {
+    fn data_dir(&mut self, dir: impl AsRef<Path>) -> &mut Self {
+        self.arg("--data-dir").arg(dir.as_ref())
+    }
+    fn backup_dir(&mut self, dir: impl AsRef<Path>) -> &mut Self {
+        self.arg("--backup-dir").arg(dir.as_ref())
+    }
 }
 
 /// The binary, with a clean environment for the variables it reads.
@@ -72,10 +144,8 @@ pub fn kb() -> Command {
 /// Runs `create` and returns the backup object it printed.
 pub fn create(data: &Path, repo: &Path, extra: &[&str]) -> serde_json::Value {
     let out = kb()
-        .arg("--data-dir")
-        .arg(data)
-        .arg("--backup-dir")
-        .arg(repo)
+        .data_dir(data)
+        .backup_dir(repo)
         .args(["create", "--format", "json"])
         .args(extra)
         .output()
