@@ -7,16 +7,23 @@
 //! - `/backups` is a repository with a full and an incremental backup of the data dir;
 //! - `golden.json` (of the data dir) and `golden-legacy.json` (of the legacy dir, euclidean)
 //!   are in the working directory;
-//! - `<ID>` is the id of the newest backup when the line runs; `systemctl` is a no-op and
-//!   `aws s3 sync` copies between the sandbox and a local stand-in for the bucket;
+//! - `<ID>` is the id of the newest backup when the line runs (read from `list --format json`
+//!   with grep and cut, so the harness needs no jq); `systemctl` is a no-op and `aws s3 sync`
+//!   copies between the sandbox and a local stand-in for the bucket;
+//! - `jq` is a recorder that keeps the JSON piped into it and its arguments, then runs the
+//!   machine's real jq if there is one (see [`JQ`]);
 //! - lines that build the tool (`cargo build ...`) are skipped: the test runs the binary cargo
 //!   built for it.
 //!
-//! A block passes when bash runs it with `set -euo pipefail` and exits 0.
+//! A block passes when bash runs it with `set -euo pipefail` and exits 0, and every `| jq`
+//! in it was reached, was fed one JSON document, and its filter finds what it names in that
+//! document (checked here with `serde_json`, jq or not).
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
 
 use crate::support::*;
 
@@ -66,8 +73,7 @@ fn sandbox() -> Sandbox {
             vec!["--distance", "euclidean"],
         ),
     ] {
-        kb().arg("--data-dir")
-            .arg(dir)
+        kb().data_dir(dir)
             .args(["golden", "create", "--queries", "5", "--k", "3", "--out"])
             .arg(root.join(out))
             .args(extra)
@@ -82,6 +88,8 @@ fn sandbox() -> Sandbox {
     )
     .unwrap();
     write_exe(&bin.join("systemctl"), "#!/bin/sh\necho \"systemctl $*\"\n");
+    write_exe(&bin.join("jq"), JQ);
+    fs::create_dir_all(root.join("jq-record")).unwrap();
     write_exe(
         &bin.join("aws"),
         &format!(
@@ -95,6 +103,167 @@ fn sandbox() -> Sandbox {
     Sandbox { _tmp: tmp, root }
 }
 
+/// The sandbox's `jq`: it records its arguments and the JSON piped into it (for
+/// [`check_jq_uses`]), then hands that JSON to the machine's real jq when there is one, so a
+/// guide line prints what it prints for an operator. Without jq (no jq on the test machine's
+/// PATH) nothing runs the filter: the pipeline before `| jq` still runs, its output is
+/// recorded, and [`check_jq_uses`] checks that it is one JSON document in which the filter's
+/// path exists; the line then prints nothing. No guide line uses jq's output as input to
+/// another command, so the rest of the block runs the same either way.
+const JQ: &str = r#"#!/bin/sh
+f="$KB_JQ_RECORD/$$"
+printf '%s\n' "$@" > "$f.args"
+if [ -n "$KB_REAL_JQ" ]; then
+    tee "$f.json" | "$KB_REAL_JQ" "$@"
+else
+    cat > "$f.json"
+fi
+"#;
+
+/// The machine's jq, if it has one on PATH.
+fn real_jq() -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join("jq"))
+        .find(|p| {
+            p.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// Checks every `| jq FILTER` of `script` after it ran: each was reached (one recording per
+/// use), was fed exactly one JSON document, and `FILTER` finds what it names in it. Returns
+/// how many were checked.
+fn check_jq_uses(script: &str, s: &Sandbox, what: &str) -> usize {
+    let uses = script
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .map(|l| l.matches("| jq ").count())
+        .sum::<usize>();
+    let dir = s.root.join("jq-record");
+    let mut recorded: Vec<PathBuf> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "args"))
+        .collect();
+    recorded.sort();
+    assert_eq!(
+        recorded.len(),
+        uses,
+        "docs/guide.md {what}: {uses} uses of jq, {} ran",
+        recorded.len()
+    );
+    for args in &recorded {
+        let args_text = fs::read_to_string(args).unwrap();
+        let filter = args_text
+            .lines()
+            .find(|a| !a.starts_with('-'))
+            .unwrap_or_else(|| panic!("docs/guide.md {what}: jq without a filter"));
+        let input = fs::read(args.with_extension("json")).unwrap();
+        let doc: Value = serde_json::from_slice(&input).unwrap_or_else(|e| {
+            panic!(
+                "docs/guide.md {what}: jq {filter} was fed no JSON document ({e}):\n{}",
+                String::from_utf8_lossy(&input)
+            )
+        });
+        if let Err(e) = jq_eval(filter, doc) {
+            panic!("docs/guide.md {what}: jq {filter}: {e}");
+        }
+    }
+    uses
+}
+
+/// One step of a jq path.
+enum Step {
+    /// `.name`
+    Key(String),
+    /// `[n]`
+    Index(usize),
+    /// `[]`
+    Each,
+}
+
+/// Evaluates the jq filters the guide uses, stricter than jq: stages joined by `|`, each a path
+/// (`.`, `.a`, `.a.b`, `.[0]`, `.a[]`, ...) or an object of keys (`{id, reasons}`), where
+/// every key and index must exist. A filter of another form is an error: the guide gained a
+/// filter this check does not understand (extend it).
+fn jq_eval(filter: &str, input: Value) -> Result<Vec<Value>, String> {
+    let mut values = vec![input];
+    for stage in filter.split('|').map(str::trim) {
+        if let Some(keys) = stage.strip_prefix('{').and_then(|k| k.strip_suffix('}')) {
+            let keys: Vec<&str> = keys.split(',').map(str::trim).collect();
+            values = values
+                .into_iter()
+                .map(|v| {
+                    keys.iter()
+                        .map(|k| match v.get(*k) {
+                            Some(x) => Ok(((*k).to_string(), x.clone())),
+                            None => Err(format!("no key {k:?} in {v}")),
+                        })
+                        .collect::<Result<serde_json::Map<_, _>, _>>()
+                        .map(Value::Object)
+                })
+                .collect::<Result<_, _>>()?;
+            continue;
+        }
+        for step in parse_path(stage)? {
+            let mut next = Vec::new();
+            for v in values {
+                match &step {
+                    Step::Key(k) => next.push(
+                        v.get(k)
+                            .cloned()
+                            .ok_or_else(|| format!("no key {k:?} in {v}"))?,
+                    ),
+                    Step::Index(i) => next.push(
+                        v.get(i)
+                            .cloned()
+                            .ok_or_else(|| format!("no element {i} in {v}"))?,
+                    ),
+                    Step::Each => match v {
+                        Value::Array(a) => next.extend(a),
+                        Value::Object(o) => next.extend(o.into_iter().map(|(_, x)| x)),
+                        other => return Err(format!("cannot iterate over {other}")),
+                    },
+                }
+            }
+            values = next;
+        }
+    }
+    Ok(values)
+}
+
+/// The steps of a path such as `.kept[]` or `.[0].id`.
+fn parse_path(path: &str) -> Result<Vec<Step>, String> {
+    let unknown = || format!("{path:?} is not a filter this check understands");
+    let mut steps = Vec::new();
+    let mut rest = path.strip_prefix('.').ok_or_else(unknown)?;
+    loop {
+        let key_len = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len());
+        if key_len > 0 {
+            steps.push(Step::Key(rest[..key_len].to_string()));
+            rest = &rest[key_len..];
+        }
+        while let Some(inner) = rest.strip_prefix('[') {
+            let (index, after) = inner.split_once(']').ok_or_else(unknown)?;
+            steps.push(if index.is_empty() {
+                Step::Each
+            } else {
+                Step::Index(index.parse().map_err(|_| unknown())?)
+            });
+            rest = after;
+        }
+        if rest.is_empty() {
+            return Ok(steps);
+        }
+        rest = rest.strip_prefix('.').ok_or_else(unknown)?;
+        if rest.is_empty() || rest.starts_with('.') {
+            return Err(unknown());
+        }
+    }
+}
+
 fn localise(script: &str, s: &Sandbox) -> String {
     let r = s.root.display().to_string();
     script
@@ -105,7 +274,10 @@ fn localise(script: &str, s: &Sandbox) -> String {
                 .replace(" /backups", &format!(" {r}/backups"))
                 .replace(
                     "<ID>",
-                    &format!("$(kyrodb_backup list --backup-dir {r}/backups --format json | jq -r '.[0].id')"),
+                    &format!(
+                        "$(kyrodb_backup list --backup-dir {r}/backups --format json \
+                         | grep -m1 '\"id\"' | cut -d'\"' -f4)"
+                    ),
                 )
         })
         .collect::<Vec<_>>()
@@ -123,6 +295,8 @@ fn run(script: &str, s: &Sandbox) -> std::process::Output {
         .arg(format!("set -euo pipefail\n{script}"))
         .current_dir(&s.root)
         .env("PATH", path)
+        .env("KB_JQ_RECORD", s.root.join("jq-record"))
+        .env("KB_REAL_JQ", real_jq().unwrap_or_default())
         .env_remove("KYRODB_DATA_DIR")
         .env_remove("KYRODB_BACKUP_DIR")
         .env_remove("BACKUP_ALLOW_CLEAR")
@@ -143,9 +317,11 @@ fn every_shell_block_and_cron_line_of_the_guide_runs() {
     );
     assert!(!cron.is_empty(), "the guide has a crontab");
     let mut ran = 0;
+    let mut jq_checked = 0;
     for (line, block) in &sh {
         let s = sandbox();
-        let out = run(&localise(block, &s), &s);
+        let script = localise(block, &s);
+        let out = run(&script, &s);
         assert!(
             out.status.success(),
             "docs/guide.md block at line {line} failed ({}):\n{block}\nstdout:\n{}\nstderr:\n{}",
@@ -153,6 +329,7 @@ fn every_shell_block_and_cron_line_of_the_guide_runs() {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+        jq_checked += check_jq_uses(&script, &s, &format!("block at line {line}"));
         ran += 1;
     }
     for (line, block) in &cron {
@@ -163,14 +340,59 @@ fn every_shell_block_and_cron_line_of_the_guide_runs() {
             // Five schedule fields, then the command as cron's sh runs it (`\%` is `%`).
             let command: String = entry.splitn(6, ' ').nth(5).unwrap().replace("\\%", "%");
             let s = sandbox();
-            let out = run(&localise(&command, &s), &s);
+            let script = localise(&command, &s);
+            let out = run(&script, &s);
             assert!(
                 out.status.success(),
                 "docs/guide.md crontab at line {line}: {entry}\nstderr:\n{}",
                 String::from_utf8_lossy(&out.stderr)
             );
+            jq_checked += check_jq_uses(&script, &s, &format!("crontab at line {line}"));
             ran += 1;
         }
     }
-    eprintln!("docs: {ran} blocks and cron lines ran");
+    assert!(jq_checked > 0, "the guide's jq lines were checked");
+    eprintln!(
+        "docs: {ran} blocks and cron lines ran, {jq_checked} jq filters checked ({})",
+        match real_jq() {
+            Some(jq) => format!("and run by {}", jq.display()),
+            None => "no jq on PATH: JSON and paths checked here only".into(),
+        }
+    );
+}
+
+#[test]
+fn the_check_of_jq_filters_finds_what_they_name_and_nothing_else() {
+    let doc = serde_json::json!({
+        "ok": true,
+        "age_seconds": 12,
+        "kept": [{"id": "a", "reasons": ["newest"], "x": 1}, {"id": "b", "reasons": []}],
+    });
+    let list = serde_json::json!([{"id": "newest"}, {"id": "older"}]);
+    assert_eq!(jq_eval(".[0].id", list.clone()).unwrap(), ["newest"]);
+    assert_eq!(jq_eval(".ok", doc.clone()).unwrap(), [true]);
+    assert_eq!(jq_eval(".age_seconds", doc.clone()).unwrap(), [12]);
+    assert_eq!(
+        jq_eval(".kept[] | {id, reasons}", doc.clone()).unwrap(),
+        [
+            serde_json::json!({"id": "a", "reasons": ["newest"]}),
+            serde_json::json!({"id": "b", "reasons": []}),
+        ]
+    );
+    assert_eq!(jq_eval(".", list.clone()).unwrap(), vec![list.clone()]);
+    for (filter, input) in [
+        (".[2].id", &list),
+        (".[0].name", &list),
+        (".nope", &doc),
+        (".kept[] | {id, why}", &doc),
+        (".ok[]", &doc),
+        ("select(.ok)", &doc),
+        (".kept | length", &doc),
+        ("..", &doc),
+    ] {
+        assert!(
+            jq_eval(filter, input.clone()).is_err(),
+            "{filter} should be refused"
+        );
+    }
 }
