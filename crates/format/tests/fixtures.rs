@@ -13,7 +13,7 @@ use kyrodb_backup_format::Error;
 use serde_json::Value;
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/kyrodb")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/kyrodb")
 }
 
 const V4: [&str; 3] = ["v4-basic", "v4-rotated", "v4-wal-only"];

@@ -1,0 +1,398 @@
+//! Runs every shell block and every cron line of `docs/guide.md`, so the guide cannot drift
+//! from the tool.
+//!
+//! Each ```sh block and each command of a ```crontab block runs in a fresh sandbox:
+//! - `/var/lib/kyrodb/data` is a copy of the `v4-basic` fixture, `/var/lib/kyrodb/legacy` a
+//!   legacy data dir (`LegacySnapshotV2` snapshot, W2 WAL, plain-text MANIFEST);
+//! - `/backups` is a repository with a full and an incremental backup of the data dir;
+//! - `golden.json` (of the data dir) and `golden-legacy.json` (of the legacy dir, euclidean)
+//!   are in the working directory;
+//! - `<ID>` is the id of the newest backup when the line runs (read from `list --format json`
+//!   with grep and cut, so the harness needs no jq); `systemctl` is a no-op and `aws s3 sync`
+//!   copies between the sandbox and a local stand-in for the bucket;
+//! - `jq` is a recorder that keeps the JSON piped into it and its arguments, then runs the
+//!   machine's real jq if there is one (see [`JQ`]);
+//! - lines that build the tool (`cargo build ...`) are skipped: the test runs the binary cargo
+//!   built for it.
+//!
+//! A block passes when bash runs it with `set -euo pipefail` and exits 0, and every `| jq`
+//! in it was reached, was fed one JSON document, and its filter finds what it names in that
+//! document (checked here with `serde_json`, jq or not).
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::support::*;
+
+fn blocks(markdown: &str, lang: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    let mut current: Option<(usize, String)> = None;
+    for (n, line) in markdown.lines().enumerate() {
+        let t = line.trim_start();
+        match &mut current {
+            None if t == format!("```{lang}") => current = Some((n + 1, String::new())),
+            Some(_) if t == "```" => out.push(current.take().unwrap()),
+            Some((_, body)) => {
+                body.push_str(t);
+                body.push('\n');
+            }
+            None => {}
+        }
+    }
+    out
+}
+
+fn write_exe(path: &Path, body: &str) {
+    fs::write(path, body).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+struct Sandbox {
+    _tmp: tempfile::TempDir,
+    root: std::path::PathBuf,
+}
+
+fn sandbox() -> Sandbox {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    let data = root.join("var/lib/kyrodb/data");
+    copy_fixture_data("v4-basic", &data);
+    let legacy = root.join("var/lib/kyrodb/legacy");
+    legacy_dir(&legacy, "snapshot_v2.snap", "wal_v2.wal");
+    let backups = root.join("backups");
+    create(&data, &backups, &[]);
+    create(&data, &backups, &["--incremental", "--reference", "latest"]);
+    for (dir, out, extra) in [
+        (&data, "golden.json", vec![]),
+        (
+            &legacy,
+            "golden-legacy.json",
+            vec!["--distance", "euclidean"],
+        ),
+    ] {
+        kb().data_dir(dir)
+            .args(["golden", "create", "--queries", "5", "--k", "3", "--out"])
+            .arg(root.join(out))
+            .args(extra)
+            .assert()
+            .success();
+    }
+    let bin = root.join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(
+        assert_cmd::cargo::cargo_bin("kyrodb_backup"),
+        bin.join("kyrodb_backup"),
+    )
+    .unwrap();
+    write_exe(&bin.join("systemctl"), "#!/bin/sh\necho \"systemctl $*\"\n");
+    write_exe(&bin.join("jq"), JQ);
+    fs::create_dir_all(root.join("jq-record")).unwrap();
+    write_exe(
+        &bin.join("aws"),
+        &format!(
+            "#!/bin/sh\n# aws s3 sync SRC DST, with s3://BUCKET/PATH kept under {s3}\n\
+             [ \"$1 $2\" = \"s3 sync\" ] || exit 64\n\
+             map() {{ case \"$1\" in s3://*) echo \"{s3}/${{1#s3://}}\";; *) echo \"$1\";; esac; }}\n\
+             src=$(map \"$3\"); dst=$(map \"$4\")\nmkdir -p \"$src\" \"$dst\" && cp -a \"$src/.\" \"$dst/\"\n",
+            s3 = root.join("s3").display()
+        ),
+    );
+    Sandbox { _tmp: tmp, root }
+}
+
+/// The sandbox's `jq`: it records its arguments and the JSON piped into it (for
+/// [`check_jq_uses`]), then hands that JSON to the machine's real jq when there is one, so a
+/// guide line prints what it prints for an operator. Without jq (no jq on the test machine's
+/// PATH) nothing runs the filter: the pipeline before `| jq` still runs, its output is
+/// recorded, and [`check_jq_uses`] checks that it is one JSON document in which the filter's
+/// path exists; the line then prints nothing. No guide line uses jq's output as input to
+/// another command, so the rest of the block runs the same either way.
+const JQ: &str = r#"#!/bin/sh
+f="$KB_JQ_RECORD/$$"
+printf '%s\n' "$@" > "$f.args"
+if [ -n "$KB_REAL_JQ" ]; then
+    tee "$f.json" | "$KB_REAL_JQ" "$@"
+else
+    cat > "$f.json"
+fi
+"#;
+
+/// The machine's jq, if it has one on PATH.
+fn real_jq() -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join("jq"))
+        .find(|p| {
+            p.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// Checks every `| jq FILTER` of `script` after it ran: each was reached (one recording per
+/// use), was fed exactly one JSON document, and `FILTER` finds what it names in it. Returns
+/// how many were checked.
+fn check_jq_uses(script: &str, s: &Sandbox, what: &str) -> usize {
+    let uses = script
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .map(|l| l.matches("| jq ").count())
+        .sum::<usize>();
+    let dir = s.root.join("jq-record");
+    let mut recorded: Vec<PathBuf> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "args"))
+        .collect();
+    recorded.sort();
+    assert_eq!(
+        recorded.len(),
+        uses,
+        "docs/guide.md {what}: {uses} uses of jq, {} ran",
+        recorded.len()
+    );
+    for args in &recorded {
+        let args_text = fs::read_to_string(args).unwrap();
+        let filter = args_text
+            .lines()
+            .find(|a| !a.starts_with('-'))
+            .unwrap_or_else(|| panic!("docs/guide.md {what}: jq without a filter"));
+        let input = fs::read(args.with_extension("json")).unwrap();
+        let doc: Value = serde_json::from_slice(&input).unwrap_or_else(|e| {
+            panic!(
+                "docs/guide.md {what}: jq {filter} was fed no JSON document ({e}):\n{}",
+                String::from_utf8_lossy(&input)
+            )
+        });
+        if let Err(e) = jq_eval(filter, doc) {
+            panic!("docs/guide.md {what}: jq {filter}: {e}");
+        }
+    }
+    uses
+}
+
+/// One step of a jq path.
+enum Step {
+    /// `.name`
+    Key(String),
+    /// `[n]`
+    Index(usize),
+    /// `[]`
+    Each,
+}
+
+/// Evaluates the jq filters the guide uses, stricter than jq: stages joined by `|`, each a path
+/// (`.`, `.a`, `.a.b`, `.[0]`, `.a[]`, ...) or an object of keys (`{id, reasons}`), where
+/// every key and index must exist. A filter of another form is an error: the guide gained a
+/// filter this check does not understand (extend it).
+fn jq_eval(filter: &str, input: Value) -> Result<Vec<Value>, String> {
+    let mut values = vec![input];
+    for stage in filter.split('|').map(str::trim) {
+        if let Some(keys) = stage.strip_prefix('{').and_then(|k| k.strip_suffix('}')) {
+            let keys: Vec<&str> = keys.split(',').map(str::trim).collect();
+            values = values
+                .into_iter()
+                .map(|v| {
+                    keys.iter()
+                        .map(|k| match v.get(*k) {
+                            Some(x) => Ok(((*k).to_string(), x.clone())),
+                            None => Err(format!("no key {k:?} in {v}")),
+                        })
+                        .collect::<Result<serde_json::Map<_, _>, _>>()
+                        .map(Value::Object)
+                })
+                .collect::<Result<_, _>>()?;
+            continue;
+        }
+        for step in parse_path(stage)? {
+            let mut next = Vec::new();
+            for v in values {
+                match &step {
+                    Step::Key(k) => next.push(
+                        v.get(k)
+                            .cloned()
+                            .ok_or_else(|| format!("no key {k:?} in {v}"))?,
+                    ),
+                    Step::Index(i) => next.push(
+                        v.get(i)
+                            .cloned()
+                            .ok_or_else(|| format!("no element {i} in {v}"))?,
+                    ),
+                    Step::Each => match v {
+                        Value::Array(a) => next.extend(a),
+                        Value::Object(o) => next.extend(o.into_iter().map(|(_, x)| x)),
+                        other => return Err(format!("cannot iterate over {other}")),
+                    },
+                }
+            }
+            values = next;
+        }
+    }
+    Ok(values)
+}
+
+/// The steps of a path such as `.kept[]` or `.[0].id`.
+fn parse_path(path: &str) -> Result<Vec<Step>, String> {
+    let unknown = || format!("{path:?} is not a filter this check understands");
+    let mut steps = Vec::new();
+    let mut rest = path.strip_prefix('.').ok_or_else(unknown)?;
+    loop {
+        let key_len = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len());
+        if key_len > 0 {
+            steps.push(Step::Key(rest[..key_len].to_string()));
+            rest = &rest[key_len..];
+        }
+        while let Some(inner) = rest.strip_prefix('[') {
+            let (index, after) = inner.split_once(']').ok_or_else(unknown)?;
+            steps.push(if index.is_empty() {
+                Step::Each
+            } else {
+                Step::Index(index.parse().map_err(|_| unknown())?)
+            });
+            rest = after;
+        }
+        if rest.is_empty() {
+            return Ok(steps);
+        }
+        rest = rest.strip_prefix('.').ok_or_else(unknown)?;
+        if rest.is_empty() || rest.starts_with('.') {
+            return Err(unknown());
+        }
+    }
+}
+
+fn localise(script: &str, s: &Sandbox) -> String {
+    let r = s.root.display().to_string();
+    script
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("cargo build"))
+        .map(|l| {
+            l.replace("/var/lib/kyrodb/", &format!("{r}/var/lib/kyrodb/"))
+                .replace(" /backups", &format!(" {r}/backups"))
+                .replace(
+                    "<ID>",
+                    &format!(
+                        "$(kyrodb_backup list --backup-dir {r}/backups --format json \
+                         | grep -m1 '\"id\"' | cut -d'\"' -f4)"
+                    ),
+                )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn run(script: &str, s: &Sandbox) -> std::process::Output {
+    let path = format!(
+        "{}:{}",
+        s.root.join("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!("set -euo pipefail\n{script}"))
+        .current_dir(&s.root)
+        .env("PATH", path)
+        .env("KB_JQ_RECORD", s.root.join("jq-record"))
+        .env("KB_REAL_JQ", real_jq().unwrap_or_default())
+        .env_remove("KYRODB_DATA_DIR")
+        .env_remove("KYRODB_BACKUP_DIR")
+        .env_remove("BACKUP_ALLOW_CLEAR")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn every_shell_block_and_cron_line_of_the_guide_runs() {
+    let guide =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/guide.md")).unwrap();
+    let sh = blocks(&guide, "sh");
+    let cron = blocks(&guide, "crontab");
+    assert!(
+        sh.len() >= 20,
+        "the guide's shell blocks were found ({})",
+        sh.len()
+    );
+    assert!(!cron.is_empty(), "the guide has a crontab");
+    let mut ran = 0;
+    let mut jq_checked = 0;
+    for (line, block) in &sh {
+        let s = sandbox();
+        let script = localise(block, &s);
+        let out = run(&script, &s);
+        assert!(
+            out.status.success(),
+            "docs/guide.md block at line {line} failed ({}):\n{block}\nstdout:\n{}\nstderr:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        jq_checked += check_jq_uses(&script, &s, &format!("block at line {line}"));
+        ran += 1;
+    }
+    for (line, block) in &cron {
+        for entry in block
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        {
+            // Five schedule fields, then the command as cron's sh runs it (`\%` is `%`).
+            let command: String = entry.splitn(6, ' ').nth(5).unwrap().replace("\\%", "%");
+            let s = sandbox();
+            let script = localise(&command, &s);
+            let out = run(&script, &s);
+            assert!(
+                out.status.success(),
+                "docs/guide.md crontab at line {line}: {entry}\nstderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            jq_checked += check_jq_uses(&script, &s, &format!("crontab at line {line}"));
+            ran += 1;
+        }
+    }
+    assert!(jq_checked > 0, "the guide's jq lines were checked");
+    eprintln!(
+        "docs: {ran} blocks and cron lines ran, {jq_checked} jq filters checked ({})",
+        match real_jq() {
+            Some(jq) => format!("and run by {}", jq.display()),
+            None => "no jq on PATH: JSON and paths checked here only".into(),
+        }
+    );
+}
+
+#[test]
+fn the_check_of_jq_filters_finds_what_they_name_and_nothing_else() {
+    let doc = serde_json::json!({
+        "ok": true,
+        "age_seconds": 12,
+        "kept": [{"id": "a", "reasons": ["newest"], "x": 1}, {"id": "b", "reasons": []}],
+    });
+    let list = serde_json::json!([{"id": "newest"}, {"id": "older"}]);
+    assert_eq!(jq_eval(".[0].id", list.clone()).unwrap(), ["newest"]);
+    assert_eq!(jq_eval(".ok", doc.clone()).unwrap(), [true]);
+    assert_eq!(jq_eval(".age_seconds", doc.clone()).unwrap(), [12]);
+    assert_eq!(
+        jq_eval(".kept[] | {id, reasons}", doc.clone()).unwrap(),
+        [
+            serde_json::json!({"id": "a", "reasons": ["newest"]}),
+            serde_json::json!({"id": "b", "reasons": []}),
+        ]
+    );
+    assert_eq!(jq_eval(".", list.clone()).unwrap(), vec![list.clone()]);
+    for (filter, input) in [
+        (".[2].id", &list),
+        (".[0].name", &list),
+        (".nope", &doc),
+        (".kept[] | {id, why}", &doc),
+        (".ok[]", &doc),
+        ("select(.ok)", &doc),
+        (".kept | length", &doc),
+        ("..", &doc),
+    ] {
+        assert!(
+            jq_eval(filter, input.clone()).is_err(),
+            "{filter} should be refused"
+        );
+    }
+}

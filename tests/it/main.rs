@@ -1,0 +1,18 @@
+//! The CLI tests, as one test binary (`cargo test --test it`): each module is one area, named
+//! so that `cargo test --test it crash::` (or `faults::`, ...) runs just that area.
+
+mod builtin;
+mod cli;
+mod concurrency;
+mod crash;
+mod docs;
+mod faults;
+mod golden;
+mod hostile;
+mod incremental;
+mod live;
+mod migrate;
+mod output;
+mod pitr;
+mod prune;
+mod support;
