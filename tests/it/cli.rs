@@ -473,14 +473,14 @@ fn a_locked_repository_is_refused_with_exit_4() {
         .write(true)
         .open(e.repo.join("kyrodb-backup.lock"))
         .unwrap();
-    fs2::FileExt::try_lock_exclusive(&lock).unwrap();
+    lock.try_lock().unwrap();
     kb().backup_dir(&e.repo)
         .data_dir(&e.data)
         .arg("create")
         .assert()
         .code(4)
         .stderr(predicate::str::contains("locked"));
-    fs2::FileExt::unlock(&lock).unwrap();
+    lock.unlock().unwrap();
 }
 
 #[test]

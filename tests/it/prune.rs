@@ -1,7 +1,8 @@
-//! `prune` on a fake clock (`faketime`): a few hundred backups spread over 100 days, pruned
-//! with several policies; the survivors are compared with the rule computed here
-//! independently, then verified and restored. A prune killed at random instants never loses a
-//! backup the rule keeps, and the next prune finishes the job.
+//! `prune` at pinned clocks: a few hundred backups spread over 100 days, created and pruned
+//! through the commands library with a fixed `now` (no fake clock needed), pruned with several
+//! policies; the survivors are compared with the rule computed here independently, then
+//! verified and restored with the binary. A prune (the binary, at the real clock) killed at
+//! random instants never loses a backup the rule keeps, and the next prune finishes the job.
 
 // Unix times of this century fit i64; each scenario reads top to bottom.
 #![allow(clippy::cast_possible_wrap, clippy::too_many_lines)]
@@ -10,84 +11,32 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::support::*;
+use kyrodb_backup_ops::types::RetentionPolicy;
+use kyrodb_backup_ops::{CreateOptions, NoProgress, Now, PruneOptions, PruneReport, Reference};
 use time::OffsetDateTime;
 
 const DAY: u64 = 86_400;
 
-fn faketime_arg(ts: u64) -> String {
-    let t = OffsetDateTime::from_unix_timestamp(ts as i64).unwrap();
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
+/// The binary (its own clock).
+fn kb_now() -> Command {
+    kb_process()
 }
 
-/// libfaketime, from Debian's `faketime` package (`.ci/run` installs it).
-const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 
-/// libfaketime keeps a semaphore and a shared-memory object named after each process's pid and
-/// removes them at exit. A process killed with SIGKILL leaves them behind, and the next process
-/// to get that pid (pids wrap at 32768 here) would fail to start under libfaketime (`shm_open
-/// failed: File exists`). This removes them for `pid`.
-fn remove_faketime_leftovers(pid: u32) {
-    let _ = fs::remove_file(format!("/dev/shm/faketime_shm_{pid}"));
-    let _ = fs::remove_file(format!("/dev/shm/sem.faketime_sem_{pid}"));
-}
-
-/// Removes libfaketime leftovers of processes that no longer exist (killed in earlier runs).
-fn sweep_faketime_leftovers() {
-    static SWEPT: std::sync::Once = std::sync::Once::new();
-    SWEPT.call_once(|| {
-        for e in fs::read_dir("/dev/shm").into_iter().flatten().flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let pid = name
-                .strip_prefix("faketime_shm_")
-                .or_else(|| name.strip_prefix("sem.faketime_sem_"))
-                .and_then(|p| p.parse::<u32>().ok());
-            if let Some(pid) = pid {
-                if !Path::new(&format!("/proc/{pid}")).exists() {
-                    remove_faketime_leftovers(pid);
-                }
-            }
-        }
+/// Prunes through the library at `now`.
+fn prune_at(repo: &Path, keep: [u32; 4], min_age_days: u32, dry_run: bool, now: u64) -> PruneReport {
+    let mut opts = PruneOptions::new(RetentionPolicy {
+        keep_hourly: keep[0],
+        keep_daily: keep[1],
+        keep_weekly: keep[2],
+        keep_monthly: keep[3],
+        min_age_days,
     });
-}
-
-/// The binary run with its clock at `ts` (UTC), through libfaketime preloaded into the process
-/// itself (not the `faketime` wrapper, so that killing the child kills the tool).
-fn kb_at(ts: u64) -> Command {
-    assert!(
-        Path::new(LIBFAKETIME).exists(),
-        "libfaketime is required (apt-get install faketime; .ci/run installs it)"
-    );
-    sweep_faketime_leftovers();
-    let mut c = Command::new(assert_cmd::cargo::cargo_bin("kyrodb_backup"));
-    c.env("LD_PRELOAD", LIBFAKETIME)
-        .env("FAKETIME", format!("@{}", faketime_arg(ts)))
-        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
-        .env("TZ", "UTC")
-        .env_remove("KYRODB_DATA_DIR")
-        .env_remove("KYRODB_BACKUP_DIR")
-        .env_remove("BACKUP_ALLOW_CLEAR");
-    c
-}
-
-fn json_of(c: &mut Command) -> serde_json::Value {
-    let out = c.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    opts.dry_run = dry_run;
+    kyrodb_backup_ops::prune(repo, &opts, Now::at(now)).unwrap()
 }
 
 #[derive(Clone, Debug)]
@@ -98,23 +47,24 @@ struct B {
     full: bool,
 }
 
-/// Backups at `times`: a full every `full_every`, incrementals against the latest between.
+/// Backups taken at `times` (through the library, its clock pinned to each): a full every
+/// `full_every`, incrementals against the latest between.
 fn make_backups(data: &Path, repo: &Path, times: &[u64], full_every: usize) -> Vec<B> {
     let mut out: Vec<B> = Vec::new();
     for (i, &t) in times.iter().enumerate() {
-        let mut c = kb_at(t);
-        c.data_dir(data)
-            .backup_dir(repo)
-            .args(["create", "--format", "json"]);
+        let mut opts = CreateOptions::new(data);
         if i % full_every != 0 {
-            c.args(["--incremental", "--reference", "latest"]);
+            opts.reference = Some(Reference::Latest);
         }
-        let v = json_of(&mut c);
+        let b = kyrodb_backup_ops::create(repo, &opts, Now::at(t), &NoProgress)
+            .unwrap()
+            .backup;
+        assert_eq!(b.timestamp, t);
         out.push(B {
-            id: v["id"].as_str().unwrap().into(),
-            chain: v["chain_id"].as_str().unwrap().into(),
-            ts: v["timestamp"].as_u64().unwrap(),
-            full: v["backup_type"] == "Full",
+            id: b.id,
+            chain: b.chain_id.unwrap(),
+            ts: b.timestamp,
+            full: b.backup_type == "Full",
         });
     }
     out
@@ -190,23 +140,12 @@ fn chunk_names(repo: &Path) -> BTreeSet<String> {
     out
 }
 
-fn referenced_chunks(repo: &Path, now: u64) -> BTreeSet<String> {
+fn referenced_chunks(repo: &Path) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
-    let list = json_of(
-        kb_at(now)
-            .backup_dir(repo)
-            .args(["list", "--format", "json"]),
-    );
-    for b in list.as_array().unwrap() {
-        let id = b["id"].as_str().unwrap();
-        let show = json_of(
-            kb_at(now)
-                .backup_dir(repo)
-                .args(["show", id, "--format", "json"]),
-        );
-        let _ = show;
+    for b in kyrodb_backup_ops::list(repo).unwrap().backups {
+        let id = &b.id;
         // Chunk names come from the manifest file itself.
-        let chain = b["chain_id"].as_str().unwrap();
+        let chain = b.chain_id.as_deref().unwrap();
         let text = fs::read_to_string(
             repo.join("chains")
                 .join(chain)
@@ -231,16 +170,12 @@ fn referenced_chunks(repo: &Path, now: u64) -> BTreeSet<String> {
     out
 }
 
-fn listed(repo: &Path, now: u64) -> BTreeSet<String> {
-    let v = json_of(
-        kb_at(now)
-            .backup_dir(repo)
-            .args(["list", "--format", "json"]),
-    );
-    v.as_array()
+fn listed(repo: &Path) -> BTreeSet<String> {
+    kyrodb_backup_ops::list(repo)
         .unwrap()
-        .iter()
-        .map(|b| b["id"].as_str().unwrap().to_string())
+        .backups
+        .into_iter()
+        .map(|b| b.id)
         .collect()
 }
 
@@ -256,70 +191,36 @@ fn hundreds_of_backups_over_100_days_pruned_by_several_policies() {
         .map(|i| start + i * 8 * 3600 + (i * 7919 % 3000))
         .collect();
     let mut backups = make_backups(&data, &repo, &times, 10);
-    assert_eq!(listed(&repo, times[299] + 60).len(), 300);
+    assert_eq!(listed(&repo).len(), 300);
     let now = times[299] + 3600;
     let policies: [([u32; 4], u64); 3] =
         [([24, 30, 12, 6], 0), ([0, 7, 4, 3], 2), ([0, 2, 0, 1], 0)];
     for (keep, min_age) in policies {
         let want = expected_kept(&backups, keep, min_age, now);
         // A dry run decides the same and deletes nothing.
-        let before = listed(&repo, now);
-        let dry = json_of(kb_at(now).backup_dir(&repo).args([
-            "prune",
-            "--format",
-            "json",
-            "--dry-run",
-            "--keep-hourly",
-            &keep[0].to_string(),
-            "--keep-daily",
-            &keep[1].to_string(),
-            "--keep-weekly",
-            &keep[2].to_string(),
-            "--keep-monthly",
-            &keep[3].to_string(),
-            "--min-age-days",
-            &min_age.to_string(),
-        ]));
-        assert_eq!(dry["dry_run"], true);
-        assert_eq!(listed(&repo, now), before);
-        let v = json_of(kb_at(now).backup_dir(&repo).args([
-            "prune",
-            "--format",
-            "json",
-            "--keep-hourly",
-            &keep[0].to_string(),
-            "--keep-daily",
-            &keep[1].to_string(),
-            "--keep-weekly",
-            &keep[2].to_string(),
-            "--keep-monthly",
-            &keep[3].to_string(),
-            "--min-age-days",
-            &min_age.to_string(),
-        ]));
-        let kept: BTreeSet<String> = v["kept"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|k| k["id"].as_str().unwrap().to_string())
-            .collect();
+        let before = listed(&repo);
+        let dry = prune_at(&repo, keep, min_age as u32, true, now);
+        assert!(dry.dry_run);
+        assert_eq!(listed(&repo), before);
+        let v = prune_at(&repo, keep, min_age as u32, false, now);
+        let kept: BTreeSet<String> = v.kept.iter().map(|k| k.id.clone()).collect();
         assert_eq!(kept, want, "policy {keep:?}");
-        assert_eq!(dry["kept"], v["kept"]);
-        assert_eq!(listed(&repo, now), want);
-        for k in v["kept"].as_array().unwrap() {
-            assert!(!k["reasons"].as_array().unwrap().is_empty());
+        assert_eq!(dry.kept, v.kept);
+        assert_eq!(listed(&repo), want);
+        for k in &v.kept {
+            assert!(!k.reasons.is_empty());
         }
         // No chunk is left that no backup needs.
         let names = chunk_names(&repo);
         assert_eq!(
             names,
-            referenced_chunks(&repo, now),
+            referenced_chunks(&repo),
             "policy {keep:?}: unreferenced chunks left"
         );
         backups.retain(|b| want.contains(&b.id));
     }
     // Every survivor verifies and restores.
-    kb_at(now)
+    kb_now()
         .backup_dir(&repo)
         .args(["verify", "--all"])
         .stdout(Stdio::null())
@@ -330,7 +231,7 @@ fn hundreds_of_backups_over_100_days_pruned_by_several_policies() {
         .expect("verify --all");
     for b in &backups {
         let target = tmp.path().join(format!("r-{}", b.id));
-        let ok = kb_at(now)
+        let ok = kb_now()
             .backup_dir(&repo)
             .data_dir(&target)
             .args(["restore", "--backup-id", &b.id])
@@ -355,34 +256,11 @@ fn a_chain_whose_full_is_older_than_every_window_keeps_its_full() {
         .collect();
     let backups = make_backups(&data, &repo, &times, 100);
     let now = times[5] + 3600;
-    let v = json_of(kb_at(now).backup_dir(&repo).args([
-        "prune",
-        "--format",
-        "json",
-        "--keep-hourly",
-        "0",
-        "--keep-daily",
-        "3",
-        "--keep-weekly",
-        "0",
-        "--keep-monthly",
-        "0",
-    ]));
-    let kept: BTreeMap<String, Vec<String>> = v["kept"]
-        .as_array()
-        .unwrap()
+    let v = prune_at(&repo, [0, 3, 0, 0], 0, false, now);
+    let kept: BTreeMap<String, Vec<String>> = v
+        .kept
         .iter()
-        .map(|k| {
-            (
-                k["id"].as_str().unwrap().to_string(),
-                k["reasons"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|r| r.as_str().unwrap().to_string())
-                    .collect(),
-            )
-        })
+        .map(|k| (k.id.clone(), k.reasons.clone()))
         .collect();
     let full = &backups[0].id;
     assert!(
@@ -395,7 +273,7 @@ fn a_chain_whose_full_is_older_than_every_window_keeps_its_full() {
         "the full and the last three days' incrementals"
     );
     let target = tmp.path().join("restored");
-    assert!(kb_at(now)
+    assert!(kb_now()
         .backup_dir(&repo)
         .data_dir(&target)
         .args(["restore", "--backup-id", full])
@@ -413,7 +291,12 @@ fn a_prune_killed_at_random_instants_never_loses_a_kept_backup() {
     let start = 1_751_371_200;
     let times: Vec<u64> = (0..60u64).map(|i| start + i * 36 * 3600).collect();
     let backups = make_backups(&data, &pristine, &times, 3);
-    let now = times[59] + 60;
+    // The binary prunes at the real clock: a year and more after these backups, so the
+    // policy keeps few of them and a prune has plenty to delete.
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let policy = [
         "--keep-hourly",
         "0",
@@ -425,12 +308,12 @@ fn a_prune_killed_at_random_instants_never_loses_a_kept_backup() {
         "1",
     ];
     let want = expected_kept(&backups, [0, 5, 2, 1], 0, now);
-    let all = listed(&pristine, now);
+    let all = listed(&pristine);
     // How long an uninterrupted prune takes, to spread the kills over it.
     let repo = tmp.path().join("backups");
     copy_dir(&pristine, &repo);
     let t0 = std::time::Instant::now();
-    assert!(kb_at(now)
+    assert!(kb_now()
         .backup_dir(&repo)
         .arg("prune")
         .args(policy)
@@ -449,7 +332,7 @@ fn a_prune_killed_at_random_instants_never_loses_a_kept_backup() {
         let delay = rng.below(full_run + 1);
         fs::remove_dir_all(&repo).unwrap();
         copy_dir(&pristine, &repo);
-        let mut child = kb_at(now)
+        let mut child = kb_now()
             .backup_dir(&repo)
             .arg("prune")
             .args(policy)
@@ -460,19 +343,18 @@ fn a_prune_killed_at_random_instants_never_loses_a_kept_backup() {
         std::thread::sleep(Duration::from_micros(delay));
         let _ = child.kill();
         child.wait().unwrap();
-        remove_faketime_leftovers(child.id());
         // Every backup the rule keeps is still listed, and every listed backup verifies.
-        let now_listed = listed(&repo, now);
+        let now_listed = listed(&repo);
         assert!(
             want.is_subset(&now_listed),
             "round {round}: a kept backup was lost"
         );
         if now_listed != want && now_listed != all
-            || chunk_names(&repo) != referenced_chunks(&repo, now)
+            || chunk_names(&repo) != referenced_chunks(&repo)
         {
             interrupted += 1;
         }
-        let ok = kb_at(now)
+        let ok = kb_now()
             .backup_dir(&repo)
             .args(["verify", "--all"])
             .stdout(Stdio::null())
@@ -481,7 +363,7 @@ fn a_prune_killed_at_random_instants_never_loses_a_kept_backup() {
             .success();
         assert!(ok, "round {round}: a listed backup does not verify");
         // The next prune finishes the job: exactly the kept backups, no orphaned chunks.
-        assert!(kb_at(now)
+        assert!(kb_now()
             .backup_dir(&repo)
             .arg("prune")
             .args(policy)
@@ -489,10 +371,10 @@ fn a_prune_killed_at_random_instants_never_loses_a_kept_backup() {
             .status()
             .unwrap()
             .success());
-        assert_eq!(listed(&repo, now), want, "round {round}");
+        assert_eq!(listed(&repo), want, "round {round}");
         assert_eq!(
             chunk_names(&repo),
-            referenced_chunks(&repo, now),
+            referenced_chunks(&repo),
             "round {round}"
         );
     }
@@ -514,7 +396,7 @@ fn a_prune_killed_at_random_instants_never_loses_a_kept_backup() {
     }
     for id in &want {
         let target = tmp.path().join(format!("r-{id}"));
-        assert!(kb_at(now)
+        assert!(kb_now()
             .backup_dir(&repo)
             .data_dir(&target)
             .args(["restore", "--backup-id", id])

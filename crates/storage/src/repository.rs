@@ -158,8 +158,27 @@ impl Repository {
         &self.root
     }
 
-    /// Takes the repository lock without waiting; [`Error::Locked`] if another run holds it.
+    /// Takes the repository lock without waiting for another run; [`Error::Locked`] if one
+    /// holds it.
+    ///
+    /// A conflict is looked at again a few times within about 150 ms before it is reported: a
+    /// process that forks (to start any program) shares this process's open lock file until
+    /// the child execs, so a lock released just before a fork in another thread can stay held
+    /// for that instant.
     pub fn lock(&self, mode: LockMode) -> Result<RepoLock> {
+        let mut pause = std::time::Duration::from_millis(10);
+        loop {
+            match self.try_lock(mode) {
+                Err(Error::Locked(_)) if pause <= std::time::Duration::from_millis(80) => {
+                    std::thread::sleep(pause);
+                    pause *= 2;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn try_lock(&self, mode: LockMode) -> Result<RepoLock> {
         let path = self.root.join(LOCK_FILE);
         let file = OpenOptions::new()
             .read(true)
