@@ -25,9 +25,14 @@ fn kb_now() -> Command {
     kb_process()
 }
 
-
 /// Prunes through the library at `now`.
-fn prune_at(repo: &Path, keep: [u32; 4], min_age_days: u32, dry_run: bool, now: u64) -> PruneReport {
+fn prune_at(
+    repo: &Path,
+    keep: [u32; 4],
+    min_age_days: u32,
+    dry_run: bool,
+    now: u64,
+) -> PruneReport {
     let mut opts = PruneOptions::new(RetentionPolicy {
         keep_hourly: keep[0],
         keep_daily: keep[1],
@@ -349,8 +354,7 @@ fn a_prune_killed_at_random_instants_never_loses_a_kept_backup() {
             want.is_subset(&now_listed),
             "round {round}: a kept backup was lost"
         );
-        if now_listed != want && now_listed != all
-            || chunk_names(&repo) != referenced_chunks(&repo)
+        if now_listed != want && now_listed != all || chunk_names(&repo) != referenced_chunks(&repo)
         {
             interrupted += 1;
         }

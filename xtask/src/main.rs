@@ -11,6 +11,7 @@ mod e2e;
 mod faults;
 mod fuzz;
 mod gen_data;
+mod shared;
 mod util;
 
 use anyhow::Result;
@@ -49,6 +50,8 @@ enum Task {
     Faults(faults::Args),
     /// Kill create, restore and prune at N random instants each (default 200)
     Crash(crash::Args),
+    /// Compare the fixtures and reference docs with the originals in ../shared (--update: copy)
+    Shared(shared::Args),
 }
 
 fn main() -> Result<()> {
@@ -61,5 +64,6 @@ fn main() -> Result<()> {
         Task::Dist(args) => dist::run(args),
         Task::Faults(args) => faults::run(args),
         Task::Crash(args) => crash::run(args),
+        Task::Shared(args) => shared::run(args),
     }
 }

@@ -304,7 +304,7 @@ pub fn recover(
 }
 
 /// Recovers like [`recover`] but takes the snapshot's document ids from a list recorded when
-/// it was first read (see [`SnapshotIdRecorder`](crate::SnapshotIdRecorder)) instead of reading
+/// it was first read (see [`SnapshotIdRecorder`](crate::repo::SnapshotIdRecorder)) instead of reading
 /// the snapshot, so that counting the live documents of an unchanged snapshot plus a grown WAL
 /// reads only the WAL. Only for sinks that do not want contents; `count` is the number of ids
 /// the list holds (from the backup manifest). The MANIFEST must still name `snapshot`.
