@@ -66,7 +66,7 @@ fn copy(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn run(args: Args) -> Result<()> {
+pub(crate) fn run(Args { update }: Args) -> Result<()> {
     let shared = root().join("../shared");
     ensure!(
         shared.is_dir(),
@@ -76,7 +76,7 @@ pub(crate) fn run(args: Args) -> Result<()> {
     let mut differ = Vec::new();
     for (original, copy_of) in PAIRS {
         let (from, to) = (shared.join(original), root().join(copy_of));
-        if args.update {
+        if update {
             copy(&from, &to)?;
             println!("copied {original} to {copy_of}");
         } else if files(&from)? == files(&to)? {

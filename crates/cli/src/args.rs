@@ -212,6 +212,10 @@ pub fn parse_time(s: &str) -> Result<u64, String> {
 }
 
 /// Parses `90m`, `26h`, `7d`, `45s`, `1h30m` (or plain seconds) into seconds.
+///
+/// # Errors
+///
+/// A message naming the part of `s` that is not a duration.
 pub fn parse_duration(s: &str) -> Result<u64, String> {
     let s = s.trim();
     if s.is_empty() {

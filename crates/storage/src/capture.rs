@@ -233,6 +233,12 @@ fn scan_wals(
 /// (retrying if one vanishes first), cuts WAL segments at their last whole frame, stores the
 /// bytes in the chain's chunk store, replays the captured state to count live documents, and
 /// commits the manifest last. The caller holds the repository lock.
+///
+/// # Errors
+///
+/// [`Error::DataDir`] or [`Error::Capture`] for a directory that cannot be captured,
+/// [`Error::Format`] for damaged data-dir files, [`Error::Io`] when the repository cannot be
+/// written; nothing is committed then.
 pub fn create_backup(
     repo: &Repository,
     opts: &CreateOptions,

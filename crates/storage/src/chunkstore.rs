@@ -103,6 +103,10 @@ impl ChainStore {
     }
 
     /// Stores one chunk unless the chain has it; returns its reference and the bytes written.
+    ///
+    /// # Errors
+    ///
+    /// When the chunk is too large or cannot be written.
     pub fn put(&self, plain: &[u8]) -> Result<(ChunkRef, u64)> {
         let hash = ContentHash::of(plain);
         let r = ChunkRef {
@@ -140,6 +144,10 @@ impl ChainStore {
     }
 
     /// Reads and checks one chunk: present, decodable, of the size and hash the manifest says.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Damaged`] or [`Error::Format`] when the chunk is missing or does not check.
     pub fn get(&self, r: &ChunkRef) -> Result<Vec<u8>> {
         let path = self.chunk_path(r.hash);
         let mut file = match open_no_follow(&path) {
@@ -190,6 +198,10 @@ impl ChainStore {
     /// fsync chunks behind a bounded queue, so writes overlap chunking and memory stays bounded
     /// by a dozen chunks. More workers than cores because most of a worker's time is spent
     /// waiting for its fsync; several in flight let the file system commit them together.
+    ///
+    /// # Errors
+    ///
+    /// When reading `r` or writing a chunk fails.
     pub fn store_file(
         &self,
         reader: impl Read,
@@ -204,6 +216,10 @@ impl ChainStore {
     /// [`store_file`](Self::store_file) that also hands every chunk, in file order, to
     /// `each_chunk` as soon as it is cut: a second consumer of the same bytes (the replay of
     /// `create`) needs no second read of the file.
+    ///
+    /// # Errors
+    ///
+    /// When reading `r` or writing a chunk fails.
     pub fn store_file_with(
         &self,
         reader: impl Read,
@@ -286,6 +302,10 @@ impl ChainStore {
     }
 
     /// Makes every chunk written so far durable in its directory.
+    ///
+    /// # Errors
+    ///
+    /// When a directory cannot be synced.
     pub fn sync(&self) -> Result<()> {
         let touched = std::mem::take(&mut *self.touched.lock().expect("lock"));
         for dir in &touched {

@@ -42,6 +42,11 @@ fn size_of(path: &Path) -> u64 {
 /// never points at a deleted chunk, because chunks go only after every manifest naming them.
 /// Chunks written by a killed `create` (named by no manifest) are collected the same way.
 /// The caller holds the exclusive repository lock, so no `create` adds chunks meanwhile.
+///
+/// # Errors
+///
+/// When a manifest or chunk cannot be deleted; what was deleted stays deleted, and the next prune
+/// finishes the job.
 pub fn prune_backups(repo: &Repository, ids: &[String], dry_run: bool) -> Result<PruneReport> {
     let mut report = PruneReport {
         dry_run,

@@ -89,6 +89,11 @@ pub struct Listing {
 
 impl Repository {
     /// Opens an existing repository, checking its format version.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotARepository`], [`Error::UnsupportedVersion`], or [`Error::Damaged`] for a
+    /// marker file that is not in its canonical form.
     pub fn open(root: &Path) -> Result<Self> {
         let config_path = root.join(CONFIG_FILE);
         let bytes = match fs::read(&config_path) {
@@ -134,6 +139,10 @@ impl Repository {
 
     /// Opens the repository at `root`, creating it (mode 0700) if the directory is missing or
     /// holds no repository yet.
+    ///
+    /// # Errors
+    ///
+    /// As [`Repository::open`], and when the directory or its marker cannot be written.
     pub fn open_or_init(root: &Path) -> Result<Self> {
         match Self::open(root) {
             Err(Error::NotARepository(_)) if !root.join(CONFIG_FILE).exists() => {}
@@ -165,6 +174,11 @@ impl Repository {
     /// process that forks (to start any program) shares this process's open lock file until
     /// the child execs, so a lock released just before a fork in another thread can stay held
     /// for that instant.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Locked`] while another run holds the lock; [`Error::Io`] when the lock file cannot
+    /// be opened.
     pub fn lock(&self, mode: LockMode) -> Result<RepoLock> {
         let mut pause = std::time::Duration::from_millis(10);
         loop {
@@ -206,6 +220,10 @@ impl Repository {
     /// The chunk store of a chain (created on first write). A chain or chunk directory that
     /// is a symlink is refused: a repository copied back from elsewhere must not make this
     /// tool read or write outside it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Damaged`] for an id that is not a chain id, or a symlinked chain directory.
     pub fn chain_store(&self, chain_id: &str) -> Result<ChainStore> {
         if !is_backup_id(chain_id) {
             return Err(Error::Damaged(format!("{chain_id:?} is not a chain id")));
@@ -223,6 +241,10 @@ impl Repository {
 
     /// Writes a backup's manifest: the commit point of a create. Everything it names must
     /// already be durable in the chain's store.
+    ///
+    /// # Errors
+    ///
+    /// When the manifest does not validate, the backup exists, or the file cannot be written.
     pub fn commit_manifest(&self, manifest: &BackupManifest) -> Result<StoredBackup> {
         manifest.validate()?;
         let dir = self.chain_dir(&manifest.chain_id).join(MANIFESTS_DIR);
@@ -254,6 +276,11 @@ impl Repository {
 
     /// Loads one manifest file, checking its checksum, its contents and that it sits where its
     /// ids say it should.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Damaged`] or [`Error::Format`] when the file is not a sound manifest stored in its
+    /// place.
     pub fn load_manifest(&self, path: &Path) -> Result<StoredBackup> {
         let mut file = open_no_follow(path).map_err(|e| {
             Error::Damaged(format!(
@@ -294,6 +321,11 @@ impl Repository {
     }
 
     /// Every backup, newest first, plus the manifest files that could not be read.
+    ///
+    /// # Errors
+    ///
+    /// When the repository's directories cannot be read (unreadable manifests are listed as
+    /// problems, not errors).
     pub fn list(&self) -> Result<Listing> {
         let mut listing = Listing::default();
         let chains = self.root.join(CHAINS_DIR);
@@ -352,6 +384,11 @@ impl Repository {
     }
 
     /// Finds a backup by full id or unique prefix of at least 8 characters.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`], [`Error::Ambiguous`], [`Error::PrefixTooShort`], or [`Error::Damaged`]
+    /// when the manifest of that id cannot be read.
     pub fn find(&self, id_or_prefix: &str) -> Result<StoredBackup> {
         let listing = self.list()?;
         resolve(listing, id_or_prefix)
@@ -359,6 +396,10 @@ impl Repository {
 
     /// Removes temporary files that an interrupted run left in the repository. Only files
     /// carrying this tool's temporary marker are touched. Call with the exclusive lock held.
+    ///
+    /// # Errors
+    ///
+    /// When a leftover cannot be removed.
     pub fn remove_leftovers(&self) -> Result<u64> {
         let mut removed = 0;
         for entry in walkdir_files(&self.root)? {

@@ -54,6 +54,10 @@ pub fn is_wal_file_name(name: &str) -> bool {
 
 impl DataDirManifest {
     /// Parses either layout.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Manifest`](crate::Error::Manifest) when the bytes are neither layout.
     pub fn parse(bytes: &[u8]) -> Result<Self> {
         let text =
             std::str::from_utf8(bytes).map_err(|_| Error::Manifest("not UTF-8 text".into()))?;

@@ -41,6 +41,10 @@ fn metadata_len(m: &crate::Metadata) -> u64 {
 
 /// Reads a snapshot of any layout once, streaming: validates it and gathers what a migration
 /// and the operator need (layout, stored metric, norms).
+///
+/// # Errors
+///
+/// When the snapshot does not decode.
 pub fn survey_snapshot(r: impl Read) -> Result<SnapshotSurvey> {
     let mut rd = SnapshotReader::new(r)?;
     let mut ids = HashSet::new();
@@ -81,6 +85,10 @@ pub fn survey_snapshot(r: impl Read) -> Result<SnapshotSurvey> {
 /// Decides the metric of a migrated snapshot: the one the snapshot stores wins; a `requested`
 /// one that contradicts it is refused; with neither, `None` (the caller assumes cosine and
 /// warns).
+///
+/// # Errors
+///
+/// [`Error::MetricConflict`](crate::Error::MetricConflict) when `requested` contradicts `stored`.
 pub fn choose_metric(
     stored: Option<DistanceMetric>,
     requested: Option<DistanceMetric>,
@@ -99,6 +107,10 @@ pub fn choose_metric(
 /// the same bytes that [`survey_snapshot`] surveyed. Ids, vectors, metadata (an empty map for
 /// documents without one, as V1 has none), the timestamp and `last_wal_seq` (0 where the
 /// layout had none) are preserved; `doc_count` becomes the number of documents.
+///
+/// # Errors
+///
+/// When the legacy snapshot does not decode as surveyed, or the writer fails.
 pub fn write_migrated_snapshot(
     survey: &SnapshotSurvey,
     second_pass: impl Read,

@@ -17,8 +17,16 @@ use crate::{
 /// Where recovery reads files from: a directory, bytes captured in a backup, anything.
 pub trait FileSource {
     /// Opens a file of the state by name.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` when the source has no such file; any error of reading it.
     fn open(&mut self, name: &str) -> io::Result<Box<dyn Read + '_>>;
     /// Names of the files present (the legacy MANIFEST layout needs it).
+    ///
+    /// # Errors
+    ///
+    /// When the names cannot be read.
     fn list(&mut self) -> io::Result<Vec<String>>;
 }
 
@@ -124,6 +132,10 @@ impl FullState {
     }
 
     /// Reads an `expected.json` (numbers are narrowed to f32, as the engine stores them).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Malformed`](crate::Error::Malformed) when `v` is not in the fixtures' shape.
     pub fn from_expected_json(v: &Value) -> Result<Self> {
         let bad = |m: &str| Error::Manifest(format!("expected.json: {m}"));
         let mut s = FullState::default();
@@ -269,6 +281,11 @@ fn read_manifest(src: &mut dyn FileSource) -> Result<DataDirManifest> {
 /// Recovers the state as the engine does: MANIFEST, the named snapshot, then every listed WAL
 /// segment in order, skipping entries the snapshot already holds (by sequence number, or for
 /// legacy entries without one, by timestamp). Errors name the file.
+///
+/// # Errors
+///
+/// When a file the state needs is missing or does not decode, the way the engine would refuse to
+/// start (a torn WAL tail only when `opts.torn_tail_is_error`).
 pub fn recover(
     src: &mut dyn FileSource,
     sink: &mut dyn StateSink,
@@ -308,6 +325,10 @@ pub fn recover(
 /// the snapshot, so that counting the live documents of an unchanged snapshot plus a grown WAL
 /// reads only the WAL. Only for sinks that do not want contents; `count` is the number of ids
 /// the list holds (from the backup manifest). The MANIFEST must still name `snapshot`.
+///
+/// # Errors
+///
+/// As [`recover`], and when the id list does not decode or does not describe `snapshot`.
 pub fn recover_from_snapshot_ids(
     src: &mut dyn FileSource,
     snapshot: &str,

@@ -112,6 +112,10 @@ pub struct SnapshotReader<R: Read> {
 
 impl<R: Read> SnapshotReader<R> {
     /// Reads the magic, the payload length and the payload's fixed fields.
+    ///
+    /// # Errors
+    ///
+    /// When the header does not decode (bad magic, unknown layout) or the reader fails.
     pub fn new(mut inner: R) -> Result<Self> {
         let mut head = [0u8; 12];
         read_head(&mut inner, &mut head)?;
@@ -174,6 +178,10 @@ impl<R: Read> SnapshotReader<R> {
     }
 
     /// The next document, or `None` after the last.
+    ///
+    /// # Errors
+    ///
+    /// When the payload does not decode at the next document, or the reader fails.
     pub fn next_document(&mut self) -> Result<Option<(u64, Vec<f32>)>> {
         if !self.document_follows()? {
             return Ok(None);
@@ -191,6 +199,10 @@ impl<R: Read> SnapshotReader<R> {
 
     /// The next document's id, skipping its embedding (read, checked and checksummed like any
     /// byte, but not allocated): for callers that only count or index documents.
+    ///
+    /// # Errors
+    ///
+    /// When the payload does not decode at the next document, or the reader fails.
     pub fn next_document_id(&mut self) -> Result<Option<u64>> {
         if !self.document_follows()? {
             return Ok(None);
@@ -208,6 +220,10 @@ impl<R: Read> SnapshotReader<R> {
     }
 
     /// The next metadata entry, or `None` after the last (V1 has none).
+    ///
+    /// # Errors
+    ///
+    /// When the payload does not decode at the next metadata entry, or the reader fails.
     pub fn next_metadata(&mut self) -> Result<Option<(u64, Metadata)>> {
         while self.next_document()?.is_some() {}
         if self.phase != Phase::Metadata {
@@ -230,6 +246,10 @@ impl<R: Read> SnapshotReader<R> {
 
     /// Decodes the layout-specific tail, checks the payload was consumed exactly and the CRC,
     /// and (for V4) the engine's validity rules.
+    ///
+    /// # Errors
+    ///
+    /// When the rest does not decode, the CRC does not match, or bytes follow the payload.
     pub fn finish(mut self) -> Result<SnapshotInfo> {
         while self.next_metadata()?.is_some() {}
         let v = self.header.version;
@@ -450,6 +470,10 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Decodes a whole snapshot.
+    ///
+    /// # Errors
+    ///
+    /// As [`SnapshotReader`]: when any part does not decode or the CRC does not match.
     pub fn read(r: impl Read) -> Result<Self> {
         let mut rd = SnapshotReader::new(r)?;
         let mut documents = Vec::new();
@@ -476,6 +500,10 @@ impl Snapshot {
     }
 
     /// Encodes the snapshot in its layout, exactly as the engine does.
+    ///
+    /// # Errors
+    ///
+    /// When the writer fails.
     pub fn write(&self, mut w: impl Write) -> Result<()> {
         let mut p = Out::default();
         p.u32(self.layout.version());
@@ -565,6 +593,10 @@ pub struct V4SnapshotOptions {
 /// Writes a V4 snapshot of `opts.count` documents without holding them: `doc(i)` must return
 /// the same document each time it is called for `i` (it is called three times: to size the
 /// metadata, to write the documents, to write the metadata).
+///
+/// # Errors
+///
+/// When the writer fails, or the documents do not fit the V4 layout.
 pub fn write_v4_snapshot<W: Write>(
     mut w: W,
     opts: &V4SnapshotOptions,

@@ -87,6 +87,10 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 
 impl<R: Read> WalReader<R> {
     /// Checks the magic. A file shorter than the magic is an error.
+    ///
+    /// # Errors
+    ///
+    /// When the header cannot be read or written, or is not a WAL header.
     pub fn new(mut inner: R) -> Result<Self> {
         let mut m = [0u8; 4];
         let n = read_full(&mut inner, &mut m)?;
@@ -130,6 +134,11 @@ impl<R: Read> WalReader<R> {
     }
 
     /// The next whole frame, or `None` at the end (clean or torn).
+    ///
+    /// # Errors
+    ///
+    /// When a whole frame fails its CRC or does not decode (a short tail is not an error: see
+    /// `torn`).
     pub fn next_frame(&mut self) -> Result<Option<WalFrame>> {
         if self.done {
             return Ok(None);
@@ -249,12 +258,20 @@ pub struct WalWriter<W: Write> {
 
 impl<W: Write> WalWriter<W> {
     /// Writes the magic.
+    ///
+    /// # Errors
+    ///
+    /// When the header cannot be read or written, or is not a WAL header.
     pub fn new(mut inner: W) -> Result<Self> {
         inner.write_all(&WAL_MAGIC.to_le_bytes())?;
         Ok(Self { inner })
     }
 
     /// Appends one frame.
+    ///
+    /// # Errors
+    ///
+    /// When the entry does not fit `layout`, or the writer fails.
     pub fn append(&mut self, e: &WalEntry, layout: WalLayout) -> Result<()> {
         let body = encode_entry(e, layout);
         self.inner.write_all(&(body.len() as u32).to_le_bytes())?;

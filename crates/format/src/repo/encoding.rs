@@ -105,6 +105,10 @@ pub struct EncodedChunk {
 ///
 /// The chunk's name (its [`ContentHash`] of `plain`) is its checksum: [`decode_chunk`] refuses a
 /// chunk whose decoded bytes do not hash to it.
+///
+/// # Errors
+///
+/// When `plain` is larger than [`MAX_CHUNK_SIZE`].
 pub fn encode_chunk(plain: &[u8]) -> Result<EncodedChunk> {
     let plain_len = u32::try_from(plain.len())
         .ok()
@@ -161,6 +165,11 @@ pub fn chunk_header(head: &[u8]) -> Option<(u32, u32)> {
 
 /// Decodes a chunk file and checks it against what the manifest says of it: its plain size and
 /// its content hash. Never allocates more than `expected_len` bytes for the plain data.
+///
+/// # Errors
+///
+/// [`Error::Chunk`](crate::Error::Chunk) when the header, the length or the hash is not the
+/// expected one, or the payload does not decompress.
 pub fn decode_chunk(stored: &[u8], expected: ContentHash, expected_len: u32) -> Result<Vec<u8>> {
     let bad = |detail: String| Error::Chunk {
         hash: expected.to_hex(),
@@ -490,6 +499,10 @@ impl BackupManifest {
 
     /// Checks what a hostile or damaged manifest could get wrong beyond its checksum: ids,
     /// file names (plain KyroDB names only, no paths), sizes adding up, chunk sizes in range.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BackupManifest`](crate::Error::BackupManifest) naming the first rule broken.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::BackupManifest(m));
         if self.format_version > REPOSITORY_VERSION {
@@ -616,6 +629,10 @@ pub fn is_backup_id(s: &str) -> bool {
 
 /// Encodes a manifest file: one header line `kyrodb-backup-manifest <version> <xxh3-128 of the
 /// body> <body length>` then the JSON body. The header's hash is the manifest's checksum.
+///
+/// # Errors
+///
+/// When the manifest does not [`validate`](BackupManifest::validate).
 pub fn encode_manifest(manifest: &BackupManifest) -> Result<Vec<u8>> {
     let body = serde_json::to_vec_pretty(manifest)
         .map_err(|e| Error::BackupManifest(format!("cannot encode: {e}")))?;
@@ -631,6 +648,10 @@ pub fn encode_manifest(manifest: &BackupManifest) -> Result<Vec<u8>> {
 }
 
 /// The checksum recorded in an encoded manifest's header (the XXH3-128 of its body).
+///
+/// # Errors
+///
+/// When the header line is missing or malformed.
 pub fn manifest_checksum(encoded: &[u8]) -> Result<ContentHash> {
     split_manifest(encoded).map(|(hash, _)| hash)
 }
@@ -691,6 +712,10 @@ fn split_manifest(encoded: &[u8]) -> Result<(ContentHash, &[u8])> {
 }
 
 /// Decodes and validates a manifest file: header, checksum, JSON body, [`BackupManifest::validate`].
+///
+/// # Errors
+///
+/// When the header, the checksum, the JSON body or [`BackupManifest::validate`] fails.
 pub fn decode_manifest(encoded: &[u8]) -> Result<BackupManifest> {
     if encoded.len() as u64 > MAX_MANIFEST_SIZE {
         return Err(Error::BackupManifest(format!(

@@ -108,6 +108,10 @@ impl StateSink for SnapshotIdRecorder<'_> {
 /// Reads an encoded id list of `count` ids (as a [`SnapshotIdRecorder`] wrote it), passing
 /// each id on, and returns the snapshot's description stored after them. Damage is an error,
 /// never a panic; memory stays bounded whatever `count` claims.
+///
+/// # Errors
+///
+/// When the list does not decode, holds another number of ids than `count`, or `each` fails.
 pub fn read_id_list(
     rd: &mut dyn Read,
     count: u64,
