@@ -649,3 +649,76 @@ fn verbose_adds_detail_and_quiet_silences_notes() {
         .stderr("");
     kb().args(["-q", "-v", "list"]).assert().code(2);
 }
+
+#[test]
+fn quiet_runs_print_nothing_on_success_but_json_and_failures_still_speak() {
+    let e = env("v4-rotated");
+    let silent = |c: &mut assert_cmd::Command| {
+        let out = c.arg("-q").output().unwrap();
+        assert!(
+            out.status.success(),
+            "{c:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.stdout.is_empty() && out.stderr.is_empty(),
+            "{c:?} printed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // The guide's cron lines, and the rest of the commands a script runs.
+    silent(
+        kb().data_dir(&e.data)
+            .backup_dir(&e.repo)
+            .args(["create", "--description", "nightly"]),
+    );
+    silent(kb().data_dir(&e.data).backup_dir(&e.repo).args([
+        "create",
+        "--incremental",
+        "--reference",
+        "latest",
+    ]));
+    silent(kb().backup_dir(&e.repo).args(["verify", "--all"]));
+    silent(
+        kb().backup_dir(&e.repo)
+            .args(["prune", "--keep-daily", "30", "--min-age-days", "1"]),
+    );
+    silent(kb().backup_dir(&e.repo).args(["check", "--max-age", "26h"]));
+    silent(kb().backup_dir(&e.repo).arg("list"));
+    let id = create(&e.data, &e.repo, &[])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    silent(kb().backup_dir(&e.repo).args(["show", &id]));
+    silent(
+        kb().backup_dir(&e.repo)
+            .data_dir(&e.target)
+            .args(["restore", "--backup-id", &id]),
+    );
+    // JSON was asked for: it is still printed.
+    let out = kb()
+        .backup_dir(&e.repo)
+        .args(["-q", "check", "--max-age", "26h", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["ok"],
+        true
+    );
+    // A failure still says why, and a failed check still says what it found.
+    kb().backup_dir(&e.repo)
+        .data_dir(&e.target)
+        .args(["-q", "restore", "--backup-id", &id])
+        .assert()
+        .code(4)
+        .stderr(predicate::str::contains("is not empty"));
+    let empty = e.target.with_file_name("empty");
+    fs::create_dir(&empty).unwrap();
+    kb().backup_dir(&empty)
+        .args(["-q", "check", "--max-age", "26h"])
+        .assert()
+        .code(3)
+        .stdout(predicate::str::contains("ALERT: no backup"));
+}

@@ -133,3 +133,30 @@ fn rfc3339_times_and_the_empty_state_before_any_write() {
         .code(2)
         .stderr(predicate::str::contains("cannot be used with"));
 }
+
+#[test]
+fn nearest_with_nothing_recoverable_before_t_names_the_earliest_second_instead() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let repo = tmp.path().join("backups");
+    copy_fixture_data("v4-rotated", &data);
+    let b = create(&data, &repo, &[]);
+    // This fixture's rebuilds start at its snapshot: nothing before it is recoverable.
+    let snap = b["snapshot"]["timestamp"].as_u64().unwrap();
+    let target = tmp.path().join("restored");
+    let out = restore_at(&repo, &target, &(snap - 5).to_string(), &["--nearest"]);
+    assert_eq!(out.status.code(), Some(4));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("add --nearest"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "hint: nothing is recoverable before {}; the earliest recoverable second after it is {snap}",
+            snap - 5
+        )),
+        "{err}"
+    );
+    assert!(!target.exists());
+    // Without --nearest the hint still offers it.
+    let out = restore_at(&repo, &target, &(snap - 5).to_string(), &[]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("add --nearest"));
+}

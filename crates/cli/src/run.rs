@@ -206,10 +206,10 @@ fn migrate(ctx: &Ctx, a: &MigrateArgs) -> kyrodb_backup_ops::Result<Outcome> {
     opts.dry_run = a.dry_run;
     let r = kyrodb_backup_ops::migrate(&opts, now())?;
     if let (Some(s), Some(MetricSource::Assumed)) = (&r.snapshot, r.distance_source) {
-        eprintln!(
+        ctx.note(format!(
             "warning: legacy snapshot {} (timestamp {}, {} documents) stores no distance metric; assuming cosine. If the index used another metric, search results will be wrong: pass --distance",
             s.file, s.timestamp, s.documents
-        );
+        ));
     }
     Ok(ctx.emit(&r, Outcome::Done, render::migrate))
 }
