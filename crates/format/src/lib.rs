@@ -35,6 +35,7 @@
 
 pub mod engine;
 mod error;
+mod ids;
 pub mod repo;
 
 pub use error::{Error, Result};
@@ -44,4 +45,3 @@ pub(crate) use engine::{
     is_snapshot_file_name, is_wal_file_name, AnnSearchMode, DataDirManifest, DistanceMetric,
     Metadata, SnapshotInfo, SnapshotReader, StateSink, WalOp, WalReader, SNAPSHOT_MAGIC,
 };
-pub(crate) use repo::is_backup_id;

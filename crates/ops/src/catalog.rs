@@ -6,11 +6,13 @@ use std::fs;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
+use kyrodb_backup_chain::{BackupView, SegmentView, SnapshotView};
 use kyrodb_backup_durable::open_no_follow;
 use kyrodb_backup_format::engine::{
     builtin_meta_id, is_wal_file_name, read_members, recover, BuiltinMeta, DataDirManifest,
     FileSource, LiveIds, Member, RecoveryOptions, SnapshotReader, WalReader,
 };
+use kyrodb_backup_format::repo::{BackupManifest, FileKind};
 use kyrodb_backup_storage::{Listing, Repository, StoredBackup};
 
 use crate::error::{Error, Result};
@@ -110,6 +112,31 @@ impl Catalog {
             return Ok(Found::Builtin(b));
         }
         Ok(Found::Repository(open_repo(dir)?.find(id)?))
+    }
+}
+
+/// What the point-in-time rule sees of a backup.
+pub(crate) fn chain_view(m: &BackupManifest) -> BackupView {
+    BackupView {
+        id: m.id.clone(),
+        chain_id: m.chain_id.clone(),
+        timestamp: m.timestamp,
+        snapshot: m.snapshot.as_ref().map(|s| SnapshotView {
+            file: s.file.clone(),
+            timestamp: s.timestamp,
+            last_wal_seq: s.last_wal_seq,
+        }),
+        segments: m
+            .files
+            .iter()
+            .filter(|f| f.kind == FileKind::Wal)
+            .filter_map(|f| {
+                Some(SegmentView {
+                    name: f.name.clone(),
+                    entries: f.wal_index.as_ref()?.iter().collect(),
+                })
+            })
+            .collect(),
     }
 }
 

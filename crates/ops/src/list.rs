@@ -7,10 +7,9 @@ use kyrodb_backup_format::repo::{ContentHash, FileKind, SkippedFile};
 use kyrodb_backup_storage::StoredBackup;
 use serde::Serialize;
 
-use crate::catalog::{builtin_chain, members, open_repo, Catalog, Found};
+use crate::catalog::{builtin_chain, chain_view, members, open_repo, Catalog, Found};
 use crate::error::Result;
 use crate::model::{BackupSummary, ChainLink};
-use crate::restore::chain_view;
 
 /// Every backup in a backup directory, newest first. Serialized, it is a JSON array.
 #[derive(Debug, Clone, Serialize)]

@@ -2,21 +2,22 @@
 
 use std::path::{Path, PathBuf};
 
-use kyrodb_backup_chain::{resolve, BackupView, PitrOptions, PitrPlan, SegmentView, SnapshotView};
+use kyrodb_backup_chain::{resolve, BackupView, PitrOptions, PitrPlan};
 use kyrodb_backup_datadir::migrate::{migrate_data_dir, MigrateOptions};
 use kyrodb_backup_datadir::target::Target;
 use kyrodb_backup_format::engine::{DataDirManifest, DistanceMetric};
-use kyrodb_backup_format::repo::{BackupManifest, FileEntry, FileKind};
+use kyrodb_backup_format::repo::FileEntry;
 use kyrodb_backup_storage::{
     restore as restore_set, restore_backup, ChainStore, Expectation, LockMode, PlannedContent,
     PlannedFile, Progress, RestoreSet, StoredBackup,
 };
 use serde::Serialize;
 
-use crate::catalog::{builtin_chain, check_builtin, extracted, open_repo, Catalog, Found};
+use crate::catalog::{
+    builtin_chain, chain_view, check_builtin, extracted, open_repo, BuiltinBackup, Catalog, Found,
+};
 use crate::error::{Error, Result};
 use crate::model::{Now, WrittenFile};
-use crate::BuiltinBackup;
 
 /// What to restore.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,31 +95,6 @@ pub struct RestoreReport {
     /// What could not be read in the backup directory, one line each.
     #[serde(skip)]
     pub warnings: Vec<String>,
-}
-
-/// What the point-in-time rule sees of a backup.
-pub(crate) fn chain_view(m: &BackupManifest) -> BackupView {
-    BackupView {
-        id: m.id.clone(),
-        chain_id: m.chain_id.clone(),
-        timestamp: m.timestamp,
-        snapshot: m.snapshot.as_ref().map(|s| SnapshotView {
-            file: s.file.clone(),
-            timestamp: s.timestamp,
-            last_wal_seq: s.last_wal_seq,
-        }),
-        segments: m
-            .files
-            .iter()
-            .filter(|f| f.kind == FileKind::Wal)
-            .filter_map(|f| {
-                Some(SegmentView {
-                    name: f.name.clone(),
-                    entries: f.wal_index.as_ref()?.iter().collect(),
-                })
-            })
-            .collect(),
-    }
 }
 
 /// Restores `opts.source` from `backup_dir` into `opts.data_dir`. The target is checked before

@@ -6,9 +6,8 @@ use kyrodb_backup_storage::{LockMode, Progress, Repository, StoredBackup};
 use kyrodb_backup_verify::{verify_backup, BackupCheck, Problem};
 use serde::Serialize;
 
-use crate::catalog::{check_builtin, open_repo, Catalog};
+use crate::catalog::{check_builtin, open_repo, BuiltinBackup, Catalog};
 use crate::error::{Error, Result};
-use crate::BuiltinBackup;
 
 /// What `verify` is asked to do.
 #[derive(Debug, Clone, Default)]

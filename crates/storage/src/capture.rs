@@ -5,12 +5,10 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use kyrodb_backup_format::engine::{
-    recover, recover_from_snapshot_ids, FileSource, LiveIds, RecoveryOptions, RecoveryReport,
-};
+use kyrodb_backup_format::engine::{recover, FileSource, LiveIds, RecoveryOptions, RecoveryReport};
 use kyrodb_backup_format::repo::{
-    BackupManifest, BackupType, FileEntry, FileKind, SkippedFile, SnapshotIdRecorder, SnapshotIds,
-    SnapshotSummary, SourceStamp, WalIndex, WalSummary,
+    recover_from_snapshot_ids, BackupManifest, BackupType, FileEntry, FileKind, SkippedFile,
+    SnapshotIdRecorder, SnapshotIds, SnapshotSummary, SourceStamp, WalIndex, WalSummary,
 };
 
 use std::sync::mpsc::{sync_channel, Receiver};

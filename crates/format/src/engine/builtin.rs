@@ -10,7 +10,8 @@ use std::io::{self, Read, Seek, SeekFrom};
 
 use serde::Deserialize;
 
-use crate::{is_backup_id, is_snapshot_file_name, is_wal_file_name, Error, Result};
+use crate::ids::is_uuid;
+use crate::{is_snapshot_file_name, is_wal_file_name, Error, Result};
 
 /// Most members an archive may claim (the tool writes a handful).
 pub const MAX_MEMBERS: u32 = 100_000;
@@ -60,7 +61,7 @@ impl BuiltinMeta {
             offset: 0,
             detail: e.to_string(),
         })?;
-        if meta.id != id || !is_backup_id(id) {
+        if meta.id != id || !is_uuid(id) {
             return Err(Error::Malformed {
                 what: "built-in backup metadata",
                 offset: 0,
@@ -76,7 +77,7 @@ pub fn builtin_meta_id(file_name: &str) -> Option<&str> {
     file_name
         .strip_prefix("backup_")
         .and_then(|n| n.strip_suffix(".json"))
-        .filter(|id| is_backup_id(id))
+        .filter(|id| is_uuid(id))
 }
 
 /// A member of an archive: where its data lies.

@@ -15,7 +15,7 @@ pub use builtin::{builtin_meta_id, read_members, BuiltinMeta, Member, MAX_MEMBER
 pub use manifest::{is_snapshot_file_name, is_wal_file_name, DataDirManifest, ModernManifest};
 pub use migrate::{choose_metric, survey_snapshot, write_migrated_snapshot, SnapshotSurvey};
 pub use recovery::{
-    recover, recover_from_snapshot_ids, DirSource, Document, FileSource, FullState, LiveIds,
+    recover, recover_with_snapshot_loader, DirSource, Document, FileSource, FullState, LiveIds,
     RecoveryOptions, RecoveryReport, SegmentReport, StateDigest, StateSink,
 };
 pub use snapshot::{

@@ -320,20 +320,19 @@ pub fn recover(
     replay_wal(src, manifest, snapshot, sink, *opts)
 }
 
-/// Recovers like [`recover`] but takes the snapshot's document ids from a list recorded when
-/// it was first read (see [`SnapshotIdRecorder`](crate::repo::SnapshotIdRecorder)) instead of reading
-/// the snapshot, so that counting the live documents of an unchanged snapshot plus a grown WAL
-/// reads only the WAL. Only for sinks that do not want contents; `count` is the number of ids
-/// the list holds (from the backup manifest). The MANIFEST must still name `snapshot`.
+/// Recovers like [`recover`], except that the snapshot the MANIFEST names (which must be
+/// `snapshot`) is not read: `load` puts its documents into the sink and returns its
+/// description (a repository's recorded id list does this for counting, see
+/// `kyrodb_backup_format::repo::recover_from_snapshot_ids`). Only for sinks that do not want
+/// contents.
 ///
 /// # Errors
 ///
-/// As [`recover`], and when the id list does not decode or does not describe `snapshot`.
-pub fn recover_from_snapshot_ids(
+/// As [`recover`], and whatever `load` fails with.
+pub fn recover_with_snapshot_loader(
     src: &mut dyn FileSource,
     snapshot: &str,
-    ids: &mut dyn Read,
-    count: u64,
+    load: &mut dyn FnMut(&mut dyn StateSink) -> Result<SnapshotInfo>,
     sink: &mut dyn StateSink,
     opts: &RecoveryOptions,
 ) -> Result<RecoveryReport> {
@@ -348,10 +347,7 @@ pub fn recover_from_snapshot_ids(
             "the MANIFEST does not name {snapshot}, the snapshot of the id list"
         )));
     }
-    let info = crate::repo::id_list::read_id_list(ids, count, |id| {
-        sink.insert(id, Vec::new(), Vec::new());
-    })
-    .map_err(|e| e.in_file(format!("{snapshot} id list")))?;
+    let info = load(sink)?;
     sink.snapshot_loaded(&info);
     replay_wal(
         src,

@@ -620,11 +620,7 @@ fn chunks_total(what: &str, chunks: &[ChunkRef]) -> Result<u64> {
 
 /// Whether `s` has the shape of a backup id: a lower-case hyphenated UUID.
 pub fn is_backup_id(s: &str) -> bool {
-    s.len() == 36
-        && s.bytes().enumerate().all(|(i, b)| match i {
-            8 | 13 | 18 | 23 => b == b'-',
-            _ => matches!(b, b'0'..=b'9' | b'a'..=b'f'),
-        })
+    crate::ids::is_uuid(s)
 }
 
 /// Encodes a manifest file: one header line `kyrodb-backup-manifest <version> <xxh3-128 of the

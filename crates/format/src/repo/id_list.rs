@@ -8,6 +8,7 @@
 
 use std::io::Read;
 
+use crate::engine::{recover_with_snapshot_loader, FileSource, RecoveryOptions, RecoveryReport};
 use crate::{Error, Metadata, Result, SnapshotInfo, StateSink};
 
 const IDS_MAGIC: &[u8; 8] = b"KBIDS001";
@@ -175,6 +176,39 @@ fn malformed(offset: u64, detail: String) -> Error {
         offset,
         detail,
     }
+}
+
+/// Recovers like [`recover`](crate::engine::recover) but takes the snapshot's document ids
+/// from a list recorded when it was first read (see [`SnapshotIdRecorder`]) instead of
+/// reading the snapshot, so that counting the live documents of an unchanged snapshot plus a
+/// grown WAL reads only the WAL. Only for sinks that do not want contents; `count` is the
+/// number of ids the list holds (from the backup manifest). The MANIFEST must still name
+/// `snapshot`.
+///
+/// # Errors
+///
+/// As [`recover`](crate::engine::recover), and when the id list does not decode or does not
+/// describe `snapshot`.
+pub fn recover_from_snapshot_ids(
+    src: &mut dyn FileSource,
+    snapshot: &str,
+    ids: &mut dyn Read,
+    count: u64,
+    sink: &mut dyn StateSink,
+    opts: &RecoveryOptions,
+) -> Result<RecoveryReport> {
+    let mut ids = Some(ids);
+    recover_with_snapshot_loader(
+        src,
+        snapshot,
+        &mut |sink| {
+            let ids = ids.take().expect("the snapshot is loaded once");
+            read_id_list(ids, count, |id| sink.insert(id, Vec::new(), Vec::new()))
+                .map_err(|e| e.in_file(format!("{snapshot} id list")))
+        },
+        sink,
+        opts,
+    )
 }
 
 #[cfg(test)]

@@ -11,4 +11,4 @@ pub use encoding::{
     FileKind, SkippedFile, SnapshotIds, SnapshotSummary, SourceStamp, WalIndex, WalSummary,
     CHUNK_HEADER_LEN, MAX_CHUNK_SIZE, MAX_MANIFEST_SIZE, REPOSITORY_VERSION,
 };
-pub use id_list::{read_id_list, SnapshotIdRecorder, MAX_ID_LIST_BYTES};
+pub use id_list::{read_id_list, recover_from_snapshot_ids, SnapshotIdRecorder, MAX_ID_LIST_BYTES};
