@@ -118,7 +118,7 @@ fn wal_needs_migration(dir: &Path, segments: &[String]) -> Result<(bool, u64, u6
 }
 
 /// Rewrites a data directory whose snapshot or WAL predates the current layouts: the snapshot
-/// as V4 with a metric (the one it stores, else `--distance`, else cosine, reported as
+/// as V4 with a metric (the one it stores, else the one asked for, else cosine, reported as
 /// assumed), legacy WAL entries as W3 numbered after the snapshot (dropping exactly those the
 /// engine would skip), and a JSON MANIFEST naming them. The new state is built beside the data
 /// dir, checked to replay to exactly the same documents, vectors and metadata as the old one,
