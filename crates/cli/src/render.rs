@@ -4,7 +4,7 @@ use std::path::Path;
 
 use kyrodb_backup_ops::types::MetricSource;
 use kyrodb_backup_ops::{
-    BackupSummary, BuiltinShowReport, CheckReport, CreateReport, GoldenCheckReport,
+    BackupSummary, BuiltinShowReport, ChainLink, CheckReport, CreateReport, GoldenCheckReport,
     GoldenCreateReport, ListReport, MigrateReport, PruneReport, RestoreReport, ShowReport, Shown,
     VerifyReport, Windows,
 };
@@ -127,15 +127,7 @@ fn show_builtin(r: &BuiltinShowReport) {
         println!("  {:<32} {:>10}", m.name, human_bytes(m.size));
     }
     println!("chain (restored by extracting these archives in order)");
-    for c in &r.chain {
-        let marker = if c.id == b.id { "*" } else { " " };
-        println!(
-            "  {marker} {}  {}  {}",
-            c.id,
-            utc(c.timestamp),
-            c.backup_type
-        );
-    }
+    print_chain(&r.chain, &b.id);
 }
 
 fn show_repository(r: &ShowReport, boxed: bool) {
@@ -213,8 +205,13 @@ fn show_repository(r: &ShowReport, boxed: bool) {
         Windows::Unknown(e) => println!("point in time: {e}"),
     }
     println!("chain");
-    for c in &r.chain {
-        let marker = if c.id == b.id { "*" } else { " " };
+    print_chain(&r.chain, &b.id);
+}
+
+/// A chain, oldest first, the shown backup marked with `*`.
+fn print_chain(chain: &[ChainLink], current: &str) {
+    for c in chain {
+        let marker = if c.id == current { "*" } else { " " };
         println!(
             "  {marker} {}  {}  {}",
             c.id,
