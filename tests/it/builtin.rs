@@ -183,3 +183,59 @@ fn a_chain_whose_manifest_names_a_snapshot_no_archive_holds_is_refused_not_repro
         .stderr(predicate::str::contains("no archive of its chain holds"));
     assert!(!target.exists());
 }
+
+#[test]
+fn listed_with_the_count_and_metric_their_restores_yield() {
+    let (tmp, dir) = backups();
+    let out = kb()
+        .backup_dir(&dir)
+        .args(["list", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for (id, file) in [
+        (FULL, "expected-full.json"),
+        (INC, "expected-incremental.json"),
+    ] {
+        let b = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["id"] == id)
+            .unwrap();
+        // The metadata's vector_count is the snapshot header's (25 and 0 here); the contract's
+        // is the live count a restore yields.
+        assert_eq!(b["vector_count"], expected(file)["count"], "{id}");
+        assert_eq!(b["distance"], "cosine", "{id}");
+        assert_eq!(b["dimension"], 8, "{id}");
+        let target = tmp.path().join(id);
+        let r = kb()
+            .backup_dir(&dir)
+            .data_dir(&target)
+            .args(["restore", "--format", "json", "--backup-id", id])
+            .output()
+            .unwrap();
+        assert!(r.status.success());
+        assert_eq!(
+            recovered_as_expected_json(&target)["count"],
+            b["vector_count"]
+        );
+    }
+    // A damaged archive is still listed, with its metadata's figures and a warning.
+    let tar = dir.join(format!("backup_{INC}.tar"));
+    let mut bytes = fs::read(&tar).unwrap();
+    bytes.truncate(bytes.len() / 2);
+    fs::write(&tar, bytes).unwrap();
+    let out = kb()
+        .backup_dir(&dir)
+        .args(["list", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("listed with the figures of its metadata")
+    );
+}

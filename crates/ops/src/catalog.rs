@@ -10,7 +10,7 @@ use kyrodb_backup_chain::{BackupView, SegmentView, SnapshotView};
 use kyrodb_backup_durable::open_no_follow;
 use kyrodb_backup_format::engine::{
     builtin_meta_id, is_wal_file_name, read_members, recover, BuiltinMeta, DataDirManifest,
-    FileSource, LiveIds, Member, RecoveryOptions, SnapshotReader, WalReader,
+    DistanceMetric, FileSource, LiveIds, Member, RecoveryOptions, SnapshotReader, WalReader,
 };
 use kyrodb_backup_format::repo::{BackupManifest, FileKind};
 use kyrodb_backup_storage::{Listing, Repository, StoredBackup};
@@ -77,17 +77,25 @@ impl Catalog {
         }
     }
 
-    /// Every backup's summary, newest first.
-    pub fn summaries(&self) -> Vec<BackupSummary> {
-        let mut all: Vec<BackupSummary> = self
-            .listing
-            .backups
-            .iter()
-            .map(BackupSummary::of)
-            .chain(self.builtin.iter().map(BackupSummary::of_builtin))
-            .collect();
+    /// Every backup's summary, newest first, and a line for each built-in backup whose state
+    /// could not be read (it is listed with its metadata's figures).
+    pub fn summaries(&self) -> (Vec<BackupSummary>, Vec<String>) {
+        let mut warnings = Vec::new();
+        let mut all: Vec<BackupSummary> =
+            self.listing.backups.iter().map(BackupSummary::of).collect();
+        for b in &self.builtin {
+            let state = builtin_state(b, &self.builtin)
+                .map_err(|e| {
+                    warnings.push(format!(
+                        "{}: {e} (listed with the figures of its metadata)",
+                        b.archive.display()
+                    ));
+                })
+                .ok();
+            all.push(BackupSummary::of_builtin(b, state));
+        }
         all.sort_by_key(|b| std::cmp::Reverse((b.timestamp, b.subsec_nanos)));
-        all
+        (all, warnings)
     }
 
     /// A built-in backup by full id or unique prefix of 8 or more characters.
@@ -333,14 +341,43 @@ pub(crate) fn check_builtin(b: &BuiltinBackup, all: &[BuiltinBackup]) -> Result<
             )));
         }
     }
+    Ok(recover_extracted(b, &files)?.vector_count)
+}
+
+/// What a built-in backup's chain recovers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BuiltinState {
+    /// Live documents.
+    pub vector_count: u64,
+    /// The metric its snapshot stores.
+    pub distance: Option<DistanceMetric>,
+    /// Vector dimension.
+    pub dimension: Option<u64>,
+}
+
+fn recover_extracted(
+    b: &BuiltinBackup,
+    files: &BTreeMap<String, (PathBuf, Member)>,
+) -> Result<BuiltinState> {
     let mut ids = LiveIds::default();
-    recover(
-        &mut ExtractedSource(&files),
+    let report = recover(
+        &mut ExtractedSource(files),
         &mut ids,
         &RecoveryOptions::default(),
     )
     .map_err(|e| Error::Damaged(format!("built-in backup {}: {e}", b.meta.id)))?;
-    Ok(ids.len() as u64)
+    Ok(BuiltinState {
+        vector_count: ids.len() as u64,
+        distance: report.distance,
+        dimension: report.dimension,
+    })
+}
+
+/// What `b`'s chain recovers to, read from its archives (the metadata's `vector_count` is the
+/// snapshot header's count, not the live count a restore yields).
+pub(crate) fn builtin_state(b: &BuiltinBackup, all: &[BuiltinBackup]) -> Result<BuiltinState> {
+    let chain = builtin_chain(b, all)?;
+    recover_extracted(b, &extracted(&chain)?)
 }
 
 fn decode_member(archive: &Path, m: &Member) -> Result<()> {
@@ -365,8 +402,9 @@ fn decode_member(archive: &Path, m: &Member) -> Result<()> {
 }
 
 impl BackupSummary {
-    /// The summary of a built-in tool's backup.
-    pub fn of_builtin(b: &BuiltinBackup) -> Self {
+    /// The summary of a built-in tool's backup, with the state its chain recovers to when that
+    /// could be read (else the metadata's figures: the snapshot header's count, no metric).
+    pub(crate) fn of_builtin(b: &BuiltinBackup, state: Option<BuiltinState>) -> Self {
         let m = &b.meta;
         Self {
             id: m.id.clone(),
@@ -377,9 +415,9 @@ impl BackupSummary {
             description: m.description.clone(),
             size_bytes: m.size_bytes,
             stored_bytes: fs::metadata(&b.archive).map_or(0, |x| x.len()),
-            vector_count: m.vector_count,
-            dimension: None,
-            distance: None,
+            vector_count: state.map_or(m.vector_count, |s| s.vector_count),
+            dimension: state.and_then(|s| s.dimension),
+            distance: state.and_then(|s| s.distance).map(|d| d.to_string()),
             checksum: m.checksum.to_string(),
             snapshot: m.snapshot_file.as_ref().map(|f| SnapshotRef {
                 file: f.clone(),

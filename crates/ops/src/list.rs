@@ -7,7 +7,9 @@ use kyrodb_backup_format::repo::{ContentHash, FileKind, SkippedFile};
 use kyrodb_backup_storage::StoredBackup;
 use serde::Serialize;
 
-use crate::catalog::{builtin_chain, chain_view, members, open_repo, Catalog, Found};
+use crate::catalog::{
+    builtin_chain, builtin_state, chain_view, members, open_repo, Catalog, Found,
+};
 use crate::error::Result;
 use crate::model::{BackupSummary, ChainLink};
 
@@ -29,10 +31,10 @@ pub struct ListReport {
 /// [`crate::Error::NotARepository`] when `backup_dir` is not a directory.
 pub fn list(backup_dir: &Path) -> Result<ListReport> {
     let catalog = Catalog::read(backup_dir)?;
-    Ok(ListReport {
-        backups: catalog.summaries(),
-        warnings: catalog.warnings,
-    })
+    let (backups, unreadable) = catalog.summaries();
+    let mut warnings = catalog.warnings;
+    warnings.extend(unreadable);
+    Ok(ListReport { backups, warnings })
 }
 
 /// A stored file of a backup.
@@ -127,7 +129,7 @@ pub fn show(backup_dir: &Path, id: &str) -> Result<Shown> {
         Found::Builtin(b) => {
             let chain = builtin_chain(b, &catalog.builtin)?;
             return Ok(Shown::Builtin(BuiltinShowReport {
-                backup: BackupSummary::of_builtin(b),
+                backup: BackupSummary::of_builtin(b, builtin_state(b, &catalog.builtin).ok()),
                 files: members(&b.archive)?
                     .into_iter()
                     .map(|m| ArchiveMember {
