@@ -238,3 +238,210 @@ fn restore_distance_contradicting_a_stored_metric_is_refused_before_any_work() {
         .success();
     assert_eq!(tree(&target), consistent_state_files(&data));
 }
+
+/// Every file under `dir` that the current engine reads, decoded: the MANIFEST is JSON, the
+/// snapshot V4 with `metric`, every WAL entry W3 with a sequence number.
+fn assert_current(dir: &Path, metric: DistanceMetric) {
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.join("MANIFEST")).unwrap()).expect("JSON MANIFEST");
+    let snap = manifest["latest_snapshot"].as_str().unwrap();
+    let v4 = Snapshot::read(fs::File::open(dir.join(snap)).unwrap()).unwrap();
+    assert_eq!((v4.layout, v4.distance), (SnapshotLayout::V4, Some(metric)));
+    for seg in manifest["wal_segments"].as_array().unwrap() {
+        let mut r =
+            WalReader::new(fs::File::open(dir.join(seg.as_str().unwrap())).unwrap()).unwrap();
+        while let Some(f) = r.next_frame().unwrap() {
+            assert_eq!(f.layout, kyrodb_backup_format::engine::WalLayout::W3);
+            assert_ne!(f.entry.seq_no, 0);
+        }
+    }
+}
+
+#[test]
+fn a_legacy_backup_restores_migrated_refused_or_as_is_never_unstartable() {
+    for (snapshot, layout) in LAYOUTS {
+        for wal in ["wal_v1.wal", "wal_v2.wal"] {
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = tmp.path().join("data");
+            let repo = tmp.path().join("backups");
+            legacy_dir(&dir, snapshot, wal);
+            let before = state(&dir);
+            let id = create(&dir, &repo, &[])["id"].as_str().unwrap().to_string();
+            let target = tmp.path().join("restored");
+            let restore = |extra: &[&str]| {
+                kb().backup_dir(&repo)
+                    .data_dir(&target)
+                    .args(["restore", "--format", "json", "--backup-id", &id])
+                    .args(extra)
+                    .output()
+                    .unwrap()
+            };
+            let case = format!("{snapshot} ({layout:?}) + {wal}");
+            // verify says what a restore will have to do, without calling the backup damaged.
+            let v = kb()
+                .backup_dir(&repo)
+                .args(["verify", "--format", "json", &id])
+                .output()
+                .unwrap();
+            assert!(v.status.success(), "{case}");
+            let v: serde_json::Value = serde_json::from_slice(&v.stdout).unwrap();
+            let expect = if stored_metric(snapshot).is_some() {
+                "migrates"
+            } else {
+                "needs-metric"
+            };
+            assert_eq!(v["backups"][0]["current_engine"], expect, "{case}");
+            if let Some(metric) = stored_metric(snapshot) {
+                // The snapshot stores its metric: migrated in the same staged pass.
+                let out = restore(&[]);
+                assert!(
+                    out.status.success(),
+                    "{case}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+                assert_eq!(r["migrated"]["distance"], metric.to_string(), "{case}");
+                assert_eq!(r["migrated"]["source"], "stored", "{case}");
+                assert_current(&target, metric);
+                assert_eq!(
+                    state(&target),
+                    before,
+                    "{case}: same documents, vectors, metadata"
+                );
+                assert!(!target.join("snapshot_1760970600").exists(), "{case}");
+            } else {
+                // No stored metric: refused before anything is written, naming the evidence.
+                let out = restore(&[]);
+                assert_eq!(out.status.code(), Some(4), "{case}");
+                let err = String::from_utf8_lossy(&out.stderr);
+                for evidence in [
+                    "stores no distance metric",
+                    "documents",
+                    "unit norm",
+                    "--distance",
+                    "--as-is",
+                ] {
+                    assert!(err.contains(evidence), "{case}: {evidence} in {err}");
+                }
+                assert!(!target.exists(), "{case}: nothing written");
+                // With a metric it is migrated with that one.
+                let out = restore(&["--distance", "euclidean"]);
+                assert!(
+                    out.status.success(),
+                    "{case}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+                assert_eq!(r["migrated"]["source"], "requested");
+                assert_current(&target, DistanceMetric::Euclidean);
+                assert_eq!(state(&target), before, "{case}");
+                fs::remove_dir_all(&target).unwrap();
+            }
+            if target.exists() {
+                fs::remove_dir_all(&target).unwrap();
+            }
+            // --as-is gives the legacy bytes back, for an older engine.
+            let out = restore(&["--as-is"]);
+            assert!(
+                out.status.success(),
+                "{case}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(r["migrated"], serde_json::Value::Null);
+            assert_eq!(tree(&target), tree(&dir), "{case}: the original bytes");
+        }
+    }
+}
+
+/// A data dir of a V3 snapshot (which records `last_wal_seq`) and W3 entries after it, one a
+/// second, so that point-in-time restore can rebuild its seconds.
+fn v3_dir_with_w3_wal(dir: &Path, snapshot: &str) -> (Snapshot, u64) {
+    use kyrodb_backup_format::engine::{DataDirManifest, WalEntry, WalLayout, WalOp, WalWriter};
+    fs::create_dir_all(dir).unwrap();
+    let snap =
+        Snapshot::read(fs::File::open(fixtures().join("kyrodb/legacy").join(snapshot)).unwrap())
+            .unwrap();
+    fs::copy(
+        fixtures().join("kyrodb/legacy").join(snapshot),
+        dir.join("snapshot_1.snap"),
+    )
+    .unwrap();
+    let mut w = WalWriter::new(Vec::new()).unwrap();
+    for i in 1..=3u64 {
+        let entry = WalEntry {
+            op: WalOp::Insert,
+            doc_id: 10_000 + i,
+            embedding: vec![0.5; snap.dimension as usize],
+            metadata: vec![],
+            seq_no: snap.last_wal_seq + i,
+            timestamp: snap.timestamp + 10 * i,
+        };
+        w.append(&entry, WalLayout::W3).unwrap();
+    }
+    fs::write(dir.join("wal_1.wal"), w.into_inner()).unwrap();
+    let m = DataDirManifest::modern(
+        Some("snapshot_1.snap".into()),
+        Some(snap.last_wal_seq),
+        vec!["wal_1.wal".into()],
+        snap.timestamp,
+    );
+    fs::write(dir.join("MANIFEST"), m.to_bytes()).unwrap();
+    let second_write = snap.timestamp + 20;
+    (snap, second_write)
+}
+
+#[test]
+fn a_legacy_point_in_time_restore_obeys_the_same_rule() {
+    for snapshot in ["snapshot_v3.snap", "snapshot_v3_ann.snap"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        let repo = tmp.path().join("backups");
+        let (snap, t) = v3_dir_with_w3_wal(&dir, snapshot);
+        create(&dir, &repo, &[]);
+        let target = tmp.path().join("restored");
+        let at = |extra: &[&str]| {
+            kb().backup_dir(&repo)
+                .data_dir(&target)
+                .args([
+                    "restore",
+                    "--format",
+                    "json",
+                    "--point-in-time",
+                    &t.to_string(),
+                ])
+                .args(extra)
+                .output()
+                .unwrap()
+        };
+        let out = if snap.distance.is_some() {
+            at(&[])
+        } else {
+            let out = at(&[]);
+            assert_eq!(
+                out.status.code(),
+                Some(4),
+                "{snapshot}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(String::from_utf8_lossy(&out.stderr).contains("stores no distance metric"));
+            assert!(!target.exists(), "{snapshot}: nothing written");
+            at(&["--distance", "innerproduct"])
+        };
+        assert!(
+            out.status.success(),
+            "{snapshot}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(r["recovered_to"], t);
+        let metric = snap.distance.unwrap_or(DistanceMetric::InnerProduct);
+        assert_current(&target, metric);
+        // The snapshot's documents plus the two writes at or before T.
+        assert_eq!(
+            state(&target).docs.len() as u64,
+            snap.documents.len() as u64 + 2,
+            "{snapshot}"
+        );
+    }
+}

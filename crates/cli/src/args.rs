@@ -92,6 +92,7 @@ pub struct CreateArgs {
 /// `restore` options.
 #[derive(Debug, Args)]
 #[command(group = clap::ArgGroup::new("what").required(true).args(["backup_id", "point_in_time"]))]
+#[allow(clippy::struct_excessive_bools)] // independent switches, one per flag of the command
 pub struct RestoreArgs {
     /// The backup to restore: an id or unique prefix (8+ characters).
     #[arg(long, value_name = "ID")]
@@ -103,10 +104,14 @@ pub struct RestoreArgs {
     /// When T cannot be rebuilt exactly, restore the latest second before it that can.
     #[arg(long, requires = "point_in_time")]
     pub nearest: bool,
-    /// Migrate a restored legacy snapshot to the current format with this metric
-    /// (cosine, euclidean, innerproduct).
-    #[arg(long, value_name = "METRIC")]
+    /// The metric to migrate a restored legacy snapshot that stores none with (cosine,
+    /// euclidean, innerproduct). One that stores its metric is migrated with it.
+    #[arg(long, value_name = "METRIC", conflicts_with = "as_is")]
     pub distance: Option<DistanceMetric>,
+    /// Restore a legacy backup's bytes as they are, for an older engine (the current engine
+    /// loads only V4 snapshots); without it a legacy state is migrated while it is restored.
+    #[arg(long)]
+    pub as_is: bool,
     /// Report what would happen, change nothing.
     #[arg(long)]
     pub dry_run: bool,

@@ -92,6 +92,9 @@ fn render(e: &Error, cli: &Cli) -> (String, Option<String>) {
             Some("create a new full backup (without --incremental) to start a new chain".into()),
         ),
         Error::NoMetric(_) => plain("pass --distance cosine|euclidean|innerproduct"),
+        Error::NeedsMetric(_) => plain(
+            "pass --distance cosine|euclidean|innerproduct to restore it migrated to the current format, or --as-is to restore the legacy bytes for an older engine",
+        ),
         Error::InvalidOptions(_) if matches!(cli.command, Command::Golden { .. }) => (
             "--queries and --k must be at least 1".into(),
             None,

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use kyrodb_backup_ops::types::MetricSource;
+use kyrodb_backup_ops::types::{CurrentEngine, MetricSource};
 use kyrodb_backup_ops::{
     BackupSummary, BuiltinShowReport, ChainLink, CheckReport, CreateReport, GoldenCheckReport,
     GoldenCreateReport, ListReport, MigrateReport, PruneReport, RestoreReport, ShowReport, Shown,
@@ -244,7 +244,20 @@ pub fn restore(r: &RestoreReport) {
         r.vector_count
     );
     if let Some(m) = r.migrated {
-        println!("migrated the restored legacy state to the current format with metric {m}");
+        let verb = if r.dry_run {
+            "would migrate"
+        } else {
+            "migrated"
+        };
+        let why = match m.source {
+            MetricSource::Stored => "stored in the snapshot",
+            MetricSource::Requested => "from --distance",
+            MetricSource::Assumed => "assumed",
+        };
+        println!(
+            "{verb} the restored legacy state to the current format (snapshot V4, WAL W3, JSON MANIFEST) with metric {} ({why})",
+            m.distance
+        );
     }
     if r.replaced {
         match &r.previous {
@@ -265,6 +278,15 @@ pub fn verify(r: &VerifyReport) {
                 human_bytes(c.bytes_checked),
                 c.vector_count.unwrap_or(0)
             );
+            match c.current_engine {
+                Some(CurrentEngine::Migrates) => println!(
+                    "  note: a legacy state that stores its metric: restore migrates it to the current format"
+                ),
+                Some(CurrentEngine::NeedsMetric) => println!(
+                    "  note: a legacy state that stores no metric: restore needs --distance (or --as-is for an older engine)"
+                ),
+                _ => {}
+            }
         } else {
             println!("DAMAGED  {}", c.id);
             for p in &c.problems {

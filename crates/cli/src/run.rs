@@ -157,6 +157,7 @@ fn restore(ctx: &Ctx, a: &RestoreArgs) -> kyrodb_backup_ops::Result<Outcome> {
     opts.keep_previous = a.keep_previous;
     opts.dry_run = a.dry_run;
     opts.distance = a.distance;
+    opts.as_is = a.as_is;
     let r = kyrodb_backup_ops::restore(&ctx.cli.backup_dir, &opts, now(), &ctx.bar())?;
     ctx.warn_all(&r.warnings);
     if let Some(t) = r.point_in_time.filter(|&t| t != r.recovered_to) {

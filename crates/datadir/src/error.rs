@@ -47,6 +47,9 @@ pub enum Error {
         /// The metric asked for.
         requested: DistanceMetric,
     },
+    /// A legacy snapshot stores no metric, and none was given to migrate it with.
+    #[error("legacy snapshot {} ({}, {} documents, taken at {}) stores no distance metric", .0.snapshot, .0.layout, .0.documents, .0.timestamp)]
+    NoStoredMetric(Box<crate::migrate::MetricEvidence>),
     /// The directory records no distance metric and none was given.
     #[error("the data dir records no distance metric")]
     NoMetric,

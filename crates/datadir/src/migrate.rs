@@ -131,66 +131,197 @@ fn wal_needs_migration(dir: &Path, segments: &[String]) -> Result<(bool, u64, u6
 /// its state, [`Error::MetricConflict`], [`Error::InUse`], [`Error::Format`] for damaged files.
 pub fn migrate_data_dir(opts: &MigrateOptions) -> Result<MigrateReport> {
     let dir = &opts.data_dir;
-    let mbytes = read_manifest(dir)?;
-    let manifest = DataDirManifest::parse(&mbytes).map_err(|e| e.in_file("MANIFEST"))?;
+    read_manifest(dir)?;
     let target = Target::existing(dir)?;
-    let mut before = StateDigest::default();
-    recover(
-        &mut DirSource::new(dir),
-        &mut before,
-        &RecoveryOptions::default(),
-    )?;
-    let segments = segments_of(dir, &manifest)?;
-    let (wal_legacy, legacy_entries, sequenced_entries) = wal_needs_migration(dir, &segments)?;
-    let snapshot = match manifest.snapshot_file() {
-        Some(name) => {
-            let path = dir.join(&name);
-            let survey = survey_snapshot(BufReader::new(File::open(&path).at(&path)?))
-                .map_err(|e| e.in_file(&name))?;
-            Some((name, survey))
-        }
-        None => None,
-    };
-    let snap_legacy = snapshot
-        .as_ref()
-        .is_some_and(|(_, s)| s.info.layout != SnapshotLayout::V4);
-    let metric = match &snapshot {
-        None => None,
-        Some((_, s)) => Some(
-            match choose_metric(s.info.distance, opts.distance).map_err(|e| match e {
-                kyrodb_backup_format::Error::MetricConflict { stored, requested } => {
-                    Error::MetricConflict { stored, requested }
-                }
-                e => Error::Format(e),
-            })? {
-                Some(m) if s.info.distance.is_some() => (m, MetricSource::Stored),
-                Some(m) => (m, MetricSource::Requested),
-                None => (DistanceMetric::Cosine, MetricSource::Assumed),
-            },
-        ),
-    };
-    let mut report = MigrateReport {
-        snapshot: snapshot.clone(),
-        metric,
-        wal_entries: (legacy_entries + sequenced_entries, 0),
-        already_current: !snap_legacy
-            && !wal_legacy
-            && matches!(manifest, DataDirManifest::Modern(_)),
-        vector_count: before.len() as u64,
-        previous: None,
-        dry_run: opts.dry_run,
-    };
+    let survey = Survey::of(dir)?;
+    let metric = survey.metric(opts.distance, true)?;
+    let mut report = survey.report(metric, opts.dry_run);
     let staging = target.stage("migrate", &opts.now.to_string())?;
-    report.wal_entries.1 = build(
-        dir,
-        staging.dir(),
-        snapshot.as_ref(),
-        &segments,
-        metric,
-        opts.now,
-    )?;
-    swap_checked(staging, &before, &mut report, opts)?;
+    report.wal_entries.1 = survey.build(dir, staging.dir(), metric, opts.now)?;
+    swap_checked(staging, &survey.before, &mut report, opts)?;
     Ok(report)
+}
+
+/// What a directory holds, read to decide its migration.
+struct Survey {
+    manifest: DataDirManifest,
+    segments: Vec<String>,
+    wal_legacy: bool,
+    wal_entries: u64,
+    snapshot: Option<(String, SnapshotSurvey)>,
+    before: StateDigest,
+}
+
+impl Survey {
+    fn of(dir: &Path) -> Result<Self> {
+        let mbytes = read_manifest(dir)?;
+        let manifest = DataDirManifest::parse(&mbytes).map_err(|e| e.in_file("MANIFEST"))?;
+        let mut before = StateDigest::default();
+        recover(
+            &mut DirSource::new(dir),
+            &mut before,
+            &RecoveryOptions::default(),
+        )?;
+        let segments = segments_of(dir, &manifest)?;
+        let (wal_legacy, legacy_entries, sequenced_entries) = wal_needs_migration(dir, &segments)?;
+        let snapshot = match manifest.snapshot_file() {
+            Some(name) => {
+                let path = dir.join(&name);
+                let survey = survey_snapshot(BufReader::new(File::open(&path).at(&path)?))
+                    .map_err(|e| e.in_file(&name))?;
+                Some((name, survey))
+            }
+            None => None,
+        };
+        Ok(Self {
+            manifest,
+            segments,
+            wal_legacy,
+            wal_entries: legacy_entries + sequenced_entries,
+            snapshot,
+            before,
+        })
+    }
+
+    fn already_current(&self) -> bool {
+        let snap_legacy = self
+            .snapshot
+            .as_ref()
+            .is_some_and(|(_, s)| s.info.layout != SnapshotLayout::V4);
+        !snap_legacy && !self.wal_legacy && matches!(self.manifest, DataDirManifest::Modern(_))
+    }
+
+    /// The metric of the migrated snapshot: the stored one, else `requested`, else (when
+    /// `assume`) cosine, reported as assumed; without `assume`, a snapshot that stores none
+    /// and no request is [`Error::NoStoredMetric`].
+    fn metric(
+        &self,
+        requested: Option<DistanceMetric>,
+        assume: bool,
+    ) -> Result<Option<(DistanceMetric, MetricSource)>> {
+        let Some((name, s)) = &self.snapshot else {
+            return Ok(None);
+        };
+        let chosen = choose_metric(s.info.distance, requested).map_err(|e| match e {
+            kyrodb_backup_format::Error::MetricConflict { stored, requested } => {
+                Error::MetricConflict { stored, requested }
+            }
+            e => Error::Format(e),
+        })?;
+        Ok(Some(match chosen {
+            Some(m) if s.info.distance.is_some() => (m, MetricSource::Stored),
+            Some(m) => (m, MetricSource::Requested),
+            None if assume => (DistanceMetric::Cosine, MetricSource::Assumed),
+            None => {
+                return Err(Error::NoStoredMetric(Box::new(MetricEvidence::of(name, s))));
+            }
+        }))
+    }
+
+    fn report(
+        &self,
+        metric: Option<(DistanceMetric, MetricSource)>,
+        dry_run: bool,
+    ) -> MigrateReport {
+        MigrateReport {
+            snapshot: self.snapshot.clone(),
+            metric,
+            wal_entries: (self.wal_entries, 0),
+            already_current: self.already_current(),
+            vector_count: self.before.len() as u64,
+            previous: None,
+            dry_run,
+        }
+    }
+
+    fn build(
+        &self,
+        dir: &Path,
+        staging: &Path,
+        metric: Option<(DistanceMetric, MetricSource)>,
+        now: u64,
+    ) -> Result<u64> {
+        build(
+            dir,
+            staging,
+            self.snapshot.as_ref(),
+            &self.segments,
+            metric,
+            now,
+        )
+    }
+}
+
+/// What is known of a legacy snapshot's metric when it stores none: what an operator needs to
+/// choose one.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MetricEvidence {
+    /// The snapshot's file name.
+    pub snapshot: String,
+    /// Its layout (`V1`, `LegacyV2`, `V3`, ...).
+    pub layout: String,
+    /// When the engine took it (Unix seconds).
+    pub timestamp: u64,
+    /// Documents it holds.
+    pub documents: u64,
+    /// Share of its vectors with unit L2 norm.
+    pub unit_norm_share: f64,
+    /// What that share suggests.
+    pub suggestion: &'static str,
+}
+
+impl MetricEvidence {
+    /// The evidence of a surveyed snapshot.
+    pub fn of(name: &str, s: &SnapshotSurvey) -> Self {
+        Self {
+            snapshot: name.to_string(),
+            layout: format!("{:?}", s.info.layout),
+            timestamp: s.info.timestamp,
+            documents: s.info.documents,
+            unit_norm_share: s.unit_norm_share(),
+            suggestion: metric_suggestion(s.unit_norm_share()),
+        }
+    }
+}
+
+/// A restored state staged beside its target, migrated to the current layouts when it is
+/// legacy: the migrated files are built in a second staging directory (the first is removed),
+/// checked to replay to exactly the same state, and returned for the swap. A state already
+/// current is returned as it is, with no report.
+///
+/// Unlike [`migrate_data_dir`], no metric is assumed: a legacy snapshot that stores none needs
+/// `requested`, or this is [`Error::NoStoredMetric`] and nothing reaches the target.
+///
+/// # Errors
+///
+/// [`Error::NoStoredMetric`], [`Error::MetricConflict`], [`Error::DataDir`] when the migrated
+/// state would differ, [`Error::Format`] for damaged staged files.
+pub fn migrate_staged(
+    staging: Staging,
+    requested: Option<DistanceMetric>,
+    now: u64,
+) -> Result<(Staging, Option<MigrateReport>)> {
+    let survey = Survey::of(staging.dir())?;
+    if survey.already_current() {
+        return Ok((staging, None));
+    }
+    let metric = survey.metric(requested, false)?;
+    let mut report = survey.report(metric, false);
+    let next = staging.sibling("migrate", &now.to_string())?;
+    report.wal_entries.1 = survey.build(staging.dir(), next.dir(), metric, now)?;
+    let mut after = StateDigest::default();
+    recover(
+        &mut DirSource::new(next.dir()),
+        &mut after,
+        &RecoveryOptions::default(),
+    )
+    .map_err(|e| Error::DataDir(format!("the migrated state does not recover: {e}")))?;
+    if after != survey.before {
+        return Err(Error::DataDir(
+            "the migrated state would differ from the legacy one; nothing was changed".into(),
+        ));
+    }
+    Ok((next, Some(report)))
 }
 
 /// Checks the staged state replays exactly like the old one, then swaps it in (unless dry or

@@ -248,6 +248,16 @@ impl Staging {
         &self.dir
     }
 
+    /// A second, empty staging directory beside the same target (to build a transformed copy
+    /// of this one); it replaces this one when it is swapped in.
+    ///
+    /// # Errors
+    ///
+    /// As [`Target::stage`].
+    pub fn sibling(&self, purpose: &str, tag: &str) -> Result<Staging> {
+        self.target.stage(purpose, tag)
+    }
+
     /// Creates a new file in the staging directory.
     ///
     /// # Errors

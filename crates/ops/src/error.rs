@@ -103,6 +103,10 @@ pub enum Error {
         /// Whether the snapshot is a backup's (a restore) or the data dir's (a migration).
         in_backup: bool,
     },
+    /// A legacy snapshot stores no metric, and none was given: the current engine cannot
+    /// start on it as it is, and migrating it needs a metric someone chose.
+    #[error("legacy snapshot {} ({}, {} documents, taken at {}) stores no distance metric; {:.1}% of its vectors have unit norm: {}", .0.snapshot, .0.layout, .0.documents, .0.timestamp, .0.unit_norm_share * 100.0, .0.suggestion)]
+    NeedsMetric(Box<kyrodb_backup_datadir::migrate::MetricEvidence>),
     /// A data directory records no metric, and none was given.
     #[error("{} records no distance metric", .0.display())]
     NoMetric(PathBuf),
@@ -136,6 +140,7 @@ impl Error {
             Error::Locked(_)
             | Error::TargetNotEmpty(_)
             | Error::InUse { .. }
+            | Error::NeedsMetric(_)
             | Error::PointInTime(kyrodb_backup_chain::Error::NotRecoverable { .. }) => {
                 ErrorKind::Refused
             }
@@ -171,6 +176,7 @@ impl From<kyrodb_backup_datadir::Error> for Error {
             D::Io(io) => io.into(),
             D::Format(f) => Error::Format(f),
             D::TargetNotEmpty(p) => Error::TargetNotEmpty(p),
+            D::NoStoredMetric(evidence) => Error::NeedsMetric(evidence),
             D::InUse { path, pid, command } => Error::InUse { path, pid, command },
             D::MetricConflict { stored, requested } => Error::MetricConflict {
                 stored,

@@ -73,19 +73,19 @@ pub use list::{
 pub use migrate::{migrate, MigrateOptions, MigrateReport, MigratedSnapshot};
 pub use model::{BackupSummary, ChainLink, Now, SnapshotRef, WalCoverage, WrittenFile};
 pub use prune::{prune, ChainNotCollected, KeptBackup, PruneOptions, PruneReport};
-pub use restore::{restore, RestoreOptions, RestoreReport, RestoreSource};
+pub use restore::{restore, Migrated, RestoreOptions, RestoreReport, RestoreSource};
 pub use verify::{verify, BuiltinCheck, Unreadable, VerifyOptions, VerifyReport};
 
 /// Types that appear in options and reports, from the crates underneath.
 pub mod types {
     pub use kyrodb_backup_chain::{Error as PointInTimeError, Window};
     pub use kyrodb_backup_datadir::golden::{GoldenReport, Mismatch};
-    pub use kyrodb_backup_datadir::migrate::MetricSource;
+    pub use kyrodb_backup_datadir::migrate::{MetricEvidence, MetricSource};
     pub use kyrodb_backup_format::engine::DistanceMetric;
     pub use kyrodb_backup_format::repo::{ContentHash, FileKind, SkippedFile};
     pub use kyrodb_backup_retention::RetentionPolicy;
     pub use kyrodb_backup_storage::StoreStats;
-    pub use kyrodb_backup_verify::{BackupCheck, Problem};
+    pub use kyrodb_backup_verify::{BackupCheck, CurrentEngine, Problem};
 }
 
 pub use kyrodb_backup_storage::{NoProgress, Progress};

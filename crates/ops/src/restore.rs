@@ -3,10 +3,10 @@
 use std::path::{Path, PathBuf};
 
 use kyrodb_backup_chain::{resolve, BackupView, PitrOptions, PitrPlan};
-use kyrodb_backup_datadir::migrate::{migrate_data_dir, MigrateOptions};
+use kyrodb_backup_datadir::migrate::{MetricEvidence, MetricSource};
 use kyrodb_backup_datadir::target::Target;
-use kyrodb_backup_format::engine::{DataDirManifest, DistanceMetric};
-use kyrodb_backup_format::repo::FileEntry;
+use kyrodb_backup_format::engine::{survey_snapshot, DataDirManifest, DistanceMetric};
+use kyrodb_backup_format::repo::{FileEntry, FileKind};
 use kyrodb_backup_storage::{
     restore as restore_set, restore_backup, ChainStore, Expectation, LockMode, PlannedContent,
     PlannedFile, Progress, RestoreSet, StoredBackup,
@@ -37,6 +37,7 @@ pub enum RestoreSource {
 /// What `restore` is asked to do.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
+#[allow(clippy::struct_excessive_bools)] // independent switches, one per flag of the command
 pub struct RestoreOptions {
     /// The data directory to restore into.
     pub data_dir: PathBuf,
@@ -48,8 +49,12 @@ pub struct RestoreOptions {
     pub keep_previous: bool,
     /// Check and report only; change nothing.
     pub dry_run: bool,
-    /// Migrate a restored legacy snapshot to the current format with this metric.
+    /// The metric to migrate a restored legacy snapshot that stores none with (one that
+    /// stores its metric is migrated with it).
     pub distance: Option<DistanceMetric>,
+    /// Restore a legacy state's bytes as they are (for an older engine) instead of migrating
+    /// it to the current layouts.
+    pub as_is: bool,
 }
 
 impl RestoreOptions {
@@ -62,8 +67,18 @@ impl RestoreOptions {
             keep_previous: false,
             dry_run: false,
             distance: None,
+            as_is: false,
         }
     }
+}
+
+/// How a restored legacy state was migrated to the current layouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Migrated {
+    /// The metric of the migrated snapshot.
+    pub distance: DistanceMetric,
+    /// Where it came from: the snapshot (`stored`) or the options (`requested`).
+    pub source: MetricSource,
 }
 
 /// What a restore did (or, dry, would do).
@@ -89,9 +104,8 @@ pub struct RestoreReport {
     pub previous: Option<PathBuf>,
     /// Whether this was a dry run.
     pub dry_run: bool,
-    /// The metric a restored legacy state was migrated with.
-    #[serde(skip)]
-    pub migrated: Option<DistanceMetric>,
+    /// How a legacy state was (or, dry, would be) migrated to the current layouts.
+    pub migrated: Option<Migrated>,
     /// What could not be read in the backup directory, one line each.
     #[serde(skip)]
     pub warnings: Vec<String>,
@@ -118,8 +132,11 @@ pub fn restore(
         let mut o = kyrodb_backup_storage::RestoreOptions::new(now.secs);
         o.keep_previous = opts.keep_previous;
         o.dry_run = opts.dry_run;
+        o.as_is = opts.as_is;
+        o.distance = opts.distance;
         o
     };
+    let mut would_migrate = None;
     let mut warnings = Vec::new();
     let (r, recovered_to) = match &opts.source {
         RestoreSource::Backup(id) => {
@@ -136,6 +153,7 @@ pub fn restore(
                     let b = repo.find(id)?;
                     check_distance(b.manifest.distance, opts.distance)?;
                     let store = repo.chain_store(&b.manifest.chain_id)?;
+                    would_migrate = check_legacy(&store, &b, opts)?;
                     (
                         restore_backup(&store, &b, &target, &sopts, progress)?,
                         b.manifest.timestamp,
@@ -163,6 +181,11 @@ pub fn restore(
             });
             check_distance(snap_distance, opts.distance)?;
             let store = repo.chain_store(&plan.chain_id)?;
+            if let Some(s) = &plan.snapshot {
+                if let Some(b) = backups.iter().find(|b| b.manifest.id == s.backup_id) {
+                    would_migrate = check_legacy(&store, b, opts)?;
+                }
+            }
             let set = pitr_set(&store, &backups, &plan)?;
             (
                 restore_set(&set, &target, &sopts, progress)?,
@@ -170,15 +193,10 @@ pub fn restore(
             )
         }
     };
-    let migrated = match (opts.distance, r.dry_run) {
-        (Some(d), false) => {
-            let mut m = MigrateOptions::new(r.target.clone(), now.secs);
-            m.distance = Some(d);
-            m.keep_previous = false;
-            let m = migrate_data_dir(&m)?;
-            (!m.already_current).then(|| m.metric.map_or(d, |x| x.0))
-        }
-        _ => None,
+    let migrated = match r.migrated {
+        Some((distance, source)) => Some(Migrated { distance, source }),
+        None if r.dry_run => would_migrate,
+        None => None,
     };
     Ok(RestoreReport {
         backup_id: r.backup_id,
@@ -231,6 +249,45 @@ fn restore_builtin(
         also_check: Vec::new(),
     };
     Ok(restore_set(&set, target, opts, progress)?)
+}
+
+/// For a backup whose snapshot is legacy (version < 4): refuses, before anything is written,
+/// when it stores no metric and none was given (naming the evidence an operator chooses one
+/// by), and says how it will be migrated. `None` for a current snapshot or `as_is`.
+fn check_legacy(
+    store: &ChainStore,
+    b: &StoredBackup,
+    opts: &RestoreOptions,
+) -> Result<Option<Migrated>> {
+    let m = &b.manifest;
+    let Some(snap) = m.snapshot.as_ref().filter(|s| s.version < 4 && !opts.as_is) else {
+        return Ok(None);
+    };
+    if let Some(distance) = m.distance {
+        return Ok(Some(Migrated {
+            distance,
+            source: MetricSource::Stored,
+        }));
+    }
+    if let Some(distance) = opts.distance {
+        return Ok(Some(Migrated {
+            distance,
+            source: MetricSource::Requested,
+        }));
+    }
+    let entry = m
+        .files
+        .iter()
+        .find(|f| f.kind == FileKind::Snapshot && f.name == snap.file)
+        .ok_or_else(|| Error::Damaged(format!("backup {} lists no file {}", m.id, snap.file)))?;
+    let survey = survey_snapshot(std::io::BufReader::with_capacity(
+        1 << 20,
+        store.reader(entry),
+    ))
+    .map_err(|e| Error::Damaged(format!("backup {}: {}: {e}", m.id, snap.file)))?;
+    Err(Error::NeedsMetric(Box::new(MetricEvidence::of(
+        &snap.file, &survey,
+    ))))
 }
 
 /// Refuses a requested metric that contradicts the one a backup's snapshot stores.

@@ -9,13 +9,15 @@ use std::os::unix::fs::FileExt;
 use std::sync::{Condvar, Mutex};
 
 use kyrodb_backup_format::engine::{
-    recover, FileSource, LiveIds, RecoveryOptions, RecoveryReport, WalReader,
+    recover, DirSource, DistanceMetric, FileSource, LiveIds, RecoveryOptions, RecoveryReport,
+    WalReader,
 };
 use kyrodb_backup_format::repo::FileEntry;
 
 use crate::chunkstore::ChainStore;
 use crate::error::{Error, IoContext, Result};
 use crate::repository::StoredBackup;
+use kyrodb_backup_datadir::migrate::{migrate_staged, MetricSource};
 use kyrodb_backup_datadir::target::{Previous, Staging, Target};
 
 /// How a restore treats the target; which target, and whether replacing it is allowed, was
@@ -29,15 +31,24 @@ pub struct RestoreOptions {
     pub dry_run: bool,
     /// The Unix second of the restore, used to name kept previous contents.
     pub now: u64,
+    /// Restore the stored bytes as they are, even a legacy state the current engine does not
+    /// start on (for an older engine). Otherwise a legacy state is migrated to the current
+    /// layouts in staging, and a state the current engine would refuse is not swapped in.
+    pub as_is: bool,
+    /// The metric to migrate a legacy snapshot that stores none with.
+    pub distance: Option<DistanceMetric>,
 }
 
 impl RestoreOptions {
-    /// A restore at the Unix second `now` that deletes the previous contents.
+    /// A restore at the Unix second `now` that deletes the previous contents and migrates a
+    /// legacy state that stores its metric.
     pub fn new(now: u64) -> Self {
         Self {
             keep_previous: false,
             dry_run: false,
             now,
+            as_is: false,
+            distance: None,
         }
     }
 }
@@ -61,6 +72,8 @@ pub struct RestoreReport {
     pub previous: Option<PathBuf>,
     /// Whether this was a dry run.
     pub dry_run: bool,
+    /// The metric a legacy state was migrated with, and where it came from.
+    pub migrated: Option<(DistanceMetric, MetricSource)>,
 }
 
 /// The content of one file of a restore.
@@ -211,6 +224,7 @@ pub fn restore(
         replaced: target.occupied(),
         previous: None,
         dry_run: opts.dry_run,
+        migrated: None,
     };
     if opts.dry_run {
         // Read every chunk (read-only) so a dry run says whether the real one would succeed.
@@ -232,10 +246,62 @@ pub fn restore(
         })
         .sum();
     progress.start("restore", total);
-    let (files, count) = build_staging(set, &staging, progress)?;
+    let (files, count, replayed) = build_staging(set, &staging, progress)?;
+    report.vector_count = count;
+    let (staging, files) = if opts.as_is {
+        (staging, files)
+    } else {
+        let (staging, migrated) = migrate_staged(staging, opts.distance, opts.now)?;
+        let Some(m) = migrated else {
+            refuse_unstartable(set, &replayed)?;
+            return finish(staging, files, report, opts);
+        };
+        report.migrated = m.metric;
+        let mut check = LiveIds::default();
+        let migrated = recover(
+            &mut DirSource::new(staging.dir()),
+            &mut check,
+            &RecoveryOptions::default(),
+        )?;
+        refuse_unstartable(set, &migrated)?;
+        let files = staged_files(staging.dir())?;
+        (staging, files)
+    };
+    finish(staging, files, report, opts)
+}
+
+/// Refuses a staged state the current engine would not start on.
+fn refuse_unstartable(set: &RestoreSet<'_>, report: &RecoveryReport) -> Result<()> {
+    match report.current_engine_refusal() {
+        Some(why) => Err(Error::Damaged(format!(
+            "backup {}: the restored state would not start the current engine: {why}",
+            set.backup_id
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The files of a staged directory with their sizes, the MANIFEST first.
+fn staged_files(dir: &Path) -> Result<Vec<(String, u64)>> {
+    let mut files = Vec::new();
+    for e in std::fs::read_dir(dir).at(dir)? {
+        let e = e.at(dir)?;
+        let len = e.metadata().at(&e.path())?.len();
+        files.push((e.file_name().to_string_lossy().into_owned(), len));
+    }
+    files.sort_by_key(|(name, _)| (name != "MANIFEST", name.clone()));
+    Ok(files)
+}
+
+/// Swaps the staged state in and completes the report.
+fn finish(
+    staging: Staging,
+    files: Vec<(String, u64)>,
+    mut report: RestoreReport,
+    opts: &RestoreOptions,
+) -> Result<RestoreReport> {
     report.bytes = files.iter().map(|f| f.1).sum();
     report.files = files;
-    report.vector_count = count;
     let previous = if opts.keep_previous {
         Previous::KeepAs(format!("previous-{}", opts.now))
     } else {
@@ -469,6 +535,10 @@ impl FileSource for Following<'_> {
     }
 }
 
+/// What staging produced: the files written with their sizes, the live document count, and
+/// the replay's report.
+type Staged = (Vec<(String, u64)>, u64, RecoveryReport);
+
 /// Writes every file of `set` into `staging` (fsynced, with the directory) while a second
 /// thread replays them as they are written, then checks the replayed state against
 /// [`RestoreSet::expect`].
@@ -476,7 +546,7 @@ fn build_staging(
     set: &RestoreSet<'_>,
     staging: &Staging,
     progress: &dyn crate::Progress,
-) -> Result<(Vec<(String, u64)>, u64)> {
+) -> Result<Staged> {
     let shared = Progressing::default();
     let (written, replayed) = std::thread::scope(|s| {
         let replay = s.spawn(|| {
@@ -508,7 +578,7 @@ fn build_staging(
     let report =
         report.map_err(|e| Error::Damaged(format!("restored state does not recover: {e}")))?;
     check_expectation(set, &report, count)?;
-    Ok((written, count))
+    Ok((written, count, report))
 }
 
 fn write_staging(

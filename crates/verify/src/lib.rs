@@ -39,6 +39,19 @@ pub struct Problem {
     pub message: String,
 }
 
+/// What the current engine makes of the state a backup restores to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CurrentEngine {
+    /// It starts on the restored state as it is.
+    Starts,
+    /// The state is legacy and stores its metric: a restore migrates it, and the engine starts.
+    Migrates,
+    /// The state is legacy and stores no metric: a restore must be given one (or restore the
+    /// legacy bytes for an older engine).
+    NeedsMetric,
+}
+
 /// The result of checking one backup.
 #[derive(Debug, Clone, Serialize)]
 pub struct BackupCheck {
@@ -54,6 +67,8 @@ pub struct BackupCheck {
     pub bytes_checked: u64,
     /// Live documents the stored state recovers to (when it recovers).
     pub vector_count: Option<u64>,
+    /// What the current engine makes of the restored state (when it recovers).
+    pub current_engine: Option<CurrentEngine>,
 }
 
 type Log = Rc<RefCell<Vec<Problem>>>;
@@ -207,6 +222,30 @@ fn check_id_list(
     }
 }
 
+/// What the current engine makes of a recovered state; a state it refuses even though it is
+/// not legacy is a problem.
+fn current_engine(
+    report: &kyrodb_backup_format::engine::RecoveryReport,
+    problems: &mut Vec<Problem>,
+) -> Option<CurrentEngine> {
+    let legacy = report
+        .snapshot
+        .as_ref()
+        .is_some_and(|(_, i)| i.version != 4);
+    match (legacy, report.current_engine_refusal()) {
+        (false, None) => Some(CurrentEngine::Starts),
+        (true, _) if report.distance.is_some() => Some(CurrentEngine::Migrates),
+        (true, _) => Some(CurrentEngine::NeedsMetric),
+        (false, Some(why)) => {
+            problems.push(Problem {
+                file: None,
+                message: format!("the restored state would not start the current engine: {why}"),
+            });
+            None
+        }
+    }
+}
+
 /// Checks one backup completely; see the crate documentation. Never fails: everything found
 /// is in the returned [`BackupCheck`].
 pub fn verify_backup(
@@ -222,6 +261,7 @@ pub fn verify_backup(
         files_checked: 0,
         bytes_checked: 0,
         vector_count: None,
+        current_engine: None,
     };
     let store = match repo.chain_store(&m.chain_id) {
         Ok(s) => s,
@@ -263,6 +303,7 @@ pub fn verify_backup(
             let count = ids.len() as u64;
             check.vector_count = Some(count);
             problems.extend(compare_with_manifest(&report, count, m));
+            check.current_engine = current_engine(&report, &mut problems);
         }
         Err(e) => {
             let message = e.to_string();

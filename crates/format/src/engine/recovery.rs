@@ -229,6 +229,8 @@ pub struct SegmentReport {
     pub valid_len: u64,
     /// Whether the segment ended in a torn frame.
     pub torn_tail: bool,
+    /// Applied inserts whose embedding length is not the state's dimension.
+    pub other_dimension: u64,
 }
 
 /// What a recovery found.
@@ -247,6 +249,28 @@ pub struct RecoveryReport {
 }
 
 impl RecoveryReport {
+    /// Why the current engine would refuse to start on the recovered directory, if it would:
+    /// a snapshot whose version is not 4 (the engine loads no other), or inserts whose
+    /// dimension is not the state's. Missing files and damaged frames already fail the
+    /// recovery itself.
+    pub fn current_engine_refusal(&self) -> Option<String> {
+        if let Some((name, info)) = &self.snapshot {
+            if info.version != 4 {
+                return Some(format!(
+                    "snapshot {name} is {:?} (version {}); the current engine loads only version 4",
+                    info.layout, info.version
+                ));
+            }
+        }
+        let odd: u64 = self.segments.iter().map(|s| s.other_dimension).sum();
+        (odd > 0).then(|| {
+            format!(
+                "{odd} WAL inserts have a dimension other than the state's {}",
+                self.dimension.unwrap_or(0)
+            )
+        })
+    }
+
     /// The highest WAL sequence number the recovered state reflects: the last replayed
     /// segment entry, or the snapshot's `last_wal_seq` (0 for an empty state).
     pub fn last_seq(&self) -> u64 {
@@ -367,6 +391,7 @@ fn replay_wal(
     opts: RecoveryOptions,
 ) -> Result<RecoveryReport> {
     let mut dimension = snapshot.as_ref().map(|(_, i)| i.dimension);
+    let mut checked_dimension = dimension.filter(|&d| d > 0);
     let distance = snapshot.as_ref().and_then(|(_, i)| i.distance);
     let (snap_seq, snap_ts) = snapshot
         .as_ref()
@@ -405,8 +430,13 @@ fn replay_wal(
                 r.applied += 1;
                 match e.op {
                     WalOp::Insert => {
+                        let len = e.embedding.len() as u64;
                         if dimension.is_none() {
-                            dimension = Some(e.embedding.len() as u64);
+                            dimension = Some(len);
+                        }
+                        // An empty snapshot (dimension 0) sets no dimension for the inserts.
+                        if *checked_dimension.get_or_insert(len) != len {
+                            r.other_dimension += 1;
                         }
                         sink.insert(e.doc_id, e.embedding, e.metadata);
                     }
