@@ -722,3 +722,37 @@ fn quiet_runs_print_nothing_on_success_but_json_and_failures_still_speak() {
         .code(3)
         .stdout(predicate::str::contains("ALERT: no backup"));
 }
+
+#[test]
+fn a_reader_that_stops_early_is_not_a_crash() {
+    // `kyrodb_backup list --format json | head -1`, or `| grep -m1 id`: the reader goes away
+    // while the tool still prints. (Before this was handled, the first print panicked with
+    // "failed printing to stdout: Broken pipe" and exit 101.)
+    let e = env("v4-basic");
+    for _ in 0..3 {
+        create(&e.data, &e.repo, &[]);
+    }
+    for args in [
+        &["list", "--format", "json"][..],
+        &["list"],
+        &["verify", "--all"],
+    ] {
+        let mut child = kb_process()
+            .backup_dir(&e.repo)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Closed before the tool writes (it reads the repository first): every write fails.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(
+            out.status.code().is_some_and(|c| c < 101),
+            "{args:?}: {:?}",
+            out.status
+        );
+    }
+}

@@ -1,5 +1,15 @@
 //! Human units, JSON printing, tables and progress bars.
 
+/// `println!` to stdout that does not panic when the reader has gone (`| head`, `| grep -m1`):
+/// the rest of the output is dropped, and the exit code still says how the command went.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+pub(crate) use outln;
+
 use std::fmt::Write as _;
 
 use serde_json::Value;
@@ -49,7 +59,7 @@ pub fn human_age(secs: u64) -> String {
 
 /// Prints one JSON document on stdout.
 pub fn print_json(v: &Value) {
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(v).expect("json values serialize")
     );
@@ -129,7 +139,7 @@ pub fn print_table(boxed: bool, header: &[&str], rows: &[Vec<String>]) {
         for r in rows {
             t.add_row(r.clone());
         }
-        println!("{t}");
+        outln!("{t}");
         return;
     }
     let _ = boxed;
@@ -151,7 +161,7 @@ pub fn print_table(boxed: bool, header: &[&str], rows: &[Vec<String>]) {
                 let _ = write!(out, "{c:<w$}  ", w = widths[i]);
             }
         }
-        println!("{}", out.trim_end());
+        outln!("{}", out.trim_end());
     };
     line(header.to_vec());
     for r in rows {

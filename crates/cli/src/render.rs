@@ -9,7 +9,7 @@ use kyrodb_backup_ops::{
     VerifyReport, Windows,
 };
 
-use crate::output::{human_age, human_bytes, print_table, utc};
+use crate::output::{human_age, human_bytes, outln, print_table, utc};
 
 /// One line summary of a backup's recorded state.
 pub fn state_line(b: &BackupSummary) -> String {
@@ -30,35 +30,35 @@ pub fn state_line(b: &BackupSummary) -> String {
 
 pub fn create(r: &CreateReport) {
     let b = &r.backup;
-    println!("created {} backup {}", b.backup_type.to_lowercase(), b.id);
-    println!(
+    outln!("created {} backup {}", b.backup_type.to_lowercase(), b.id);
+    outln!(
         "  captured {} files, {} from {}",
         r.files,
         human_bytes(b.size_bytes),
         r.source
     );
-    println!(
+    outln!(
         "  stored   {} in {} new chunks ({} already in the chain)",
         human_bytes(b.stored_bytes),
         r.stats.new_chunks,
         r.stats.reused_chunks
     );
     if r.stats.unchanged_files > 0 {
-        println!(
+        outln!(
             "  reused   {} unchanged files ({}) from the reference without reading them",
             r.stats.unchanged_files,
             human_bytes(r.stats.unchanged_bytes)
         );
     }
-    println!("  state    {}", state_line(b));
+    outln!("  state    {}", state_line(b));
     for s in &r.skipped {
-        println!("  skipped  {} ({})", s.name, s.reason);
+        outln!("  skipped  {} ({})", s.name, s.reason);
     }
 }
 
 pub fn list(r: &ListReport, dir: &Path, boxed: bool) {
     if r.backups.is_empty() {
-        println!("no backups in {}", dir.display());
+        outln!("no backups in {}", dir.display());
         return;
     }
     let table: Vec<Vec<String>> = r
@@ -108,46 +108,46 @@ pub fn show(r: &Shown, boxed: bool) {
 
 fn show_builtin(r: &BuiltinShowReport) {
     let b = &r.backup;
-    println!(
+    outln!(
         "backup      {} (made by the engine's built-in backup tool)",
         b.id
     );
-    println!("type        {}", b.backup_type);
-    println!("taken       {} ({})", utc(b.timestamp), b.timestamp);
+    outln!("type        {}", b.backup_type);
+    outln!("taken       {} ({})", utc(b.timestamp), b.timestamp);
     if !b.description.is_empty() {
-        println!("description {}", b.description);
+        outln!("description {}", b.description);
     }
-    println!(
+    outln!(
         "archive     {} ({})",
         r.archive.display(),
         human_bytes(b.size_bytes)
     );
-    println!("files");
+    outln!("files");
     for m in &r.files {
-        println!("  {:<32} {:>10}", m.name, human_bytes(m.size));
+        outln!("  {:<32} {:>10}", m.name, human_bytes(m.size));
     }
-    println!("chain (restored by extracting these archives in order)");
+    outln!("chain (restored by extracting these archives in order)");
     print_chain(&r.chain, &b.id);
 }
 
 fn show_repository(r: &ShowReport, boxed: bool) {
     let b = &r.backup;
-    println!("backup      {}", b.id);
-    println!("type        {}", b.backup_type);
-    println!("taken       {} ({})", utc(b.timestamp), b.timestamp);
+    outln!("backup      {}", b.id);
+    outln!("type        {}", b.backup_type);
+    outln!("taken       {} ({})", utc(b.timestamp), b.timestamp);
     if !b.description.is_empty() {
-        println!("description {}", b.description);
+        outln!("description {}", b.description);
     }
-    println!("source      {}", r.source);
-    println!("checksum    {}", b.checksum);
-    println!("state       {}", state_line(b));
-    println!(
+    outln!("source      {}", r.source);
+    outln!("checksum    {}", b.checksum);
+    outln!("state       {}", state_line(b));
+    outln!(
         "size        {} captured, {} stored by this backup",
         human_bytes(b.size_bytes),
         human_bytes(b.stored_bytes)
     );
     if let Some(s) = &b.snapshot {
-        println!(
+        outln!(
             "snapshot    {} ({}, {} documents, taken {}, last_wal_seq {})",
             s.file,
             s.layout.as_deref().unwrap_or("?"),
@@ -156,10 +156,10 @@ fn show_repository(r: &ShowReport, boxed: bool) {
             s.last_wal_seq.unwrap_or(0)
         );
     } else {
-        println!("snapshot    none");
+        outln!("snapshot    none");
     }
     if let Some(w) = &b.wal {
-        println!(
+        outln!(
             "wal         {} entries, seq {}..={}, {} .. {}",
             w.entries,
             w.first_seq,
@@ -168,9 +168,9 @@ fn show_repository(r: &ShowReport, boxed: bool) {
             utc(w.last_timestamp)
         );
     } else {
-        println!("wal         no entries");
+        outln!("wal         no entries");
     }
-    println!("files");
+    outln!("files");
     let rows: Vec<Vec<String>> = r
         .files
         .iter()
@@ -185,26 +185,26 @@ fn show_repository(r: &ShowReport, boxed: bool) {
         .collect();
     print_table(boxed, &["FILE", "SIZE", "CHUNKS", "XXH3-128"], &rows);
     for s in &r.skipped {
-        println!("  skipped {} ({})", s.name, s.reason);
+        outln!("  skipped {} ({})", s.name, s.reason);
     }
     match &r.recoverable_windows {
         Windows::Known(w) if w.is_empty() => {
-            println!("point in time: no second of this chain is recoverable");
+            outln!("point in time: no second of this chain is recoverable");
         }
         Windows::Known(w) => {
-            println!("point in time: recoverable windows of this chain (inclusive)");
+            outln!("point in time: recoverable windows of this chain (inclusive)");
             for w in w {
                 let to = if w.to == u64::MAX {
                     "…".to_string()
                 } else {
                     utc(w.to)
                 };
-                println!("  {} .. {}", utc(w.from), to);
+                outln!("  {} .. {}", utc(w.from), to);
             }
         }
-        Windows::Unknown(e) => println!("point in time: {e}"),
+        Windows::Unknown(e) => outln!("point in time: {e}"),
     }
-    println!("chain");
+    outln!("chain");
     print_chain(&r.chain, &b.id);
 }
 
@@ -212,7 +212,7 @@ fn show_repository(r: &ShowReport, boxed: bool) {
 fn print_chain(chain: &[ChainLink], current: &str) {
     for c in chain {
         let marker = if c.id == current { "*" } else { " " };
-        println!(
+        outln!(
             "  {marker} {}  {}  {}",
             c.id,
             utc(c.timestamp),
@@ -236,7 +236,7 @@ pub fn restore(r: &RestoreReport) {
         ),
         None => format!("backup {} ({})", r.backup_id, utc(r.recovered_to)),
     };
-    println!(
+    outln!(
         "{verb} {what} into {}: {} files, {}, {} vectors",
         r.data_dir.display(),
         r.files.len(),
@@ -254,16 +254,16 @@ pub fn restore(r: &RestoreReport) {
             MetricSource::Requested => "from --distance",
             MetricSource::Assumed => "assumed",
         };
-        println!(
+        outln!(
             "{verb} the restored legacy state to the current format (snapshot V4, WAL W3, JSON MANIFEST) with metric {} ({why})",
             m.distance
         );
     }
     if r.replaced {
         match &r.previous {
-            Some(p) => println!("previous contents kept at {}", p.display()),
-            None if r.dry_run => println!("the previous contents would be removed"),
-            None => println!("previous contents removed"),
+            Some(p) => outln!("previous contents kept at {}", p.display()),
+            None if r.dry_run => outln!("the previous contents would be removed"),
+            None => outln!("previous contents removed"),
         }
     }
 }
@@ -271,7 +271,7 @@ pub fn restore(r: &RestoreReport) {
 pub fn verify(r: &VerifyReport) {
     for c in &r.backups {
         if c.ok {
-            println!(
+            outln!(
                 "ok       {}  {} files, {} read, {} vectors",
                 c.id,
                 c.files_checked,
@@ -279,18 +279,18 @@ pub fn verify(r: &VerifyReport) {
                 c.vector_count.unwrap_or(0)
             );
             match c.current_engine {
-                Some(CurrentEngine::Migrates) => println!(
+                Some(CurrentEngine::Migrates) => outln!(
                     "  note: a legacy state that stores its metric: restore migrates it to the current format"
                 ),
-                Some(CurrentEngine::NeedsMetric) => println!(
+                Some(CurrentEngine::NeedsMetric) => outln!(
                     "  note: a legacy state that stores no metric: restore needs --distance (or --as-is for an older engine)"
                 ),
                 _ => {}
             }
         } else {
-            println!("DAMAGED  {}", c.id);
+            outln!("DAMAGED  {}", c.id);
             for p in &c.problems {
-                println!(
+                outln!(
                     "  {}{}",
                     p.file
                         .as_ref()
@@ -303,26 +303,26 @@ pub fn verify(r: &VerifyReport) {
     }
     for c in &r.builtin {
         if let (true, Some(n)) = (c.ok, c.vector_count) {
-            println!(
+            outln!(
                 "ok       {}  built-in backup, chain recovers to {n} vectors",
                 c.id
             );
         } else {
             let why: Vec<&str> = c.problems.iter().map(|p| p.message.as_str()).collect();
-            println!("DAMAGED  {}  built-in backup\n  {}", c.id, why.join("; "));
+            outln!("DAMAGED  {}  built-in backup\n  {}", c.id, why.join("; "));
         }
     }
     for u in &r.unreadable {
-        println!("DAMAGED  {}: {}", u.path.display(), u.problem);
+        outln!("DAMAGED  {}: {}", u.path.display(), u.problem);
     }
     if r.backups.is_empty() && r.unreadable.is_empty() && r.builtin.is_empty() {
-        println!("no backups to verify");
+        outln!("no backups to verify");
     }
 }
 
 pub fn prune(r: &PruneReport) {
     for k in &r.kept {
-        println!(
+        outln!(
             "keep   {}  {}  {}",
             k.id,
             utc(k.timestamp),
@@ -330,10 +330,10 @@ pub fn prune(r: &PruneReport) {
         );
     }
     for (id, ts) in r.pruned.iter().zip(&r.pruned_timestamps) {
-        println!("prune  {id}  {}", utc(*ts));
+        outln!("prune  {id}  {}", utc(*ts));
     }
     let verb = if r.dry_run { "would prune" } else { "pruned" };
-    println!(
+    outln!(
         "{verb} {} of {} backups, {} chunks, {} freed{}",
         r.pruned.len(),
         r.backups_before,
@@ -346,13 +346,13 @@ pub fn prune(r: &PruneReport) {
         }
     );
     for c in &r.chains_not_collected {
-        println!("chain {}: chunks not collected ({})", c.chain_id, c.reason);
+        outln!("chain {}: chunks not collected ({})", c.chain_id, c.reason);
     }
 }
 
 pub fn migrate(r: &MigrateReport) {
     if let Some(s) = &r.snapshot {
-        println!(
+        outln!(
             "snapshot  {} ({}, {} documents, dimension {}, taken {})",
             s.file,
             s.layout,
@@ -360,7 +360,7 @@ pub fn migrate(r: &MigrateReport) {
             s.dimension,
             utc(s.timestamp)
         );
-        println!(
+        outln!(
             "norms     {} of {} vectors ({:.1}%) have unit L2 norm (within 1e-3): {}",
             s.unit_norm,
             s.documents,
@@ -368,42 +368,43 @@ pub fn migrate(r: &MigrateReport) {
             s.suggestion
         );
     } else {
-        println!("snapshot  none (the state is its WAL)");
+        outln!("snapshot  none (the state is its WAL)");
     }
     match (&r.distance, r.distance_source) {
-        (Some(m), Some(MetricSource::Stored)) => println!("metric    {m} (stored in the snapshot)"),
-        (Some(m), Some(MetricSource::Requested)) => println!("metric    {m} (from --distance)"),
-        (Some(m), Some(MetricSource::Assumed)) => println!(
-            "metric    {m} (ASSUMED: the snapshot stores none and no --distance was given)"
-        ),
+        (Some(m), Some(MetricSource::Stored)) => outln!("metric    {m} (stored in the snapshot)"),
+        (Some(m), Some(MetricSource::Requested)) => outln!("metric    {m} (from --distance)"),
+        (Some(m), Some(MetricSource::Assumed)) => {
+            outln!("metric    {m} (ASSUMED: the snapshot stores none and no --distance was given)");
+        }
         _ => {}
     }
-    println!(
+    outln!(
         "wal       {} entries read, {} written as W3 (the rest are already in the snapshot)",
-        r.wal_entries_read, r.wal_entries_written
+        r.wal_entries_read,
+        r.wal_entries_written
     );
     let dir = r.data_dir.display();
     if r.already_current {
-        println!("nothing to do: {dir} is already in the current format");
+        outln!("nothing to do: {dir} is already in the current format");
     } else if r.dry_run {
-        println!(
+        outln!(
             "would migrate {dir} ({} vectors; checked: the migrated state replays identically)",
             r.vector_count
         );
     } else {
-        println!(
+        outln!(
             "migrated {dir} ({} vectors, replaying identically)",
             r.vector_count
         );
         if let Some(p) = &r.previous {
-            println!("legacy files kept at {}", p.display());
+            outln!("legacy files kept at {}", p.display());
         }
-        println!("validate with `kyrodb_backup golden check` before resuming traffic");
+        outln!("validate with `kyrodb_backup golden check` before resuming traffic");
     }
 }
 
 pub fn golden_create(r: &GoldenCreateReport) {
-    println!(
+    outln!(
         "wrote {}: {} queries, exact top-{} under {} over {} vectors of dimension {} ({:.2} s)",
         r.out.display(),
         r.queries,
@@ -418,21 +419,24 @@ pub fn golden_create(r: &GoldenCreateReport) {
 pub fn golden_check(r: &GoldenCheckReport) {
     let g = &r.report;
     if let Some((file, dir)) = r.dimension_differs {
-        println!("MISMATCH: the golden file has dimension {file}, the data dir {dir}");
+        outln!("MISMATCH: the golden file has dimension {file}, the data dir {dir}");
         return;
     }
     if g.ok {
-        println!(
+        outln!(
             "ok: {} queries, top-{} under {} over {} vectors: ids, order and scores match",
-            g.queries, r.k, r.metric, r.count
+            g.queries,
+            r.k,
+            r.metric,
+            r.count
         );
         return;
     }
     if let Some((want, found)) = g.metric_differs {
-        println!("MISMATCH: the golden file was made with {want}, the data dir uses {found}");
+        outln!("MISMATCH: the golden file was made with {want}, the data dir uses {found}");
     }
     if let Some((want, found)) = g.count_differs {
-        println!("note: the golden file saw {want} vectors, the data dir has {found}");
+        outln!("note: the golden file saw {want} vectors, the data dir has {found}");
     }
     if let Some(m) = &g.first_mismatch {
         let show = |x: Option<(u64, f32)>| {
@@ -441,7 +445,7 @@ pub fn golden_check(r: &GoldenCheckReport) {
                 |(id, s)| format!("id {id} score {s:.6}"),
             )
         };
-        println!(
+        outln!(
             "MISMATCH: query {} (document {}) differs at rank {}: expected {}, found {}",
             m.query,
             m.source_id,
@@ -453,13 +457,14 @@ pub fn golden_check(r: &GoldenCheckReport) {
 }
 
 pub fn check(r: &CheckReport, dir: &Path) {
-    match (&r.newest_id, r.age_seconds) {
-        (Some(id), Some(age)) => println!(
+    if let (Some(id), Some(age)) = (&r.newest_id, r.age_seconds) {
+        outln!(
             "{}: newest backup {id} is {} old (limit {})",
             if r.ok { "OK" } else { "ALERT" },
             human_age(age),
             human_age(r.max_age_seconds)
-        ),
-        _ => println!("ALERT: no backup in {}", dir.display()),
+        );
+    } else {
+        outln!("ALERT: no backup in {}", dir.display());
     }
 }
