@@ -34,6 +34,7 @@ fn try_backup(
             description: String::new(),
             tool_version: "test".into(),
             parent: parent.cloned(),
+            dry_run: false,
         },
         &NoProgress,
     )

@@ -15,4 +15,5 @@ mod migrate;
 mod output;
 mod pitr;
 mod prune;
+mod space;
 mod support;

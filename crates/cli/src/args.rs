@@ -87,6 +87,9 @@ pub struct CreateArgs {
     /// Free text stored with the backup.
     #[arg(long, default_value = "")]
     pub description: String,
+    /// Read the data dir and report how many bytes the backup would add; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `restore` options.

@@ -5,6 +5,7 @@ use kyrodb_backup_ops::types::PointInTimeError;
 use kyrodb_backup_ops::{Error, ErrorKind};
 
 use crate::args::{Cli, Command};
+use crate::output::human_bytes;
 
 /// A failed command, as the binary reports it.
 #[derive(Debug)]
@@ -92,6 +93,23 @@ fn render(e: &Error, cli: &Cli) -> (String, Option<String>) {
             Some("create a new full backup (without --incremental) to start a new chain".into()),
         ),
         Error::NoMetric(_) => plain("pass --distance cosine|euclidean|innerproduct"),
+        Error::NoSpace { path, needed, free } => {
+            let restoring = matches!(cli.command, Command::Restore(_));
+            (
+                format!(
+                    "no space left on the file system of {}: the {} needed up to {}, {} is free",
+                    path.display(),
+                    if restoring { "restore" } else { "backup" },
+                    human_bytes(*needed),
+                    human_bytes(*free)
+                ),
+                Some(if restoring {
+                    "free space there, or restore into a directory on a bigger volume; the data dir was not changed".into()
+                } else {
+                    "free space there (`kyrodb_backup prune`, with --dry-run first), or move the repository to a bigger volume; what this backup had written was removed".into()
+                }),
+            )
+        }
         Error::NeedsMetric(_) => plain(
             "pass --distance cosine|euclidean|innerproduct to restore it migrated to the current format, or --as-is to restore the legacy bytes for an older engine",
         ),

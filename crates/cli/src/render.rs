@@ -30,6 +30,26 @@ pub fn state_line(b: &BackupSummary) -> String {
 
 pub fn create(r: &CreateReport) {
     let b = &r.backup;
+    if r.dry_run {
+        outln!(
+            "would create a {} backup: nothing was written",
+            b.backup_type.to_lowercase()
+        );
+        outln!(
+            "  would capture {} files, {} from {}",
+            r.files,
+            human_bytes(b.size_bytes),
+            r.source
+        );
+        outln!(
+            "  would add     {} to the repository ({} new chunks and the manifest; {} chunks already in the chain)",
+            human_bytes(b.stored_bytes),
+            r.stats.new_chunks,
+            r.stats.reused_chunks
+        );
+        outln!("  state         {}", state_line(b));
+        return;
+    }
     outln!("created {} backup {}", b.backup_type.to_lowercase(), b.id);
     outln!(
         "  captured {} files, {} from {}",

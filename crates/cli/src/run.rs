@@ -127,6 +127,7 @@ fn dispatch(ctx: &Ctx) -> kyrodb_backup_ops::Result<Outcome> {
 fn create(ctx: &Ctx, a: &CreateArgs) -> kyrodb_backup_ops::Result<Outcome> {
     let mut opts = CreateOptions::new(&ctx.cli.data_dir);
     opts.description.clone_from(&a.description);
+    opts.dry_run = a.dry_run;
     opts.reference = match a.reference.as_deref() {
         _ if !a.incremental => None,
         Some("latest") => Some(Reference::Latest),

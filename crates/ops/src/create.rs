@@ -32,6 +32,9 @@ pub struct CreateOptions {
     /// The new backup's id (a lower-case hyphenated UUID; [`CreateOptions::new`] makes a
     /// random one).
     pub id: String,
+    /// Read and chunk the data dir and report what the backup would add to the repository,
+    /// writing nothing (so a wrapper can check free space first).
+    pub dry_run: bool,
 }
 
 impl CreateOptions {
@@ -42,6 +45,7 @@ impl CreateOptions {
             reference: None,
             description: String::new(),
             id: uuid::Uuid::new_v4().to_string(),
+            dry_run: false,
         }
     }
 }
@@ -54,6 +58,10 @@ pub struct CreateReport {
     pub backup: BackupSummary,
     /// Files of the data dir that are not part of its state, with why.
     pub skipped: Vec<SkippedFile>,
+    /// Whether this was a dry run (nothing was written; `stored_bytes` is what the backup
+    /// would add, its manifest included).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
     /// Files captured (the MANIFEST included).
     #[serde(skip)]
     pub files: usize,
@@ -83,9 +91,20 @@ pub fn create(
     now: Now,
     progress: &dyn Progress,
 ) -> Result<CreateReport> {
-    let repo = Repository::open_or_init(backup_dir)?;
-    let _lock = repo.lock(LockMode::Exclusive)?;
-    let leftovers_removed = repo.remove_leftovers()?;
+    let (repo, _lock, leftovers_removed) = if opts.dry_run {
+        let repo = Repository::open_for_preview(backup_dir)?;
+        let lock = if Repository::exists(backup_dir) {
+            Some(repo.lock(LockMode::Shared)?)
+        } else {
+            None
+        };
+        (repo, lock, 0)
+    } else {
+        let repo = Repository::open_or_init(backup_dir)?;
+        let lock = repo.lock(LockMode::Exclusive)?;
+        let leftovers = repo.remove_leftovers()?;
+        (repo, Some(lock), leftovers)
+    };
     let parent = match &opts.reference {
         None => None,
         Some(Reference::Latest) => Some(
@@ -110,12 +129,18 @@ pub fn create(
             description: opts.description.clone(),
             tool_version: env!("CARGO_PKG_VERSION").to_string(),
             parent: parent.map(|p| p.manifest),
+            dry_run: opts.dry_run,
         },
         progress,
     )?;
     let m = &report.backup.manifest;
+    let mut backup = BackupSummary::of(&report.backup);
+    if opts.dry_run {
+        backup.stored_bytes += report.backup.manifest_bytes;
+    }
     Ok(CreateReport {
-        backup: BackupSummary::of(&report.backup),
+        backup,
+        dry_run: opts.dry_run,
         skipped: m.skipped.clone(),
         files: m.files.len(),
         source: m.source.clone(),

@@ -127,6 +127,17 @@ pub enum Error {
     /// A point in time cannot be rebuilt, or the backups cannot be searched for one.
     #[error(transparent)]
     PointInTime(kyrodb_backup_chain::Error),
+    /// The file system of `path` ran out of space (or quota); what the operation had written
+    /// was removed.
+    #[error("no space left on the file system of {}: up to {needed} bytes were needed, {free} are free", path.display())]
+    NoSpace {
+        /// The repository, or the data dir being restored.
+        path: PathBuf,
+        /// Bytes the operation needed at most.
+        needed: u64,
+        /// Bytes free when it failed.
+        free: u64,
+    },
     /// Anything else, as its message.
     #[error("{0}")]
     Other(String),
@@ -205,6 +216,7 @@ impl From<kyrodb_backup_storage::Error> for Error {
             S::Ambiguous { prefix, matches } => Error::Ambiguous { prefix, matches },
             S::PrefixTooShort(s) => Error::PrefixTooShort(s),
             S::Damaged(s) => Error::Damaged(s),
+            S::NoSpace { path, needed, free } => Error::NoSpace { path, needed, free },
             other => Error::Other(other.to_string()),
         }
     }

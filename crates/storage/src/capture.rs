@@ -37,12 +37,15 @@ pub struct CreateOptions {
     pub tool_version: String,
     /// For an incremental: the backup it is made against (it joins that backup's chain).
     pub parent: Option<BackupManifest>,
+    /// Read and chunk everything, and report what would be stored, but write nothing: no
+    /// chunk and no manifest.
+    pub dry_run: bool,
 }
 
 /// What `create` did.
 #[derive(Debug)]
 pub struct CreateReport {
-    /// The committed backup.
+    /// The committed backup (in a dry run, the manifest that would have been committed).
     pub backup: StoredBackup,
     /// Chunk counters.
     pub stats: StoreStats,
@@ -242,10 +245,43 @@ pub fn create_backup(
     opts: &CreateOptions,
     progress: &dyn crate::Progress,
 ) -> Result<CreateReport> {
-    let dir = &opts.data_dir;
-    let opened = open_consistent(dir)?;
+    let opened = open_consistent(&opts.data_dir)?;
     let attempts = opened.attempts;
     let state = OpenState::from(opened);
+    let chain_id = opts
+        .parent
+        .as_ref()
+        .map_or_else(|| opts.id.clone(), |p| p.chain_id.clone());
+    let mut store = repo.chain_store(&chain_id)?;
+    if opts.dry_run {
+        store = store.dry_run();
+    }
+    match store_backup(repo, &store, &state, opts, progress) {
+        Ok(mut report) => {
+            report.attempts = attempts;
+            Ok(report)
+        }
+        Err(e) => {
+            // Nothing names what this run wrote: remove it now rather than leave it to the
+            // next prune (a full disk would otherwise stay full).
+            store.discard_created();
+            let needed =
+                state.manifest_bytes.len() as u64 + state.files.iter().map(|f| f.3).sum::<u64>();
+            Err(e.or_no_space(repo.root(), needed))
+        }
+    }
+}
+
+/// Stores the opened state in the chain and commits its manifest (in a dry run: computes
+/// what would be stored and committed).
+fn store_backup(
+    repo: &Repository,
+    store: &ChainStore,
+    state: &OpenState,
+    opts: &CreateOptions,
+    progress: &dyn crate::Progress,
+) -> Result<CreateReport> {
+    let dir = &opts.data_dir;
     let (chain_id, backup_type, parent_id) = match &opts.parent {
         None => (opts.id.clone(), BackupType::Full, None),
         Some(p) => (
@@ -254,8 +290,7 @@ pub fn create_backup(
             Some(p.id.clone()),
         ),
     };
-    let store = repo.chain_store(&chain_id)?;
-    let unchanged = unchanged_files(&store, &state, opts.parent.as_ref());
+    let unchanged = unchanged_files(store, state, opts.parent.as_ref());
     for name in unchanged.keys() {
         tracing::debug!(file = %name, "unchanged since the reference; not read again");
     }
@@ -279,7 +314,7 @@ pub fn create_backup(
             let guard = ScanGuard(&cuts);
             let _ = guard.0.set(scan_wals(&state.files, &unchanged));
         });
-        store_and_replay(&store, &state, &unchanged, known_ids, &cuts, dir, progress)
+        store_and_replay(store, state, &unchanged, known_ids, &cuts, dir, progress)
     });
     let mut indexes = match Arc::into_inner(cuts).and_then(OnceLock::into_inner) {
         Some(Ok(cuts)) => cuts,
@@ -298,7 +333,7 @@ pub fn create_backup(
     let snapshot_ids = match id_list {
         IdList::Known => known_ids.cloned(),
         IdList::Recorded(bytes, count) => match &report.snapshot {
-            Some((name, _)) => Some(store_id_list(&store, name, &bytes, count, &mut counters)?),
+            Some((name, _)) => Some(store_id_list(store, name, &bytes, count, &mut counters)?),
             None => None,
         },
         IdList::Missing => None,
@@ -331,12 +366,16 @@ pub fn create_backup(
     m.skipped = skipped_files(&state.listing, &files);
     m.files = files;
     m.snapshot_ids = snapshot_ids;
-    let backup = repo.commit_manifest(&m)?;
-    tracing::debug!(id = %m.id, new_chunks = counters.new_chunks, reused = counters.reused_chunks, "manifest committed");
+    let backup = if opts.dry_run {
+        repo.preview_manifest(&m)?
+    } else {
+        repo.commit_manifest(&m)?
+    };
+    tracing::debug!(id = %m.id, new_chunks = counters.new_chunks, reused = counters.reused_chunks, dry_run = opts.dry_run, "manifest committed");
     Ok(CreateReport {
         backup,
         stats: counters,
-        attempts,
+        attempts: 0,
     })
 }
 
@@ -572,4 +611,116 @@ pub fn wal_summary(report: &RecoveryReport) -> Option<WalSummary> {
         w.entries += s.entries;
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    /// Every path under `dir` with its size (directories as 0).
+    fn footprint(dir: &Path) -> Vec<(PathBuf, u64)> {
+        let mut out = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    out.push((p.clone(), 0));
+                    stack.push(p);
+                } else {
+                    out.push((p.clone(), e.metadata().unwrap().len()));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    fn data_dir(dir: &Path, seed: u64) {
+        use kyrodb_backup_format::engine::{
+            DataDirManifest, WalEntry, WalLayout, WalOp, WalWriter,
+        };
+        std::fs::create_dir_all(dir).unwrap();
+        let mut w = WalWriter::new(Vec::new()).unwrap();
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64 ^ seed;
+        for seq in 1..=12_000u64 {
+            // Incompressible embeddings, so the WAL spans several chunks.
+            let embedding = (0..64)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    (x >> 40) as f32
+                })
+                .collect();
+            let e = WalEntry {
+                op: WalOp::Insert,
+                doc_id: seq,
+                embedding,
+                metadata: vec![],
+                seq_no: seq,
+                timestamp: 1_760_970_600 + seq,
+            };
+            w.append(&e, WalLayout::W3).unwrap();
+        }
+        std::fs::write(dir.join("wal_1.wal"), w.into_inner()).unwrap();
+        let m = DataDirManifest::modern(None, None, vec!["wal_1.wal".into()], 1_760_970_600);
+        std::fs::write(dir.join("MANIFEST"), m.to_bytes()).unwrap();
+    }
+
+    fn options(data: &Path, id: &str, parent: Option<BackupManifest>) -> CreateOptions {
+        CreateOptions {
+            data_dir: data.to_path_buf(),
+            id: id.into(),
+            now: 1_760_980_000,
+            now_subsec_nanos: 0,
+            description: String::new(),
+            tool_version: "test".into(),
+            parent,
+            dry_run: false,
+        }
+    }
+
+    /// The fault-injection counterpart of the tmpfs tests (which need root): a disk that fills
+    /// after some chunk writes, for a new chain and for an incremental of an existing one.
+    #[test]
+    fn a_create_that_runs_out_of_space_removes_what_it_wrote() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        data_dir(&data, 1);
+        let mut repo = Repository::open_or_init(&tmp.path().join("backups")).unwrap();
+        let first = create_backup(
+            &repo,
+            &options(&data, "00000000-0000-4000-8000-000000000001", None),
+            &crate::NoProgress,
+        )
+        .unwrap();
+        // The data changes completely: an incremental must store every chunk again.
+        std::fs::remove_dir_all(&data).unwrap();
+        data_dir(&data, 2);
+        let before = footprint(repo.root());
+        for (id, parent) in [
+            ("00000000-0000-4000-8000-000000000002", None),
+            (
+                "00000000-0000-4000-8000-000000000003",
+                Some(first.backup.manifest.clone()),
+            ),
+        ] {
+            for writes in [0, 1, 2] {
+                repo.writes_before_full = Some(writes);
+                let e = create_backup(
+                    &repo,
+                    &options(&data, id, parent.clone()),
+                    &crate::NoProgress,
+                )
+                .unwrap_err();
+                assert!(e.is_no_space(), "{e}");
+                assert!(matches!(e, Error::NoSpace { .. }), "{e}");
+                assert_eq!(footprint(repo.root()), before, "{id} after {writes} writes");
+            }
+        }
+        repo.writes_before_full = None;
+        assert_eq!(repo.list().unwrap().backups.len(), 1);
+    }
 }

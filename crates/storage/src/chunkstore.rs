@@ -53,6 +53,14 @@ pub struct StoreStats {
 pub struct ChainStore {
     dir: PathBuf,
     touched: Mutex<BTreeSet<PathBuf>>,
+    /// Chunk files and directories this store created, newest last: what
+    /// [`ChainStore::discard_created`] removes when the backup they were for fails.
+    created: Mutex<Vec<PathBuf>>,
+    /// In a dry run: the chunks that would be written, each counted once; nothing is written.
+    dry: Option<Mutex<std::collections::HashSet<ContentHash>>>,
+    /// Tests: chunk writes left before every further one fails as if the disk were full.
+    #[cfg(test)]
+    pub(crate) writes_before_full: Option<std::sync::atomic::AtomicU64>,
 }
 
 impl ChainStore {
@@ -60,7 +68,49 @@ impl ChainStore {
         Self {
             dir,
             touched: Mutex::new(BTreeSet::new()),
+            created: Mutex::default(),
+            dry: None,
+            #[cfg(test)]
+            writes_before_full: None,
         }
+    }
+
+    /// This store in dry-run mode: [`put`](Self::put) and the file stores report what they
+    /// would write (a chunk the chain lacks counts once, at its encoded size) and write
+    /// nothing.
+    #[must_use]
+    pub fn dry_run(mut self) -> Self {
+        self.dry = Some(Mutex::default());
+        self
+    }
+
+    /// Removes every chunk file and directory this store created (newest first), and makes
+    /// that durable: what a backup that failed before its manifest was committed wrote. Chunks
+    /// that existed before (shared with committed backups) are never touched; a damaged chunk
+    /// that this store rewrote with its true content stays repaired. Best effort: what cannot
+    /// be removed is left for the next prune (a chunk no manifest names).
+    pub fn discard_created(&self) -> u64 {
+        let created = std::mem::take(&mut *self.created.lock().expect("lock"));
+        let mut removed = 0;
+        let mut parents = BTreeSet::new();
+        for path in created.iter().rev() {
+            let gone = if path.is_dir() {
+                fs::remove_dir(path).is_ok()
+            } else {
+                fs::remove_file(path).is_ok()
+            };
+            if gone {
+                removed += 1;
+                if let Some(parent) = path.parent() {
+                    parents.insert(parent.to_path_buf());
+                }
+            }
+        }
+        for dir in parents.iter().filter(|d| d.is_dir()) {
+            let _ = fsync_dir(dir);
+        }
+        tracing::debug!(removed, "removed what the failed backup wrote");
+        removed
     }
 
     /// The store's directory.
@@ -118,6 +168,15 @@ impl ChainStore {
         if self.looks_intact(r) {
             return Ok((r, 0));
         }
+        if let Some(seen) = &self.dry {
+            let first = seen.lock().expect("lock").insert(hash);
+            let size = if first {
+                encode_chunk(plain)?.bytes.len() as u64
+            } else {
+                0
+            };
+            return Ok((r, size));
+        }
         // Missing, or present but visibly damaged (wrong header, size): the bytes in hand are
         // this chunk's true content, so writing them again repairs the chain.
         let path = self.chunk_path(hash);
@@ -125,7 +184,21 @@ impl ChainStore {
             .parent()
             .expect("chunk path has a parent")
             .to_path_buf();
-        create_private_dir_all(&parent)?;
+        self.create_dirs(&parent)?;
+        let existed = fs::symlink_metadata(&path).is_ok();
+        #[cfg(test)]
+        if let Some(left) = &self.writes_before_full {
+            let full = left
+                .fetch_update(
+                    std::sync::atomic::Ordering::SeqCst,
+                    std::sync::atomic::Ordering::SeqCst,
+                    |n| n.checked_sub(1),
+                )
+                .is_err();
+            if full {
+                return Err(Error::io(&path, io::Error::from_raw_os_error(28)));
+            }
+        }
         let encoded = encode_chunk(plain)?;
         let tmp = tmp_path_for(&path);
         let written = (|| {
@@ -138,9 +211,39 @@ impl ChainStore {
             let _ = fs::remove_file(&tmp);
         }
         written?;
+        if !existed {
+            self.created.lock().expect("lock").push(path);
+        }
         tracing::trace!(chunk = %hash, plain = plain.len(), stored = encoded.bytes.len(), "chunk written");
         self.touched.lock().expect("lock").insert(parent);
         Ok((r, encoded.bytes.len() as u64))
+    }
+
+    /// Creates `dir` and its missing parents up to the chain's directory, remembering which
+    /// were new.
+    fn create_dirs(&self, dir: &Path) -> Result<()> {
+        if dir.is_dir() {
+            return Ok(());
+        }
+        let mut missing = Vec::new();
+        let mut d = dir;
+        while !d.exists() {
+            missing.push(d.to_path_buf());
+            match d.parent() {
+                Some(p) => d = p,
+                None => break,
+            }
+        }
+        create_private_dir_all(dir)?;
+        // Another writer thread may have created some of them first: only the ones this
+        // store created are its to remove, but an empty directory is removed either way.
+        let mut created = self.created.lock().expect("lock");
+        for m in missing.into_iter().rev() {
+            if !created.contains(&m) {
+                created.push(m);
+            }
+        }
+        Ok(())
     }
 
     /// Reads and checks one chunk: present, decodable, of the size and hash the manifest says.

@@ -56,9 +56,48 @@ pub enum Error {
     /// Stored data is missing or damaged.
     #[error("{0}")]
     Damaged(String),
+    /// The file system ran out of space (or quota) while writing; what was written for the
+    /// operation has been removed.
+    #[error("no space left on the file system of {}: the operation needed up to {needed} bytes, {free} are free", path.display())]
+    NoSpace {
+        /// The directory written to (the repository, or the data dir's parent).
+        path: PathBuf,
+        /// Bytes the operation needed at most.
+        needed: u64,
+        /// Bytes free for this user on that file system when it failed.
+        free: u64,
+    },
 }
 
 impl Error {
+    /// Whether this is the file system running out of space or quota (`ENOSPC`, `EDQUOT`).
+    pub fn is_no_space(&self) -> bool {
+        let io = match self {
+            Error::NoSpace { .. } => return true,
+            Error::Io { source, .. } => Some(source),
+            Error::DataDir(kyrodb_backup_datadir::Error::Io(e)) => Some(e.io_error()),
+            Error::Format(kyrodb_backup_format::Error::Io(e)) => Some(e),
+            _ => None,
+        };
+        io.and_then(std::io::Error::raw_os_error).is_some_and(|c| {
+            c == rustix::io::Errno::NOSPC.raw_os_error()
+                || c == rustix::io::Errno::DQUOT.raw_os_error()
+        })
+    }
+
+    /// `self`, or [`Error::NoSpace`] when it is the file system of `path` running out of
+    /// space: with what the operation `needed` and what is free now.
+    pub(crate) fn or_no_space(self, path: &std::path::Path, needed: u64) -> Self {
+        if !self.is_no_space() || matches!(self, Error::NoSpace { .. }) {
+            return self;
+        }
+        Error::NoSpace {
+            path: path.to_path_buf(),
+            needed,
+            free: free_bytes(path),
+        }
+    }
+
     /// Wraps an I/O error with the path it concerns.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
@@ -78,6 +117,19 @@ impl From<kyrodb_backup_durable::Error> for Error {
             },
         }
     }
+}
+
+/// Bytes an unprivileged writer may still use on the file system of `path` (0 when unknown).
+pub(crate) fn free_bytes(path: &std::path::Path) -> u64 {
+    let mut p = path;
+    // The nearest existing ancestor (a staging dir may be gone already).
+    while !p.exists() {
+        match p.parent() {
+            Some(parent) => p = parent,
+            None => return 0,
+        }
+    }
+    rustix::fs::statvfs(p).map_or(0, |s| s.f_bavail.saturating_mul(s.f_frsize))
 }
 
 /// Result alias of this crate.

@@ -50,6 +50,9 @@ fn config_bytes(version: u32) -> Vec<u8> {
 #[derive(Debug, Clone)]
 pub struct Repository {
     root: PathBuf,
+    /// Tests: the chain stores it hands out fail every chunk write after this many.
+    #[cfg(test)]
+    pub(crate) writes_before_full: Option<u64>,
 }
 
 /// Whether a lock excludes every other run or only exclusive ones.
@@ -134,6 +137,8 @@ impl Repository {
         }
         Ok(Self {
             root: root.to_path_buf(),
+            #[cfg(test)]
+            writes_before_full: None,
         })
     }
 
@@ -155,6 +160,25 @@ impl Repository {
             true,
         )?;
         Self::open(root)
+    }
+
+    /// The repository at `root` for a look that writes nothing (a dry run): opened when it
+    /// exists; otherwise a handle on the repository that would be made there, which lists no
+    /// backup.
+    ///
+    /// # Errors
+    ///
+    /// As [`Repository::open`], for a repository that exists.
+    pub fn open_for_preview(root: &Path) -> Result<Self> {
+        if Self::exists(root) || root.join(CHAINS_DIR).exists() {
+            Self::open(root)
+        } else {
+            Ok(Self {
+                root: root.to_path_buf(),
+                #[cfg(test)]
+                writes_before_full: None,
+            })
+        }
     }
 
     /// Whether `root` holds a repository.
@@ -236,7 +260,15 @@ impl Repository {
         ] {
             refuse_symlink(&dir)?;
         }
-        Ok(ChainStore::new(chain.join("chunks")))
+        #[cfg_attr(not(test), allow(unused_mut))]
+        let mut store = ChainStore::new(chain.join("chunks"));
+        #[cfg(test)]
+        {
+            store.writes_before_full = self
+                .writes_before_full
+                .map(std::sync::atomic::AtomicU64::new);
+        }
+        Ok(store)
     }
 
     /// Writes a backup's manifest: the commit point of a create. Everything it names must
@@ -246,10 +278,11 @@ impl Repository {
     ///
     /// When the manifest does not validate, the backup exists, or the file cannot be written.
     pub fn commit_manifest(&self, manifest: &BackupManifest) -> Result<StoredBackup> {
-        manifest.validate()?;
+        let preview = self.preview_manifest(manifest)?;
         let dir = self.chain_dir(&manifest.chain_id).join(MANIFESTS_DIR);
         refuse_symlink(&self.chain_dir(&manifest.chain_id))?;
         refuse_symlink(&dir)?;
+        let new_dir = !dir.exists();
         create_private_dir_all(&dir)?;
         let bytes = encode_manifest(manifest)?;
         let path = dir.join(format!("{}{MANIFEST_EXT}", manifest.id));
@@ -259,7 +292,24 @@ impl Repository {
                 std::io::Error::new(std::io::ErrorKind::AlreadyExists, "backup already exists"),
             ));
         }
-        atomic_write(&path, &bytes, true)?;
+        if let Err(e) = atomic_write(&path, &bytes, true) {
+            if new_dir {
+                let _ = fs::remove_dir(&dir);
+            }
+            return Err(e.into());
+        }
+        Ok(preview)
+    }
+
+    /// The backup a manifest would be once committed (its checksum and size), without writing
+    /// anything.
+    ///
+    /// # Errors
+    ///
+    /// When the manifest does not validate.
+    pub fn preview_manifest(&self, manifest: &BackupManifest) -> Result<StoredBackup> {
+        manifest.validate()?;
+        let bytes = encode_manifest(manifest)?;
         Ok(StoredBackup {
             checksum: manifest_checksum(&bytes)?,
             manifest: manifest.clone(),

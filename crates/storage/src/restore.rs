@@ -246,12 +246,14 @@ pub fn restore(
         })
         .sum();
     progress.start("restore", total);
-    let (files, count, replayed) = build_staging(set, &staging, progress)?;
+    let (files, count, replayed) =
+        build_staging(set, &staging, progress).map_err(|e| e.or_no_space(&target.path(), total))?;
     report.vector_count = count;
     let (staging, files) = if opts.as_is {
         (staging, files)
     } else {
-        let (staging, migrated) = migrate_staged(staging, opts.distance, opts.now)?;
+        let (staging, migrated) = migrate_staged(staging, opts.distance, opts.now)
+            .map_err(|e| Error::from(e).or_no_space(&target.path(), total))?;
         let Some(m) = migrated else {
             refuse_unstartable(set, &replayed)?;
             return finish(staging, files, report, opts);
