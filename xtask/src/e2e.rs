@@ -17,13 +17,21 @@ use crate::util::{build_binary, fixtures};
 /// The fixtures backed up and restored.
 const FIXTURES: [&str; 3] = ["v4-basic", "v4-rotated", "v4-wal-only"];
 
-/// `cargo xtask e2e` takes no arguments.
-#[derive(Debug, Clone, Copy, clap::Args)]
-pub(crate) struct Args {}
+/// Arguments of `cargo xtask e2e`.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct Args {
+    /// Test this `kyrodb_backup` binary instead of building one (CI passes the one the tests
+    /// built).
+    #[arg(long, value_name = "PATH")]
+    bin: Option<std::path::PathBuf>,
+}
 
 /// Runs every fixture end to end and fails if any of them did.
-pub(crate) fn run(Args {}: Args) -> Result<()> {
-    let bin = build_binary(false)?;
+pub(crate) fn run(Args { bin }: Args) -> Result<()> {
+    let bin = match bin {
+        Some(bin) => bin,
+        None => build_binary(false)?,
+    };
     let fixtures = fixtures().join("kyrodb");
     let tmp = tempfile::tempdir()?;
     let mut failures = 0;
