@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use clap::builder::PossibleValuesParser;
-use kyrodb_backup_format::engine::{DataDirManifest, Snapshot, WalReader};
+use kyrodb_backup_format::engine::{
+    read_members, BuiltinMeta, DataDirManifest, Snapshot, WalReader,
+};
 use kyrodb_backup_format::repo::{decode_chunk, decode_manifest, read_id_list, ContentHash};
 
 use crate::util::root;
@@ -35,7 +37,7 @@ pub(crate) struct Args {
 type Target = fn(&[u8]) -> bool;
 
 /// Every target: name and a function that decodes fully and says whether it succeeded.
-const TARGETS: [(&str, Target); 6] = [
+const TARGETS: [(&str, Target); 8] = [
     ("snapshot", |b| Snapshot::read(b).is_ok()),
     ("wal", |b| {
         let Ok(mut r) = WalReader::new(b) else {
@@ -68,6 +70,12 @@ const TARGETS: [(&str, Target); 6] = [
         };
         let mut list = list;
         read_id_list(&mut list, u64::from(u32::from_le_bytes(*count)), |_| {}).is_ok()
+    }),
+    ("builtin-archive", |b| {
+        read_members(std::io::Cursor::new(b), b.len() as u64).is_ok()
+    }),
+    ("builtin-meta", |b| {
+        BuiltinMeta::decode(b, "3e49cddd-41ba-46a7-86c3-b628ba72b85b").is_ok()
     }),
 ];
 

@@ -40,7 +40,7 @@ enum Task {
     GenData(gen_data::Args),
     /// Append M MiB of inserts to the newest WAL segment, as the engine would
     AppendWal(append_wal::Args),
-    /// Mutation-fuzz the decoders (snapshot, wal, manifest, repo-manifest, chunk, id-list)
+    /// Mutation-fuzz the decoders of untrusted bytes (engine files, repository encodings, built-in archives)
     Fuzz(fuzz::Args),
     /// Benchmark create, restore, verify, incremental vs cp -r && sync (1 GB by default)
     Bench(bench::Args),
