@@ -9,8 +9,8 @@ use std::os::unix::fs::FileExt;
 use std::sync::{Condvar, Mutex};
 
 use kyrodb_backup_format::engine::{
-    recover, DirSource, DistanceMetric, FileSource, LiveIds, RecoveryOptions, RecoveryReport,
-    WalReader,
+    recover, DataDirManifest, DirSource, DistanceMetric, FileSource, LiveIds, RecoveryOptions,
+    RecoveryReport, WalReader,
 };
 use kyrodb_backup_format::repo::FileEntry;
 
@@ -251,6 +251,11 @@ pub fn restore(
     report.vector_count = count;
     let (staging, files) = if opts.as_is {
         (staging, files)
+    } else if !in_legacy_layouts(&replayed) {
+        // The usual case: the staged replay already showed a current state, so it is not
+        // read again; only the engine's rules are checked on what the replay found.
+        refuse_unstartable(set, &replayed)?;
+        (staging, files)
     } else {
         let (staging, migrated) = migrate_staged(staging, opts.distance, opts.now)
             .map_err(|e| Error::from(e).or_no_space(&target.path(), total))?;
@@ -270,6 +275,17 @@ pub fn restore(
         (staging, files)
     };
     finish(staging, files, report, opts)
+}
+
+/// Whether a replayed state uses a layout older than the current ones: the text MANIFEST, a
+/// snapshot whose version is not 4, or WAL entries without sequence numbers (W1, W2).
+fn in_legacy_layouts(report: &RecoveryReport) -> bool {
+    matches!(report.manifest, DataDirManifest::Legacy { .. })
+        || report
+            .snapshot
+            .as_ref()
+            .is_some_and(|(_, i)| i.version != 4)
+        || report.segments.iter().any(|s| s.first_seq == Some(0))
 }
 
 /// Refuses a staged state the current engine would not start on.
