@@ -756,3 +756,44 @@ fn a_reader_that_stops_early_is_not_a_crash() {
         );
     }
 }
+
+#[test]
+fn create_dry_run_writes_nothing_and_says_what_the_backup_would_add() {
+    let e = env("v4-rotated");
+    let dry = |extra: &[&str]| -> serde_json::Value {
+        let out = kb()
+            .data_dir(&e.data)
+            .backup_dir(&e.repo)
+            .args(["create", "--dry-run", "--format", "json"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    // No repository yet: nothing is made, not even the directory.
+    let would = dry(&[]);
+    assert_eq!(would["dry_run"], true);
+    assert!(!e.repo.exists());
+    // The real create adds what the dry run said (the manifest's digits aside).
+    let made = create(&e.data, &e.repo, &[]);
+    let id = made["id"].as_str().unwrap();
+    let manifest = fs::metadata(e.repo.join(format!("chains/{id}/manifests/{id}.manifest")))
+        .unwrap()
+        .len();
+    let added = made["stored_bytes"].as_u64().unwrap() + manifest;
+    assert!(would["stored_bytes"].as_u64().unwrap().abs_diff(added) < 64);
+    // An incremental of unchanged data would add only its manifest; nothing is written.
+    let before = tree(&e.repo);
+    let inc = dry(&["--incremental", "--reference", "latest"]);
+    assert!(inc["stored_bytes"].as_u64().unwrap() < manifest + 64);
+    assert_eq!(tree(&e.repo), before);
+    assert!(
+        made.get("dry_run").is_none(),
+        "a real create's JSON is unchanged"
+    );
+}
