@@ -184,16 +184,24 @@ fn a_chain_whose_manifest_names_a_snapshot_no_archive_holds_is_refused_not_repro
     assert!(!target.exists());
 }
 
-#[test]
-fn listed_with_the_count_and_metric_their_restores_yield() {
-    let (tmp, dir) = backups();
+/// `list --format json` of `dir` (it must succeed), and what it said on stderr.
+fn list_json(dir: &Path) -> (serde_json::Value, String) {
     let out = kb()
-        .backup_dir(&dir)
+        .backup_dir(dir)
         .args(["list", "--format", "json"])
         .output()
         .unwrap();
     assert!(out.status.success());
-    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    (
+        serde_json::from_slice(&out.stdout).unwrap(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn listed_with_the_count_and_metric_their_restores_yield() {
+    let (tmp, dir) = backups();
+    let (list, _) = list_json(&dir);
     for (id, file) in [
         (FULL, "expected-full.json"),
         (INC, "expected-incremental.json"),
@@ -227,15 +235,7 @@ fn listed_with_the_count_and_metric_their_restores_yield() {
     let mut bytes = fs::read(&tar).unwrap();
     bytes.truncate(bytes.len() / 2);
     fs::write(&tar, bytes).unwrap();
-    let out = kb()
-        .backup_dir(&dir)
-        .args(["list", "--format", "json"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (list, stderr) = list_json(&dir);
     assert_eq!(list.as_array().unwrap().len(), 2);
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("listed with the figures of its metadata")
-    );
+    assert!(stderr.contains("listed with the figures of its metadata"));
 }

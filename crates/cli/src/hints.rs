@@ -19,15 +19,6 @@ pub struct Failure {
 }
 
 impl Failure {
-    /// A failure of the command line itself.
-    pub fn usage(message: impl Into<String>, hint: Option<&str>) -> Self {
-        Self {
-            message: message.into(),
-            hint: hint.map(str::to_string),
-            kind: ErrorKind::Failed,
-        }
-    }
-
     /// An error of a command, rendered for `cli`'s flags.
     pub fn of(e: &Error, cli: &Cli) -> Self {
         let (message, hint) = render(e, cli);

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use kyrodb_backup_durable::IoContext;
 use kyrodb_backup_format::engine::{
     choose_metric, recover, survey_snapshot, write_migrated_snapshot, DataDirManifest, DirSource,
-    DistanceMetric, RecoveryOptions, SnapshotLayout, SnapshotSurvey, StateDigest, WalLayout,
+    DistanceMetric, RecoveryOptions, RecoveryReport, SnapshotSurvey, StateDigest, WalLayout,
     WalReader, WalWriter,
 };
 use serde::Serialize;
@@ -95,7 +95,7 @@ pub fn metric_suggestion(unit_norm_share: f64) -> &'static str {
 }
 
 /// Reads every WAL entry's layout and sequence number to decide what the WAL needs.
-fn wal_needs_migration(dir: &Path, segments: &[String]) -> Result<(bool, u64, u64)> {
+fn wal_needs_migration(dir: &Path, segments: &[String]) -> Result<(u64, u64)> {
     let (mut legacy, mut sequenced) = (0u64, 0u64);
     for name in segments {
         let path = dir.join(name);
@@ -114,7 +114,7 @@ fn wal_needs_migration(dir: &Path, segments: &[String]) -> Result<(bool, u64, u6
             "the WAL mixes entries with and without sequence numbers; migrate it by hand".into(),
         ));
     }
-    Ok((legacy > 0, legacy, sequenced))
+    Ok((legacy, sequenced))
 }
 
 /// Rewrites a data directory whose snapshot or WAL predates the current layouts: the snapshot
@@ -144,9 +144,9 @@ pub fn migrate_data_dir(opts: &MigrateOptions) -> Result<MigrateReport> {
 
 /// What a directory holds, read to decide its migration.
 struct Survey {
-    manifest: DataDirManifest,
     segments: Vec<String>,
-    wal_legacy: bool,
+    /// What recovering the directory found.
+    recovered: RecoveryReport,
     wal_entries: u64,
     snapshot: Option<(String, SnapshotSurvey)>,
     before: StateDigest,
@@ -154,16 +154,15 @@ struct Survey {
 
 impl Survey {
     fn of(dir: &Path) -> Result<Self> {
-        let mbytes = read_manifest(dir)?;
-        let manifest = DataDirManifest::parse(&mbytes).map_err(|e| e.in_file("MANIFEST"))?;
         let mut before = StateDigest::default();
-        recover(
+        let recovered = recover(
             &mut DirSource::new(dir),
             &mut before,
             &RecoveryOptions::default(),
         )?;
-        let segments = segments_of(dir, &manifest)?;
-        let (wal_legacy, legacy_entries, sequenced_entries) = wal_needs_migration(dir, &segments)?;
+        let manifest = &recovered.manifest;
+        let segments = segments_of(dir, manifest)?;
+        let (legacy_entries, sequenced_entries) = wal_needs_migration(dir, &segments)?;
         let snapshot = match manifest.snapshot_file() {
             Some(name) => {
                 let path = dir.join(&name);
@@ -174,9 +173,8 @@ impl Survey {
             None => None,
         };
         Ok(Self {
-            manifest,
             segments,
-            wal_legacy,
+            recovered,
             wal_entries: legacy_entries + sequenced_entries,
             snapshot,
             before,
@@ -184,11 +182,7 @@ impl Survey {
     }
 
     fn already_current(&self) -> bool {
-        let snap_legacy = self
-            .snapshot
-            .as_ref()
-            .is_some_and(|(_, s)| s.info.layout != SnapshotLayout::V4);
-        !snap_legacy && !self.wal_legacy && matches!(self.manifest, DataDirManifest::Modern(_))
+        !self.recovered.in_legacy_layouts()
     }
 
     /// The metric of the migrated snapshot: the stored one, else `requested`, else (when
@@ -286,8 +280,9 @@ impl MetricEvidence {
 
 /// A restored state staged beside its target, migrated to the current layouts when it is
 /// legacy: the migrated files are built in a second staging directory (the first is removed),
-/// checked to replay to exactly the same state, and returned for the swap. A state already
-/// current is returned as it is, with no report.
+/// checked to replay to exactly the same state, and returned for the swap with the migration's
+/// report and what the migrated state recovers to. A state already current is returned as it
+/// is, with neither.
 ///
 /// Unlike [`migrate_data_dir`], no metric is assumed: a legacy snapshot that stores none needs
 /// `requested`, or this is [`Error::NoStoredMetric`] and nothing reaches the target.
@@ -300,7 +295,7 @@ pub fn migrate_staged(
     staging: Staging,
     requested: Option<DistanceMetric>,
     now: u64,
-) -> Result<(Staging, Option<MigrateReport>)> {
+) -> Result<(Staging, Option<(MigrateReport, RecoveryReport)>)> {
     let survey = Survey::of(staging.dir())?;
     if survey.already_current() {
         return Ok((staging, None));
@@ -310,7 +305,7 @@ pub fn migrate_staged(
     let next = staging.sibling("migrate", &now.to_string())?;
     report.wal_entries.1 = survey.build(staging.dir(), next.dir(), metric, now)?;
     let mut after = StateDigest::default();
-    recover(
+    let recovered = recover(
         &mut DirSource::new(next.dir()),
         &mut after,
         &RecoveryOptions::default(),
@@ -321,7 +316,7 @@ pub fn migrate_staged(
             "the migrated state would differ from the legacy one; nothing was changed".into(),
         ));
     }
-    Ok((next, Some(report)))
+    Ok((next, Some((report, recovered))))
 }
 
 /// Checks the staged state replays exactly like the old one, then swaps it in (unless dry or

@@ -13,7 +13,7 @@ use kyrodb_backup_format::engine::{
     DistanceMetric, FileSource, LiveIds, Member, RecoveryOptions, SnapshotReader, WalReader,
 };
 use kyrodb_backup_format::repo::{BackupManifest, FileKind};
-use kyrodb_backup_storage::{Listing, Repository, StoredBackup};
+use kyrodb_backup_storage::{Listing, Repository};
 
 use crate::error::{Error, Result};
 use crate::model::{BackupSummary, SnapshotRef};
@@ -36,15 +36,6 @@ pub(crate) struct Catalog {
     pub builtin: Vec<BuiltinBackup>,
     /// What could not be read, one line each.
     pub warnings: Vec<String>,
-}
-
-/// A backup found by id.
-#[allow(clippy::large_enum_variant)] // short-lived, never in a collection
-pub(crate) enum Found<'a> {
-    /// One of this tool's.
-    Repository(StoredBackup),
-    /// One of the built-in tool's.
-    Builtin(&'a BuiltinBackup),
 }
 
 impl Catalog {
@@ -111,15 +102,6 @@ impl Catalog {
             (Some(b), None) => Some(b),
             _ => None,
         }
-    }
-
-    /// A backup of either kind by full id or unique prefix; the built-in tool's are looked at
-    /// first, then the repository at `dir`.
-    pub fn find(&self, dir: &Path, id: &str) -> Result<Found<'_>> {
-        if let Some(b) = self.find_builtin(id) {
-            return Ok(Found::Builtin(b));
-        }
-        Ok(Found::Repository(open_repo(dir)?.find(id)?))
     }
 }
 

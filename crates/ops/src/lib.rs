@@ -67,11 +67,9 @@ pub use golden::{
     golden_check_file, golden_create_file, GoldenCheckReport, GoldenCreateOptions,
     GoldenCreateReport,
 };
-pub use list::{
-    list, show, ArchiveMember, BuiltinShowReport, ListReport, ShowReport, Shown, ShownFile, Windows,
-};
+pub use list::{list, show, BuiltinShowReport, ListReport, ShowReport, Shown, ShownFile, Windows};
 pub use migrate::{migrate, MigrateOptions, MigrateReport, MigratedSnapshot};
-pub use model::{BackupSummary, ChainLink, Now, SnapshotRef, WalCoverage, WrittenFile};
+pub use model::{BackupSummary, ChainLink, FileSize, Now, SnapshotRef, WalCoverage};
 pub use prune::{prune, ChainNotCollected, KeptBackup, PruneOptions, PruneReport};
 pub use restore::{restore, Migrated, RestoreOptions, RestoreReport, RestoreSource};
 pub use verify::{verify, BuiltinCheck, Unreadable, VerifyOptions, VerifyReport};

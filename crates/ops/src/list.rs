@@ -7,11 +7,9 @@ use kyrodb_backup_format::repo::{ContentHash, FileKind, SkippedFile};
 use kyrodb_backup_storage::StoredBackup;
 use serde::Serialize;
 
-use crate::catalog::{
-    builtin_chain, builtin_state, chain_view, members, open_repo, Catalog, Found,
-};
+use crate::catalog::{builtin_chain, builtin_state, chain_view, members, open_repo, Catalog};
 use crate::error::Result;
-use crate::model::{BackupSummary, ChainLink};
+use crate::model::{BackupSummary, ChainLink, FileSize};
 
 /// Every backup in a backup directory, newest first. Serialized, it is a JSON array.
 #[derive(Debug, Clone, Serialize)]
@@ -82,15 +80,6 @@ pub struct ShowReport {
     pub chain: Vec<ChainLink>,
 }
 
-/// A member of a built-in backup's archive.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ArchiveMember {
-    /// File name.
-    pub name: String,
-    /// Size.
-    pub size: u64,
-}
-
 /// A backup of the engine's built-in tool in full.
 #[derive(Debug, Clone, Serialize)]
 pub struct BuiltinShowReport {
@@ -98,7 +87,7 @@ pub struct BuiltinShowReport {
     #[serde(flatten)]
     pub backup: BackupSummary,
     /// The archive's members.
-    pub files: Vec<ArchiveMember>,
+    pub files: Vec<FileSize>,
     /// The archives that rebuild it, oldest first.
     pub chain: Vec<ChainLink>,
     /// The archive.
@@ -125,34 +114,32 @@ pub enum Shown {
 /// [`crate::Error::Damaged`] for a damaged archive or manifest.
 pub fn show(backup_dir: &Path, id: &str) -> Result<Shown> {
     let catalog = Catalog::builtin_only(backup_dir);
-    let b = match catalog.find(backup_dir, id)? {
-        Found::Builtin(b) => {
-            let chain = builtin_chain(b, &catalog.builtin)?;
-            return Ok(Shown::Builtin(BuiltinShowReport {
-                backup: BackupSummary::of_builtin(b, builtin_state(b, &catalog.builtin).ok()),
-                files: members(&b.archive)?
-                    .into_iter()
-                    .map(|m| ArchiveMember {
-                        name: m.name,
-                        size: m.len,
-                    })
-                    .collect(),
-                chain: chain
-                    .iter()
-                    .map(|c| ChainLink {
-                        id: c.meta.id.clone(),
-                        timestamp: c.meta.timestamp,
-                        backup_type: c.meta.backup_type.clone(),
-                    })
-                    .collect(),
-                archive: b.archive.clone(),
-            }));
-        }
-        Found::Repository(b) => b,
-    };
-    let repo = open_repo(backup_dir)?;
-    let mut chain: Vec<StoredBackup> = repo
-        .list()?
+    if let Some(b) = catalog.find_builtin(id) {
+        let chain = builtin_chain(b, &catalog.builtin)?;
+        return Ok(Shown::Builtin(BuiltinShowReport {
+            backup: BackupSummary::of_builtin(b, builtin_state(b, &catalog.builtin).ok()),
+            files: members(&b.archive)?
+                .into_iter()
+                .map(|m| FileSize {
+                    name: m.name,
+                    size: m.len,
+                })
+                .collect(),
+            chain: chain
+                .iter()
+                .map(|c| ChainLink {
+                    id: c.meta.id.clone(),
+                    timestamp: c.meta.timestamp,
+                    backup_type: c.meta.backup_type.clone(),
+                })
+                .collect(),
+            archive: b.archive.clone(),
+        }));
+    }
+    // One listing serves both the lookup and the chain.
+    let listing = open_repo(backup_dir)?.list()?;
+    let b = listing.find(id)?;
+    let mut chain: Vec<StoredBackup> = listing
         .backups
         .into_iter()
         .filter(|o| o.manifest.chain_id == b.manifest.chain_id)

@@ -159,10 +159,10 @@ pub struct ChainLink {
     pub backup_type: String,
 }
 
-/// A file a command wrote or would write, with its size.
+/// A file (written by a restore, or held in an archive) and its size.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct WrittenFile {
-    /// Its name in the data directory.
+pub struct FileSize {
+    /// Its name (a data-dir file name).
     pub name: String,
     /// Its size in bytes.
     pub size: u64,

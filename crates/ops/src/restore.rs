@@ -14,10 +14,10 @@ use kyrodb_backup_storage::{
 use serde::Serialize;
 
 use crate::catalog::{
-    builtin_chain, chain_view, check_builtin, extracted, open_repo, BuiltinBackup, Catalog, Found,
+    builtin_chain, chain_view, check_builtin, extracted, open_repo, BuiltinBackup, Catalog,
 };
 use crate::error::{Error, Result};
-use crate::model::{Now, WrittenFile};
+use crate::model::{FileSize, Now};
 
 /// What to restore.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,7 +95,7 @@ pub struct RestoreReport {
     /// The data directory.
     pub data_dir: PathBuf,
     /// The files written.
-    pub files: Vec<WrittenFile>,
+    pub files: Vec<FileSize>,
     /// Their bytes.
     pub bytes: u64,
     /// Whether the data dir held files that were replaced.
@@ -142,23 +142,21 @@ pub fn restore(
         RestoreSource::Backup(id) => {
             let catalog = Catalog::builtin_only(backup_dir);
             warnings.clone_from(&catalog.warnings);
-            match catalog.find(backup_dir, id)? {
-                Found::Builtin(b) => {
-                    let r = restore_builtin(b, &catalog.builtin, &target, &sopts, progress)?;
-                    (r, b.meta.timestamp)
-                }
-                Found::Repository(_) => {
-                    let repo = open_repo(backup_dir)?;
-                    let _lock = repo.lock(LockMode::Shared)?;
-                    let b = repo.find(id)?;
-                    check_distance(b.manifest.distance, opts.distance)?;
-                    let store = repo.chain_store(&b.manifest.chain_id)?;
-                    would_migrate = check_legacy(&store, &b, opts)?;
-                    (
-                        restore_backup(&store, &b, &target, &sopts, progress)?,
-                        b.manifest.timestamp,
-                    )
-                }
+            if let Some(b) = catalog.find_builtin(id) {
+                let r = restore_builtin(b, &catalog.builtin, &target, &sopts, progress)?;
+                (r, b.meta.timestamp)
+            } else {
+                // Looked up under the lock, so that a prune cannot take it away meanwhile.
+                let repo = open_repo(backup_dir)?;
+                let _lock = repo.lock(LockMode::Shared)?;
+                let b = repo.find(id)?;
+                check_distance(b.manifest.distance, opts.distance)?;
+                let store = repo.chain_store(&b.manifest.chain_id)?;
+                would_migrate = check_legacy(&store, &b, opts)?;
+                (
+                    restore_backup(&store, &b, &target, &sopts, progress)?,
+                    b.manifest.timestamp,
+                )
             }
         }
         RestoreSource::PointInTime { at, nearest } => {
@@ -210,7 +208,7 @@ pub fn restore(
         files: r
             .files
             .into_iter()
-            .map(|(name, size)| WrittenFile { name, size })
+            .map(|(name, size)| FileSize { name, size })
             .collect(),
         bytes: r.bytes,
         replaced: r.replaced,

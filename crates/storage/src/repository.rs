@@ -278,13 +278,12 @@ impl Repository {
     ///
     /// When the manifest does not validate, the backup exists, or the file cannot be written.
     pub fn commit_manifest(&self, manifest: &BackupManifest) -> Result<StoredBackup> {
-        let preview = self.preview_manifest(manifest)?;
+        let (bytes, stored) = encoded(manifest)?;
         let dir = self.chain_dir(&manifest.chain_id).join(MANIFESTS_DIR);
         refuse_symlink(&self.chain_dir(&manifest.chain_id))?;
         refuse_symlink(&dir)?;
         let new_dir = !dir.exists();
         create_private_dir_all(&dir)?;
-        let bytes = encode_manifest(manifest)?;
         let path = dir.join(format!("{}{MANIFEST_EXT}", manifest.id));
         if path.exists() {
             return Err(Error::io(
@@ -298,7 +297,7 @@ impl Repository {
             }
             return Err(e.into());
         }
-        Ok(preview)
+        Ok(stored)
     }
 
     /// The backup a manifest would be once committed (its checksum and size), without writing
@@ -308,13 +307,7 @@ impl Repository {
     ///
     /// When the manifest does not validate.
     pub fn preview_manifest(&self, manifest: &BackupManifest) -> Result<StoredBackup> {
-        manifest.validate()?;
-        let bytes = encode_manifest(manifest)?;
-        Ok(StoredBackup {
-            checksum: manifest_checksum(&bytes)?,
-            manifest: manifest.clone(),
-            manifest_bytes: bytes.len() as u64,
-        })
+        Ok(encoded(manifest)?.1)
     }
 
     /// Path of a backup's manifest file.
@@ -440,8 +433,7 @@ impl Repository {
     /// [`Error::NotFound`], [`Error::Ambiguous`], [`Error::PrefixTooShort`], or [`Error::Damaged`]
     /// when the manifest of that id cannot be read.
     pub fn find(&self, id_or_prefix: &str) -> Result<StoredBackup> {
-        let listing = self.list()?;
-        resolve(listing, id_or_prefix)
+        self.list()?.find(id_or_prefix)
     }
 
     /// Removes temporary files that an interrupted run left in the repository. Only files
@@ -463,6 +455,18 @@ impl Repository {
         }
         Ok(removed)
     }
+}
+
+/// A manifest checked and encoded, and the backup it makes (checksum, size).
+fn encoded(manifest: &BackupManifest) -> Result<(Vec<u8>, StoredBackup)> {
+    manifest.validate()?;
+    let bytes = encode_manifest(manifest)?;
+    let stored = StoredBackup {
+        checksum: manifest_checksum(&bytes)?,
+        manifest: manifest.clone(),
+        manifest_bytes: bytes.len() as u64,
+    };
+    Ok((bytes, stored))
 }
 
 /// Fails when `path` exists as a symlink.
@@ -496,40 +500,43 @@ fn walkdir_files(root: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-fn resolve(listing: Listing, id_or_prefix: &str) -> Result<StoredBackup> {
-    if let Some(b) = listing
-        .backups
-        .iter()
-        .find(|b| b.manifest.id == id_or_prefix)
-    {
-        return Ok(b.clone());
-    }
-    if id_or_prefix.len() < 8 {
-        return Err(Error::PrefixTooShort(id_or_prefix.to_string()));
-    }
-    let mut matches: Vec<StoredBackup> = listing
-        .backups
-        .into_iter()
-        .filter(|b| b.manifest.id.starts_with(id_or_prefix))
-        .collect();
-    match matches.len() {
-        0 => {
-            // A damaged manifest of the wanted id is worth naming instead of "not found".
-            if let Some((path, e)) = listing.problems.into_iter().find(|(p, _)| {
-                p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with(id_or_prefix))
-            }) {
-                return Err(Error::Damaged(format!(
-                    "backup {id_or_prefix} cannot be read: {e} ({})",
-                    path.display()
-                )));
-            }
-            Err(Error::NotFound(id_or_prefix.to_string()))
+impl Listing {
+    /// A backup of this listing by full id or unique prefix of at least 8 characters.
+    ///
+    /// # Errors
+    ///
+    /// As [`Repository::find`].
+    pub fn find(&self, id_or_prefix: &str) -> Result<StoredBackup> {
+        if let Some(b) = self.backups.iter().find(|b| b.manifest.id == id_or_prefix) {
+            return Ok(b.clone());
         }
-        1 => Ok(matches.pop().expect("one match")),
-        _ => Err(Error::Ambiguous {
-            prefix: id_or_prefix.to_string(),
-            matches: matches.into_iter().map(|b| b.manifest.id).collect(),
-        }),
+        if id_or_prefix.len() < 8 {
+            return Err(Error::PrefixTooShort(id_or_prefix.to_string()));
+        }
+        let mut matches: Vec<&StoredBackup> = self
+            .backups
+            .iter()
+            .filter(|b| b.manifest.id.starts_with(id_or_prefix))
+            .collect();
+        match matches.len() {
+            0 => {
+                // A damaged manifest of the wanted id is worth naming instead of "not found".
+                if let Some((path, e)) = self.problems.iter().find(|(p, _)| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with(id_or_prefix))
+                }) {
+                    return Err(Error::Damaged(format!(
+                        "backup {id_or_prefix} cannot be read: {e} ({})",
+                        path.display()
+                    )));
+                }
+                Err(Error::NotFound(id_or_prefix.to_string()))
+            }
+            1 => Ok(matches.pop().expect("one match").clone()),
+            _ => Err(Error::Ambiguous {
+                prefix: id_or_prefix.to_string(),
+                matches: matches.into_iter().map(|b| b.manifest.id.clone()).collect(),
+            }),
+        }
     }
 }

@@ -9,8 +9,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::{Condvar, Mutex};
 
 use kyrodb_backup_format::engine::{
-    recover, DataDirManifest, DirSource, DistanceMetric, FileSource, LiveIds, RecoveryOptions,
-    RecoveryReport, WalReader,
+    recover, DistanceMetric, FileSource, LiveIds, RecoveryOptions, RecoveryReport, WalReader,
 };
 use kyrodb_backup_format::repo::FileEntry;
 
@@ -251,7 +250,7 @@ pub fn restore(
     report.vector_count = count;
     let (staging, files) = if opts.as_is {
         (staging, files)
-    } else if !in_legacy_layouts(&replayed) {
+    } else if !replayed.in_legacy_layouts() {
         // The usual case: the staged replay already showed a current state, so it is not
         // read again; only the engine's rules are checked on what the replay found.
         refuse_unstartable(set, &replayed)?;
@@ -259,33 +258,16 @@ pub fn restore(
     } else {
         let (staging, migrated) = migrate_staged(staging, opts.distance, opts.now)
             .map_err(|e| Error::from(e).or_no_space(&target.path(), total))?;
-        let Some(m) = migrated else {
+        let Some((m, migrated)) = migrated else {
             refuse_unstartable(set, &replayed)?;
             return finish(staging, files, report, opts);
         };
         report.migrated = m.metric;
-        let mut check = LiveIds::default();
-        let migrated = recover(
-            &mut DirSource::new(staging.dir()),
-            &mut check,
-            &RecoveryOptions::default(),
-        )?;
         refuse_unstartable(set, &migrated)?;
         let files = staged_files(staging.dir())?;
         (staging, files)
     };
     finish(staging, files, report, opts)
-}
-
-/// Whether a replayed state uses a layout older than the current ones: the text MANIFEST, a
-/// snapshot whose version is not 4, or WAL entries without sequence numbers (W1, W2).
-fn in_legacy_layouts(report: &RecoveryReport) -> bool {
-    matches!(report.manifest, DataDirManifest::Legacy { .. })
-        || report
-            .snapshot
-            .as_ref()
-            .is_some_and(|(_, i)| i.version != 4)
-        || report.segments.iter().any(|s| s.first_seq == Some(0))
 }
 
 /// Refuses a staged state the current engine would not start on.

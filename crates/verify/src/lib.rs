@@ -228,14 +228,13 @@ fn current_engine(
     report: &kyrodb_backup_format::engine::RecoveryReport,
     problems: &mut Vec<Problem>,
 ) -> Option<CurrentEngine> {
-    let legacy = report
-        .snapshot
-        .as_ref()
-        .is_some_and(|(_, i)| i.version != 4);
-    match (legacy, report.current_engine_refusal()) {
+    match (report.in_legacy_layouts(), report.current_engine_refusal()) {
         (false, None) => Some(CurrentEngine::Starts),
-        (true, _) if report.distance.is_some() => Some(CurrentEngine::Migrates),
-        (true, _) => Some(CurrentEngine::NeedsMetric),
+        // Only a legacy snapshot without a metric needs one chosen; the rest is migrated.
+        (true, _) if report.snapshot.is_some() && report.distance.is_none() => {
+            Some(CurrentEngine::NeedsMetric)
+        }
+        (true, _) => Some(CurrentEngine::Migrates),
         (false, Some(why)) => {
             problems.push(Problem {
                 file: None,

@@ -249,6 +249,15 @@ pub struct RecoveryReport {
 }
 
 impl RecoveryReport {
+    /// Whether the recovered state uses a layout older than the current ones: the text
+    /// MANIFEST, a snapshot whose version is not 4, or WAL entries without sequence numbers
+    /// (W1, W2).
+    pub fn in_legacy_layouts(&self) -> bool {
+        matches!(self.manifest, DataDirManifest::Legacy { .. })
+            || self.snapshot.as_ref().is_some_and(|(_, i)| i.version != 4)
+            || self.segments.iter().any(|s| s.first_seq == Some(0))
+    }
+
     /// Why the current engine would refuse to start on the recovered directory, if it would:
     /// a snapshot whose version is not 4 (the engine loads no other), or inserts whose
     /// dimension is not the state's. Missing files and damaged frames already fail the
