@@ -467,20 +467,37 @@ fn incremental_of_unchanged_data_stores_nothing_new_and_restores() {
 
 #[test]
 fn a_locked_repository_is_refused_with_exit_4() {
+    // A prune runs elsewhere (its lease, from another host, has not expired): a second prune
+    // is refused; readers and creates of other chains are not its business.
     let e = env("v4-basic");
     create(&e.data, &e.repo, &[]);
-    let lock = fs::OpenOptions::new()
-        .write(true)
-        .open(e.repo.join("kyrodb-backup.lock"))
-        .unwrap();
-    lock.try_lock().unwrap();
+    fs::create_dir_all(e.repo.join("locks")).unwrap();
+    fs::write(
+        e.repo.join("locks/prune.json"),
+        br#"{"kind":"prune","host":"another-host","pid":1,"expires":18446744073709551615}"#,
+    )
+    .unwrap();
     kb().backup_dir(&e.repo)
-        .data_dir(&e.data)
-        .arg("create")
+        .arg("prune")
         .assert()
         .code(4)
         .stderr(predicate::str::contains("locked"));
-    lock.unlock().unwrap();
+    kb().backup_dir(&e.repo)
+        .args(["verify", "--all"])
+        .assert()
+        .success();
+    // A stale prune lease (its holder gone: this host, a pid that is not running) is replaced.
+    let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    fs::write(
+        e.repo.join("locks/prune.json"),
+        format!(
+            r#"{{"kind":"prune","host":"{}","pid":4000000,"expires":18446744073709551615}}"#,
+            host.trim()
+        ),
+    )
+    .unwrap();
+    kb().backup_dir(&e.repo).arg("prune").assert().success();
+    assert!(!e.repo.join("locks/prune.json").exists());
 }
 
 #[test]

@@ -15,5 +15,6 @@ mod migrate;
 mod output;
 mod pitr;
 mod prune;
+mod s3_support;
 mod space;
 mod support;

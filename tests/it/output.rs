@@ -392,13 +392,13 @@ fn hints_of_refusals_and_integrity_failures() {
             &[]
         )
     );
-    let lock = fs::OpenOptions::new()
-        .write(true)
-        .open(repo.join("kyrodb-backup.lock"))
-        .unwrap();
-    lock.try_lock().unwrap();
+    fs::create_dir_all(repo.join("locks")).unwrap();
+    fs::write(
+        repo.join("locks/prune.json"),
+        br#"{"kind":"prune","host":"another-host","pid":7,"expires":18446744073709551615}"#,
+    )
+    .unwrap();
     insta::assert_snapshot!("locked", run(&["--backup-dir", r, "prune"], &[]));
-    lock.unlock().unwrap();
     // Chunks are named by content, so the smallest name is the same chunk on every run.
     let first = |dir: std::path::PathBuf| {
         let mut v: Vec<_> = fs::read_dir(dir)

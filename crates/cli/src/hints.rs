@@ -46,9 +46,18 @@ fn render(e: &Error, cli: &Cli) -> (String, Option<String>) {
             "check --backup-dir, or run `kyrodb_backup create` to start a repository there",
         ),
         Error::UnsupportedRepository { .. } => plain("upgrade kyrodb_backup"),
-        Error::Locked(_) => {
-            plain("wait for the other run to finish (prune, create and restore take the lock)")
-        }
+        Error::Locked(_) => plain(
+            "wait for the other run to finish: one prune runs at a time, and a create waits for a prune",
+        ),
+        Error::Denied(_) => plain(
+            "check the credentials (AWS_ACCESS_KEY_ID, AWS_PROFILE) and their policy: create, list, show, verify and restore need s3:GetObject, s3:PutObject and s3:ListBucket; prune also needs s3:DeleteObject",
+        ),
+        Error::NoBucket(_) => plain(
+            "check the bucket name in --backup-dir, and AWS_ENDPOINT_URL and AWS_REGION; create the bucket first",
+        ),
+        Error::Unavailable(_) => plain(
+            "check AWS_ENDPOINT_URL and the network; requests were retried with backoff before giving up, and nothing was committed",
+        ),
         Error::NotFound(_) | Error::Ambiguous { .. } | Error::PrefixTooShort(_) => {
             plain("run `kyrodb_backup list` to see backup ids")
         }

@@ -18,6 +18,7 @@
 //! ```
 
 mod args;
+mod aws;
 mod hints;
 mod output;
 mod render;

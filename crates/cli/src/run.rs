@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use kyrodb_backup_ops::types::{MetricSource, RetentionPolicy};
 use kyrodb_backup_ops::{
-    CheckOptions, CreateOptions, GoldenCreateOptions, MigrateOptions, Now, PruneOptions, Reference,
+    Location, S3Config, CheckOptions, CreateOptions, GoldenCreateOptions, MigrateOptions, Now, PruneOptions, Reference,
     RestoreOptions, RestoreSource, VerifyOptions,
 };
 use serde::Serialize;
@@ -56,6 +56,35 @@ impl Ctx<'_> {
     }
 }
 
+/// The repository `--backup-dir` names: a directory, or `s3://bucket/prefix` with the
+/// endpoint and credentials the AWS tools would use.
+pub(crate) fn location_of(arg: &std::path::Path) -> Result<Location, kyrodb_backup_ops::Error> {
+    let text = arg.to_string_lossy();
+    let parsed = kyrodb_backup_ops::parse_s3_url(&text)
+        .map_err(|e| kyrodb_backup_ops::Error::InvalidOptions(e.to_string()))?;
+    let Some((bucket, prefix)) = parsed else {
+        return Ok(Location::local(arg));
+    };
+    let env = |k: &str| std::env::var(k).ok();
+    let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
+    let aws = crate::aws::resolve(&env, home.as_deref())
+        .map_err(kyrodb_backup_ops::Error::InvalidOptions)?;
+    let mut config = S3Config::new(bucket, prefix);
+    config.region = aws.region;
+    config.endpoint = aws.endpoint;
+    config.access_key_id = aws.access_key_id;
+    config.secret_access_key = aws.secret_access_key;
+    config.session_token = aws.session_token;
+    if let Some(secs) = env("KYRODB_BACKUP_S3_RETRY_SECS").and_then(|v| v.trim().parse().ok()) {
+        config.retry_timeout = std::time::Duration::from_secs(secs);
+        if secs == 0 {
+            config.max_retries = 0;
+        }
+    }
+    tracing::debug!(credentials = %aws.credentials_from, profile = %aws.profile, "S3 settings");
+    Ok(Location::S3(config))
+}
+
 fn now() -> Now {
     Now::from_system_time(SystemTime::now())
 }
@@ -103,14 +132,14 @@ fn dispatch(ctx: &Ctx) -> kyrodb_backup_ops::Result<Outcome> {
     match &ctx.cli.command {
         Command::Create(a) => create(ctx, a),
         Command::List => {
-            let r = kyrodb_backup_ops::list(&ctx.cli.backup_dir)?;
+            let r = kyrodb_backup_ops::list(&location_of(&ctx.cli.backup_dir)?)?;
             ctx.warn_all(&r.warnings);
             Ok(ctx.emit(&r, Outcome::Done, |r| {
                 render::list(r, &ctx.cli.backup_dir, ctx.cli.format != Some(Format::Text));
             }))
         }
         Command::Show { id } => {
-            let r = kyrodb_backup_ops::show(&ctx.cli.backup_dir, id)?;
+            let r = kyrodb_backup_ops::show(&location_of(&ctx.cli.backup_dir)?, id)?;
             Ok(ctx.emit(&r, Outcome::Done, |r| {
                 render::show(r, ctx.cli.format == Some(Format::Table));
             }))
@@ -134,7 +163,7 @@ fn create(ctx: &Ctx, a: &CreateArgs) -> kyrodb_backup_ops::Result<Outcome> {
         Some(r) => Some(Reference::Id(r.to_string())),
         None => None,
     };
-    let r = kyrodb_backup_ops::create(&ctx.cli.backup_dir, &opts, now(), &ctx.bar())?;
+    let r = kyrodb_backup_ops::create(&location_of(&ctx.cli.backup_dir)?, &opts, now(), &ctx.bar())?;
     if r.leftovers_removed > 0 {
         ctx.note(format!(
             "removed {} temporary files left by an interrupted run",
@@ -159,7 +188,7 @@ fn restore(ctx: &Ctx, a: &RestoreArgs) -> kyrodb_backup_ops::Result<Outcome> {
     opts.dry_run = a.dry_run;
     opts.distance = a.distance;
     opts.as_is = a.as_is;
-    let r = kyrodb_backup_ops::restore(&ctx.cli.backup_dir, &opts, now(), &ctx.bar())?;
+    let r = kyrodb_backup_ops::restore(&location_of(&ctx.cli.backup_dir)?, &opts, now(), &ctx.bar())?;
     ctx.warn_all(&r.warnings);
     if let Some(t) = r.point_in_time.filter(|&t| t != r.recovered_to) {
         ctx.note(format!(
@@ -176,7 +205,7 @@ fn verify(ctx: &Ctx, a: &VerifyArgs) -> kyrodb_backup_ops::Result<Outcome> {
         Some(id) => VerifyOptions::one(id.clone()),
         None => VerifyOptions::all(),
     };
-    let r = kyrodb_backup_ops::verify(&ctx.cli.backup_dir, &opts, &ctx.bar())?;
+    let r = kyrodb_backup_ops::verify(&location_of(&ctx.cli.backup_dir)?, &opts, &ctx.bar())?;
     ctx.warn_all(&r.warnings);
     Ok(ctx.emit(&r, outcome(r.ok), render::verify))
 }
@@ -191,7 +220,7 @@ fn prune(ctx: &Ctx, a: &PruneArgs) -> kyrodb_backup_ops::Result<Outcome> {
     };
     let mut opts = PruneOptions::new(policy);
     opts.dry_run = a.dry_run;
-    let r = kyrodb_backup_ops::prune(&ctx.cli.backup_dir, &opts, now())?;
+    let r = kyrodb_backup_ops::prune(&location_of(&ctx.cli.backup_dir)?, &opts, now())?;
     for u in &r.unreadable {
         ctx.note(format!(
             "warning: {} cannot be read and is left alone, with its chain's chunks: {}",
@@ -234,7 +263,7 @@ fn golden(ctx: &Ctx, action: &GoldenAction) -> kyrodb_backup_ops::Result<Outcome
 
 fn check(ctx: &Ctx, a: &CheckArgs) -> kyrodb_backup_ops::Result<Outcome> {
     let r = kyrodb_backup_ops::check(
-        &ctx.cli.backup_dir,
+        &location_of(&ctx.cli.backup_dir)?,
         &CheckOptions::max_age(a.max_age),
         now(),
     )?;

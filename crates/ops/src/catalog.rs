@@ -1,6 +1,7 @@
 //! One catalog of the backups in a backup directory: this tool's repository, and the engine's
 //! built-in tool's `backup_<uuid>.json` + `backup_<uuid>.tar` pairs beside it.
 
+use kyrodb_backup_storage::backend::Location;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
@@ -41,9 +42,9 @@ pub(crate) struct Catalog {
 impl Catalog {
     /// Reads both kinds. A directory without a repository has none of this tool's backups;
     /// a missing directory is [`Error::NotARepository`].
-    pub fn read(dir: &Path) -> Result<Self> {
-        let listing = listing_of(dir)?;
-        let mut catalog = Self::builtin_only(dir);
+    pub fn read(location: &Location) -> Result<Self> {
+        let listing = listing_of(location)?;
+        let mut catalog = Self::builtin_only(location);
         catalog.warnings.splice(
             0..0,
             listing
@@ -56,7 +57,10 @@ impl Catalog {
     }
 
     /// The built-in tool's backups only (no repository is opened).
-    pub fn builtin_only(dir: &Path) -> Self {
+    pub fn builtin_only(location: &Location) -> Self {
+        let Some(dir) = location.as_local() else {
+            return Self::default();
+        };
         let (builtin, problems) = list_builtin(dir);
         Self {
             listing: Listing::default(),
@@ -130,24 +134,32 @@ pub(crate) fn chain_view(m: &BackupManifest) -> BackupView {
     }
 }
 
-/// Opens the repository at `dir`, which must exist.
-pub(crate) fn open_repo(dir: &Path) -> Result<Repository> {
-    if !dir.exists() {
-        return Err(Error::NotARepository(dir.to_path_buf()));
+/// Opens the repository at `location`, which must exist.
+pub(crate) fn open_repo(location: &Location) -> Result<Repository> {
+    if let Some(dir) = location.as_local() {
+        if !dir.exists() {
+            return Err(Error::NotARepository(location.display()));
+        }
     }
-    Ok(Repository::open(dir)?)
+    Ok(Repository::open_at(location)?)
 }
 
-/// This tool's backups in `dir`; an existing directory without a repository has none yet.
-pub(crate) fn listing_of(dir: &Path) -> Result<Listing> {
-    if !dir.is_dir() {
-        return Err(Error::NotARepository(dir.to_path_buf()));
+/// This tool's backups at `location`; an existing directory (or bucket prefix) without a
+/// repository has none yet.
+pub(crate) fn listing_of(location: &Location) -> Result<Listing> {
+    if let Some(dir) = location.as_local() {
+        if !dir.is_dir() {
+            return Err(Error::NotARepository(location.display()));
+        }
+        if !Repository::exists(dir) && !dir.join("chains").exists() {
+            return Ok(Listing::default());
+        }
     }
-    Ok(if Repository::exists(dir) || dir.join("chains").exists() {
-        Repository::open(dir)?.list()?
-    } else {
-        Listing::default()
-    })
+    match Repository::open_at(location) {
+        Ok(repo) => Ok(repo.list()?),
+        Err(kyrodb_backup_storage::Error::NotARepository(_)) => Ok(Listing::default()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn damaged(path: &Path, e: impl std::fmt::Display) -> Error {

@@ -1,6 +1,6 @@
 //! `check`: monitoring of backup freshness.
 
-use std::path::Path;
+use kyrodb_backup_storage::backend::Location;
 
 use serde::Serialize;
 
@@ -45,7 +45,9 @@ pub struct CheckReport {
 ///
 /// [`crate::Error::NotARepository`] when `backup_dir` is not a directory; damage to the
 /// repository's marker.
-pub fn check(backup_dir: &Path, opts: &CheckOptions, now: Now) -> Result<CheckReport> {
+pub fn check(
+    backup_dir: impl Into<Location>, opts: &CheckOptions, now: Now) -> Result<CheckReport> {
+    let backup_dir = &backup_dir.into();
     let listing = listing_of(backup_dir)?;
     let newest = listing.backups.first();
     let age = newest.map(|b| now.secs.saturating_sub(b.manifest.timestamp));

@@ -1,9 +1,10 @@
 //! `create`: a full or incremental backup of a data directory.
 
-use std::path::{Path, PathBuf};
+use kyrodb_backup_storage::backend::Location;
+use std::path::PathBuf;
 
 use kyrodb_backup_format::repo::SkippedFile;
-use kyrodb_backup_storage::{create_backup, LockMode, Progress, Repository, StoreStats};
+use kyrodb_backup_storage::{create_backup, Progress, Repository, StoreStats};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -86,24 +87,22 @@ pub struct CreateReport {
 /// for an unusable reference, [`Error::DataDir`] for a directory that is not a data dir,
 /// [`Error::Format`] for damaged data-dir files.
 pub fn create(
-    backup_dir: &Path,
+    backup_dir: impl Into<Location>,
     opts: &CreateOptions,
     now: Now,
     progress: &dyn Progress,
 ) -> Result<CreateReport> {
-    let (repo, _lock, leftovers_removed) = if opts.dry_run {
-        let repo = Repository::open_for_preview(backup_dir)?;
-        let lock = if Repository::exists(backup_dir) {
-            Some(repo.lock(LockMode::Shared)?)
-        } else {
-            None
-        };
-        (repo, lock, 0)
+    let backup_dir = &backup_dir.into();
+    let backend = kyrodb_backup_storage::backend::open(backup_dir)
+        .map_err(kyrodb_backup_storage::Error::from)?;
+    let (repo, leftovers_removed) = if opts.dry_run {
+        (Repository::open_for_preview_on(backend)?, 0)
     } else {
-        let repo = Repository::open_or_init(backup_dir)?;
-        let lock = repo.lock(LockMode::Exclusive)?;
-        let leftovers = repo.remove_leftovers()?;
-        (repo, Some(lock), leftovers)
+        let repo = Repository::open_or_init_on(backend)?;
+        // Temporary files of a run killed more than an hour ago; a create running now keeps
+        // its own.
+        let leftovers = repo.remove_leftovers(now.system_time() - std::time::Duration::from_secs(3600))?;
+        (repo, leftovers)
     };
     let parent = match &opts.reference {
         None => None,

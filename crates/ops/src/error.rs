@@ -38,8 +38,8 @@ pub enum Error {
     #[error("{0}")]
     Damaged(String),
     /// The backup directory holds no repository.
-    #[error("{} is not a kyrodb_backup repository", .0.display())]
-    NotARepository(PathBuf),
+    #[error("{0} is not a kyrodb_backup repository")]
+    NotARepository(String),
     /// The repository was written by a newer tool.
     #[error("repository format {found} is newer than this kyrodb_backup supports ({supported})")]
     UnsupportedRepository {
@@ -49,8 +49,17 @@ pub enum Error {
         supported: u32,
     },
     /// Another run holds the repository lock.
-    #[error("repository {} is locked by another kyrodb_backup run", .0.display())]
-    Locked(PathBuf),
+    #[error("{0}")]
+    Locked(String),
+    /// The store refused the credentials, or they may not do this (delete, say).
+    #[error("{0}")]
+    Denied(String),
+    /// The bucket does not exist.
+    #[error("{0}")]
+    NoBucket(String),
+    /// The store could not be reached, or kept failing after the retries.
+    #[error("{0}")]
+    Unavailable(String),
     /// No backup has this id or prefix.
     #[error("no backup matches {0:?}")]
     NotFound(String),
@@ -217,6 +226,21 @@ impl From<kyrodb_backup_storage::Error> for Error {
             S::PrefixTooShort(s) => Error::PrefixTooShort(s),
             S::Damaged(s) => Error::Damaged(s),
             S::NoSpace { path, needed, free } => Error::NoSpace { path, needed, free },
+            S::Backend(b) => b.into(),
+            other => Error::Other(other.to_string()),
+        }
+    }
+}
+
+impl From<kyrodb_backup_storage::backend::Error> for Error {
+    fn from(e: kyrodb_backup_storage::backend::Error) -> Self {
+        use kyrodb_backup_storage::backend::Error as B;
+        match e {
+            B::Denied { .. } => Error::Denied(e.to_string()),
+            B::NoBucket { .. } => Error::NoBucket(e.to_string()),
+            B::Unavailable { .. } => Error::Unavailable(e.to_string()),
+            B::Damaged { .. } | B::NotFound { .. } => Error::Damaged(e.to_string()),
+            B::Io(io) => io.into(),
             other => Error::Other(other.to_string()),
         }
     }

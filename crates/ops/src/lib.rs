@@ -86,4 +86,5 @@ pub mod types {
     pub use kyrodb_backup_verify::{BackupCheck, CurrentEngine, Problem};
 }
 
+pub use kyrodb_backup_storage::backend::{parse_s3_url, Location, S3Config};
 pub use kyrodb_backup_storage::{NoProgress, Progress};

@@ -1,6 +1,7 @@
 //! `list` and `show`: what a backup directory holds.
 
-use std::path::{Path, PathBuf};
+use kyrodb_backup_storage::backend::Location;
+use std::path::PathBuf;
 
 use kyrodb_backup_chain::{recoverable_windows, Window};
 use kyrodb_backup_format::repo::{ContentHash, FileKind, SkippedFile};
@@ -27,7 +28,9 @@ pub struct ListReport {
 /// # Errors
 ///
 /// [`crate::Error::NotARepository`] when `backup_dir` is not a directory.
-pub fn list(backup_dir: &Path) -> Result<ListReport> {
+pub fn list(
+    backup_dir: impl Into<Location>) -> Result<ListReport> {
+    let backup_dir = &backup_dir.into();
     let catalog = Catalog::read(backup_dir)?;
     let (backups, unreadable) = catalog.summaries();
     let mut warnings = catalog.warnings;
@@ -112,7 +115,9 @@ pub enum Shown {
 ///
 /// [`crate::Error::NotFound`], [`crate::Error::Ambiguous`], [`crate::Error::PrefixTooShort`];
 /// [`crate::Error::Damaged`] for a damaged archive or manifest.
-pub fn show(backup_dir: &Path, id: &str) -> Result<Shown> {
+pub fn show(
+    backup_dir: impl Into<Location>, id: &str) -> Result<Shown> {
+    let backup_dir = &backup_dir.into();
     let catalog = Catalog::builtin_only(backup_dir);
     if let Some(b) = catalog.find_builtin(id) {
         let chain = builtin_chain(b, &catalog.builtin)?;

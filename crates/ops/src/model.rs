@@ -29,6 +29,11 @@ impl Now {
             nanos: d.subsec_nanos(),
         })
     }
+
+    /// This instant as a [`SystemTime`].
+    pub fn system_time(self) -> SystemTime {
+        UNIX_EPOCH + std::time::Duration::new(self.secs, self.nanos)
+    }
 }
 
 /// The contract's backup object: what `list` shows of each backup, and `create` of the new

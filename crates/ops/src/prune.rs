@@ -1,10 +1,10 @@
 //! `prune`: deleting the backups a retention policy does not keep.
 
-use std::path::Path;
+use kyrodb_backup_storage::backend::Location;
 
 use kyrodb_backup_format::repo::BackupType;
 use kyrodb_backup_retention::{plan, BackupInfo, RetentionPolicy};
-use kyrodb_backup_storage::{prune_backups, LockMode};
+use kyrodb_backup_storage::{lease_for_prune, prune_backups};
 use serde::Serialize;
 
 use crate::catalog::open_repo;
@@ -68,6 +68,10 @@ pub struct PruneReport {
     pub bytes_freed: u64,
     /// Chains whose chunks were not collected.
     pub chains_not_collected: Vec<ChainNotCollected>,
+    /// Backups the policy would prune but that were left because a create is writing to
+    /// their chain (the next prune takes them).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub deferred: Vec<String>,
     /// When each pruned backup was taken, in the order of `pruned`.
     #[serde(skip)]
     pub pruned_timestamps: Vec<u64>,
@@ -79,16 +83,23 @@ pub struct PruneReport {
     pub unreadable: Vec<crate::Unreadable>,
 }
 
-/// Applies `opts.policy` at `now` to the repository at `backup_dir`, under its exclusive lock:
+/// Applies `opts.policy` at `now` to the repository at `backup_dir`, holding the prune lease
+/// (one prune at a time; chains that creates write to are left for the next prune):
 /// the decision is `kyrodb_backup_retention::plan`'s, the deletion
 /// `kyrodb_backup_storage::prune_backups`'s (crash-safe at any instant).
 ///
 /// # Errors
 ///
 /// [`crate::Error::NotARepository`], [`crate::Error::Locked`], I/O errors while deleting.
-pub fn prune(backup_dir: &Path, opts: &PruneOptions, now: Now) -> Result<PruneReport> {
+pub fn prune(
+    backup_dir: impl Into<Location>, opts: &PruneOptions, now: Now) -> Result<PruneReport> {
+    let backup_dir = &backup_dir.into();
     let repo = open_repo(backup_dir)?;
-    let _lock = repo.lock(LockMode::Exclusive)?;
+    let _lease = if opts.dry_run {
+        None
+    } else {
+        Some(lease_for_prune(repo.backend(), now.secs)?)
+    };
     let listing = repo.list()?;
     let infos: Vec<BackupInfo> = listing
         .backups
@@ -102,10 +113,16 @@ pub fn prune(backup_dir: &Path, opts: &PruneOptions, now: Now) -> Result<PruneRe
         })
         .collect();
     let decided = plan(&infos, &opts.policy, now.secs);
-    let done = prune_backups(&repo, &decided.pruned, opts.dry_run)?;
+    let done = prune_backups(&repo, &decided.pruned, opts.dry_run, now.secs)?;
     if !opts.dry_run {
-        repo.remove_leftovers()?;
+        repo.remove_leftovers(now.system_time() - std::time::Duration::from_secs(3600))?;
     }
+    let pruned: Vec<String> = decided
+        .pruned
+        .iter()
+        .filter(|id| !done.left_busy.contains(id))
+        .cloned()
+        .collect();
     let ts_of = |id: &str| infos.iter().find(|b| b.id == id).map_or(0, |b| b.timestamp);
     Ok(PruneReport {
         dry_run: opts.dry_run,
@@ -118,8 +135,9 @@ pub fn prune(backup_dir: &Path, opts: &PruneOptions, now: Now) -> Result<PruneRe
                 reasons: k.reasons.clone(),
             })
             .collect(),
-        pruned_timestamps: decided.pruned.iter().map(|id| ts_of(id)).collect(),
-        pruned: decided.pruned,
+        pruned_timestamps: pruned.iter().map(|id| ts_of(id)).collect(),
+        pruned,
+        deferred: done.left_busy.clone(),
         chains_removed: done.chains_removed,
         deleted_chunks: done.deleted_chunks,
         bytes_freed: done.bytes_freed,

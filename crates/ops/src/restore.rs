@@ -1,6 +1,7 @@
 //! `restore`: a backup, or the state as of a second, back into a data directory.
 
-use std::path::{Path, PathBuf};
+use kyrodb_backup_storage::backend::Location;
+use std::path::PathBuf;
 
 use kyrodb_backup_chain::{resolve, BackupView, PitrOptions, PitrPlan};
 use kyrodb_backup_datadir::migrate::{MetricEvidence, MetricSource};
@@ -8,7 +9,7 @@ use kyrodb_backup_datadir::target::Target;
 use kyrodb_backup_format::engine::{survey_snapshot, DataDirManifest, DistanceMetric};
 use kyrodb_backup_format::repo::{FileEntry, FileKind};
 use kyrodb_backup_storage::{
-    restore as restore_set, restore_backup, ChainStore, Expectation, LockMode, PlannedContent,
+    restore as restore_set, restore_backup, ChainStore, Expectation, PlannedContent,
     PlannedFile, Progress, RestoreSet, StoredBackup,
 };
 use serde::Serialize;
@@ -122,11 +123,12 @@ pub struct RestoreReport {
 /// (a second that cannot be rebuilt exactly names the recoverable windows),
 /// [`Error::MetricConflict`], [`Error::Damaged`] or [`Error::Format`] for damaged backups.
 pub fn restore(
-    backup_dir: &Path,
+    backup_dir: impl Into<Location>,
     opts: &RestoreOptions,
     now: Now,
     progress: &dyn Progress,
 ) -> Result<RestoreReport> {
+    let backup_dir = &backup_dir.into();
     let target = Target::check(&opts.data_dir, opts.allow_clear)?;
     let sopts = {
         let mut o = kyrodb_backup_storage::RestoreOptions::new(now.secs);
@@ -146,9 +148,7 @@ pub fn restore(
                 let r = restore_builtin(b, &catalog.builtin, &target, &sopts, progress)?;
                 (r, b.meta.timestamp)
             } else {
-                // Looked up under the lock, so that a prune cannot take it away meanwhile.
                 let repo = open_repo(backup_dir)?;
-                let _lock = repo.lock(LockMode::Shared)?;
                 let b = repo.find(id)?;
                 check_distance(b.manifest.distance, opts.distance)?;
                 let store = repo.chain_store(&b.manifest.chain_id)?;
@@ -161,7 +161,6 @@ pub fn restore(
         }
         RestoreSource::PointInTime { at, nearest } => {
             let repo = open_repo(backup_dir)?;
-            let _lock = repo.lock(LockMode::Shared)?;
             let backups = repo.list()?.backups;
             let views: Vec<BackupView> = backups.iter().map(|b| chain_view(&b.manifest)).collect();
             let plan = resolve(

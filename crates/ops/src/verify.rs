@@ -1,8 +1,9 @@
 //! `verify`: every stored byte of backups re-read, re-hashed and decoded.
 
-use std::path::{Path, PathBuf};
+use kyrodb_backup_storage::backend::Location;
+use std::path::PathBuf;
 
-use kyrodb_backup_storage::{LockMode, Progress, Repository, StoredBackup};
+use kyrodb_backup_storage::{Progress, Repository, StoredBackup};
 use kyrodb_backup_verify::{verify_backup, BackupCheck, Problem};
 use serde::Serialize;
 
@@ -77,21 +78,20 @@ pub struct VerifyReport {
 /// [`Error::NotARepository`], [`Error::Locked`] (while a create or prune runs),
 /// [`Error::NotFound`] and the other id errors.
 pub fn verify(
-    backup_dir: &Path,
+    backup_dir: impl Into<Location>,
     opts: &VerifyOptions,
     progress: &dyn Progress,
 ) -> Result<VerifyReport> {
+    let backup_dir = &backup_dir.into();
     let catalog = Catalog::builtin_only(backup_dir);
     // A backup dir may hold only the built-in tool's backups: then there is no repository.
-    let repo = if catalog.builtin.is_empty() || Repository::exists(backup_dir) {
+    let repo = if catalog.builtin.is_empty()
+        || backup_dir.as_local().is_none_or(Repository::exists)
+    {
         Some(open_repo(backup_dir)?)
     } else {
         None
     };
-    let _lock = repo
-        .as_ref()
-        .map(|r| r.lock(LockMode::Shared))
-        .transpose()?;
     let (targets, unreadable, builtin_targets): (Vec<StoredBackup>, _, Vec<&BuiltinBackup>) =
         match (&opts.id, &repo) {
             (Some(id), _) if catalog.find_builtin(id).is_some() => (

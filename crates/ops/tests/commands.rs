@@ -5,9 +5,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use kyrodb_backup_ops::{
-    check, create, list, restore, show, verify, CheckOptions, CreateOptions, Error, ErrorKind,
-    NoProgress, Now, Reference, RestoreOptions, RestoreSource, Shown, VerifyOptions,
+    check, create, list, prune, restore, show, verify, CheckOptions, CreateOptions, Error, ErrorKind,
+    NoProgress, Now, PruneOptions, Reference, RestoreOptions, RestoreSource, Shown, VerifyOptions,
 };
+use kyrodb_backup_ops::types::RetentionPolicy;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
@@ -109,23 +110,22 @@ fn every_refusal_and_failure_has_its_kind() {
         "{e}"
     );
 
-    // Another run holding the repository lock is a refusal.
-    let lock = fs::File::options()
-        .read(true)
-        .write(true)
-        .open(backups.join("kyrodb-backup.lock"))
-        .unwrap();
-    lock.try_lock().unwrap();
-    let e = create(
+    // A prune running on another host (its lease not expired) is a refusal for a second prune.
+    fs::create_dir_all(backups.join("locks")).unwrap();
+    fs::write(
+        backups.join("locks/prune.json"),
+        br#"{"kind":"prune","host":"another-host","pid":1,"expires":18446744073709551615}"#,
+    )
+    .unwrap();
+    let e = prune(
         &backups,
-        &CreateOptions::new(&data),
+        &PruneOptions::new(RetentionPolicy::default()),
         Now::at(T),
-        &NoProgress,
     )
     .unwrap_err();
     assert!(matches!(e, Error::Locked(_)), "{e}");
     assert_eq!(e.kind(), ErrorKind::Refused);
-    lock.unlock().unwrap();
+    fs::remove_file(backups.join("locks/prune.json")).unwrap();
 
     // A damaged chunk is integrity: verify reports it, restore refuses before writing.
     let chunk = walk(&backups.join("chains"))

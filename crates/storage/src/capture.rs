@@ -20,6 +20,9 @@ use crate::chunkstore::{ChainStore, SharedChunk, StoreStats};
 use crate::error::{Error, Result};
 use crate::repository::{Repository, StoredBackup};
 
+/// How long a create waits for a running prune to finish before it gives up.
+const PRUNE_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// What `create` is asked to do. The caller supplies the id and the clock.
 #[derive(Debug, Clone)]
 pub struct CreateOptions {
@@ -253,10 +256,20 @@ pub fn create_backup(
         .as_ref()
         .map_or_else(|| opts.id.clone(), |p| p.chain_id.clone());
     let mut store = repo.chain_store(&chain_id)?;
-    if opts.dry_run {
+    let lease = if opts.dry_run {
         store = store.dry_run();
-    }
-    match store_backup(repo, &store, &state, opts, progress) {
+        None
+    } else {
+        // Announced before anything of the chain is read, so a prune leaves the chain alone.
+        let lease = crate::lease_for_create(repo.backend(), &chain_id, &opts.id, opts.now, PRUNE_WAIT)?;
+        if let Some(p) = &opts.parent {
+            if !repo.has_manifest(&p.chain_id, &p.id)? {
+                return Err(Error::ParentGone(p.id.clone()));
+            }
+        }
+        Some(lease)
+    };
+    match store_backup(repo, &store, &state, opts, lease.as_ref(), progress) {
         Ok(mut report) => {
             report.attempts = attempts;
             Ok(report)
@@ -267,7 +280,10 @@ pub fn create_backup(
             store.discard_created();
             let needed =
                 state.manifest_bytes.len() as u64 + state.files.iter().map(|f| f.3).sum::<u64>();
-            Err(e.or_no_space(repo.root(), needed))
+            Err(match repo.local_root() {
+                Some(root) => e.or_no_space(root, needed),
+                None => e,
+            })
         }
     }
 }
@@ -279,6 +295,7 @@ fn store_backup(
     store: &ChainStore,
     state: &OpenState,
     opts: &CreateOptions,
+    lease: Option<&crate::Lease>,
     progress: &dyn crate::Progress,
 ) -> Result<CreateReport> {
     let dir = &opts.data_dir;
@@ -369,6 +386,9 @@ fn store_backup(
     let backup = if opts.dry_run {
         repo.preview_manifest(&m)?
     } else {
+        if let Some(lease) = lease {
+            lease.check()?;
+        }
         repo.commit_manifest(&m)?
     };
     tracing::debug!(id = %m.id, new_chunks = counters.new_chunks, reused = counters.reused_chunks, dry_run = opts.dry_run, "manifest committed");
@@ -699,7 +719,7 @@ mod tests {
         // The data changes completely: an incremental must store every chunk again.
         std::fs::remove_dir_all(&data).unwrap();
         data_dir(&data, 2);
-        let before = footprint(repo.root());
+        let before = footprint(repo.local_root().unwrap());
         for (id, parent) in [
             ("00000000-0000-4000-8000-000000000002", None),
             (
@@ -717,7 +737,7 @@ mod tests {
                 .unwrap_err();
                 assert!(e.is_no_space(), "{e}");
                 assert!(matches!(e, Error::NoSpace { .. }), "{e}");
-                assert_eq!(footprint(repo.root()), before, "{id} after {writes} writes");
+                assert_eq!(footprint(repo.local_root().unwrap()), before, "{id} after {writes} writes");
             }
         }
         repo.writes_before_full = None;

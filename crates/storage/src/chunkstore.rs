@@ -1,10 +1,11 @@
 //! A chain's content-addressed chunk store.
 
-use std::collections::BTreeSet;
-use std::fs;
-use std::io::{self, Read, Write};
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::io::{self, Read};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use kyrodb_backup_backend::{Backend, Written};
 
 use kyrodb_backup_format::repo::{
     chunk_header, decode_chunk, encode_chunk, ChunkRef, ContentHash, FileEntry, FileKind,
@@ -12,10 +13,7 @@ use kyrodb_backup_format::repo::{
 };
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::error::{Error, IoContext, Result};
-use kyrodb_backup_durable::{
-    create_private_dir_all, create_private_file, fsync_dir, open_no_follow, tmp_path_for,
-};
+use crate::error::{Error, Result};
 
 /// Smallest chunk the content-defined chunker cuts (except a file's last).
 pub const MIN_CHUNK: u32 = 256 * 1024;
@@ -44,18 +42,24 @@ pub struct StoreStats {
     pub unchanged_bytes: u64,
 }
 
-/// The chunk store of one chain: `<hh>/<xxh3-128 hex>` files, each a self-checking chunk.
+/// The chunk store of one chain: `<hh>/<xxh3-128 hex>` objects, each a self-checking chunk.
 ///
-/// Chunks are immutable once written: a chunk that exists is never rewritten. Writes are
-/// atomic (temporary file, fsync, rename); [`ChainStore::sync`] then makes the directory
-/// entries durable, once per directory rather than once per chunk.
+/// Chunks are immutable once written: a chunk that exists is never rewritten (unless it is
+/// visibly damaged, when the true bytes in hand repair it). Writes are atomic and create-only;
+/// [`ChainStore::sync`] then makes them durable (on a local disk: once per directory rather
+/// than once per chunk).
 #[derive(Debug)]
 pub struct ChainStore {
-    dir: PathBuf,
-    touched: Mutex<BTreeSet<PathBuf>>,
-    /// Chunk files and directories this store created, newest last: what
-    /// [`ChainStore::discard_created`] removes when the backup they were for fails.
-    created: Mutex<Vec<PathBuf>>,
+    backend: Arc<dyn Backend>,
+    /// `chains/<id>/chunks/`.
+    prefix: String,
+    /// An object store's chunks and sizes, listed once when first needed: existence checks
+    /// then cost no request per chunk. Only ever a hint: a chunk it misses is written
+    /// create-only, which finds it.
+    known: OnceLock<HashMap<ContentHash, u64>>,
+    /// Chunk objects this store created: what [`ChainStore::discard_created`] removes when the
+    /// backup they were for fails.
+    created: Mutex<Vec<String>>,
     /// In a dry run: the chunks that would be written, each counted once; nothing is written.
     dry: Option<Mutex<std::collections::HashSet<ContentHash>>>,
     /// Tests: chunk writes left before every further one fails as if the disk were full.
@@ -64,10 +68,11 @@ pub struct ChainStore {
 }
 
 impl ChainStore {
-    pub(crate) fn new(dir: PathBuf) -> Self {
+    pub(crate) fn new(backend: Arc<dyn Backend>, prefix: String) -> Self {
         Self {
-            dir,
-            touched: Mutex::new(BTreeSet::new()),
+            backend,
+            prefix,
+            known: OnceLock::new(),
             created: Mutex::default(),
             dry: None,
             #[cfg(test)]
@@ -84,65 +89,98 @@ impl ChainStore {
         self
     }
 
-    /// Removes every chunk file and directory this store created (newest first), and makes
-    /// that durable: what a backup that failed before its manifest was committed wrote. Chunks
-    /// that existed before (shared with committed backups) are never touched; a damaged chunk
-    /// that this store rewrote with its true content stays repaired. Best effort: what cannot
-    /// be removed is left for the next prune (a chunk no manifest names).
+    fn is_local(&self) -> bool {
+        self.backend.local_root().is_some()
+    }
+
+    /// Requests (local: threads) in flight when storing or reading a file's chunks.
+    fn width(&self) -> usize {
+        if self.is_local() {
+            6
+        } else {
+            16
+        }
+    }
+
+    /// Removes every chunk this store created (newest first), and makes that durable: what a
+    /// backup that failed before its manifest was committed wrote. Chunks that existed before
+    /// (shared with committed backups) are never touched; a damaged chunk that this store
+    /// rewrote with its true content stays repaired. Best effort: what cannot be removed (a
+    /// credential that may not delete) is left for the next prune (a chunk no manifest names).
     pub fn discard_created(&self) -> u64 {
         let created = std::mem::take(&mut *self.created.lock().expect("lock"));
         let mut removed = 0;
-        let mut parents = BTreeSet::new();
-        for path in created.iter().rev() {
-            let gone = if path.is_dir() {
-                fs::remove_dir(path).is_ok()
-            } else {
-                fs::remove_file(path).is_ok()
-            };
-            if gone {
+        for key in created.iter().rev() {
+            if self.backend.delete(key).is_ok() {
                 removed += 1;
-                if let Some(parent) = path.parent() {
-                    parents.insert(parent.to_path_buf());
-                }
             }
         }
-        for dir in parents.iter().filter(|d| d.is_dir()) {
-            let _ = fsync_dir(dir);
-        }
+        let _ = self.backend.sync();
         tracing::debug!(removed, "removed what the failed backup wrote");
         removed
     }
 
-    /// The store's directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// Where the chunk with this hash lives.
-    pub fn chunk_path(&self, hash: ContentHash) -> PathBuf {
+    /// The key of the chunk with this hash.
+    pub fn chunk_key(&self, hash: ContentHash) -> String {
         let hex = hash.to_hex();
-        self.dir.join(&hex[..2]).join(hex)
+        format!("{}{}/{hex}", self.prefix, &hex[..2])
     }
 
-    /// Whether the chunk exists as a regular file (a symlink does not count).
+    /// Where the chunk with this hash lives, to name it to a person (a path or a URL).
+    pub fn chunk_path(&self, hash: ContentHash) -> PathBuf {
+        let key = self.chunk_key(hash);
+        match self.backend.local_root() {
+            Some(root) => root.join(key),
+            None => PathBuf::from(format!("{}/{key}", self.backend.location())),
+        }
+    }
+
+    /// An object store's chunks, listed once.
+    fn known(&self) -> &HashMap<ContentHash, u64> {
+        self.known.get_or_init(|| match self.backend.list(&self.prefix) {
+            Ok(entries) => entries
+                .into_iter()
+                .filter_map(|e| {
+                    let name = e.key.rsplit('/').next()?;
+                    Some((name.parse().ok()?, e.size))
+                })
+                .collect(),
+            Err(e) => {
+                tracing::debug!(%e, "cannot list the chain's chunks; every chunk is written create-only");
+                HashMap::new()
+            }
+        })
+    }
+
+    /// Whether the chunk exists.
     pub fn contains(&self, hash: ContentHash) -> bool {
-        fs::symlink_metadata(self.chunk_path(hash)).is_ok_and(|m| m.file_type().is_file())
+        if self.is_local() {
+            self.backend.read_head(&self.chunk_key(hash), 0).is_ok()
+        } else {
+            self.known().contains_key(&hash)
+        }
     }
 
-    /// Whether the chunk exists as a regular file whose header and size fit its reference (a
-    /// cheap check that catches missing, truncated or overwritten chunk files; `verify` reads
-    /// and hashes them in full).
+    /// Whether the chunk exists and its size (and, on a local disk, its header) fits its
+    /// reference: a cheap check that catches missing, truncated or overwritten chunks
+    /// (`verify` reads and hashes them in full).
     pub(crate) fn looks_intact(&self, r: ChunkRef) -> bool {
-        let path = self.chunk_path(r.hash);
-        let Ok(mut f) = open_no_follow(&path) else {
+        let worst = CHUNK_HEADER_LEN as u64 + u64::from(r.size) + u64::from(r.size) / 255 + 64;
+        if !self.is_local() {
+            return self
+                .known()
+                .get(&r.hash)
+                .is_some_and(|&size| size > CHUNK_HEADER_LEN as u64 && size <= worst);
+        }
+        let Ok((head, len)) = self
+            .backend
+            .read_head(&self.chunk_key(r.hash), CHUNK_HEADER_LEN as u64)
+        else {
             return false;
         };
-        let Ok(meta) = f.metadata() else { return false };
-        let mut head = [0u8; CHUNK_HEADER_LEN];
-        meta.is_file()
-            && f.read_exact(&mut head).is_ok()
+        head.len() == CHUNK_HEADER_LEN
             && chunk_header(&head).is_some_and(|(plain, payload)| {
-                plain == r.size && meta.len() == CHUNK_HEADER_LEN as u64 + u64::from(payload)
+                plain == r.size && len == CHUNK_HEADER_LEN as u64 + u64::from(payload)
             })
     }
 
@@ -177,15 +215,7 @@ impl ChainStore {
             };
             return Ok((r, size));
         }
-        // Missing, or present but visibly damaged (wrong header, size): the bytes in hand are
-        // this chunk's true content, so writing them again repairs the chain.
-        let path = self.chunk_path(hash);
-        let parent = path
-            .parent()
-            .expect("chunk path has a parent")
-            .to_path_buf();
-        self.create_dirs(&parent)?;
-        let existed = fs::symlink_metadata(&path).is_ok();
+        let key = self.chunk_key(hash);
         #[cfg(test)]
         if let Some(left) = &self.writes_before_full {
             let full = left
@@ -196,104 +226,65 @@ impl ChainStore {
                 )
                 .is_err();
             if full {
-                return Err(Error::io(&path, io::Error::from_raw_os_error(28)));
+                return Err(Error::io(
+                    self.chunk_path(hash),
+                    io::Error::from_raw_os_error(28),
+                ));
             }
         }
         let encoded = encode_chunk(plain)?;
-        let tmp = tmp_path_for(&path);
-        let written = (|| {
-            let mut f = create_private_file(&tmp)?;
-            f.write_all(&encoded.bytes).at(&tmp)?;
-            f.sync_all().at(&tmp)?;
-            fs::rename(&tmp, &path).at(&path)
-        })();
-        if written.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        written?;
-        if !existed {
-            self.created.lock().expect("lock").push(path);
+        // Missing: written create-only (another create may write the same chunk at the same
+        // time; either copy is the chunk). Present but visibly damaged (wrong header or size):
+        // the bytes in hand are its true content, so replacing it repairs the chain.
+        let present = if self.is_local() {
+            self.backend.read_head(&key, 0).is_ok()
+        } else {
+            self.known().contains_key(&hash)
+        };
+        let written = if present {
+            self.backend.write(&key, &encoded.bytes)?;
+            Written::Existed
+        } else {
+            self.backend.write_new(&key, &encoded.bytes)?
+        };
+        if written == Written::Created {
+            self.created.lock().expect("lock").push(key);
         }
         tracing::trace!(chunk = %hash, plain = plain.len(), stored = encoded.bytes.len(), "chunk written");
-        self.touched.lock().expect("lock").insert(parent);
         Ok((r, encoded.bytes.len() as u64))
-    }
-
-    /// Creates `dir` and its missing parents up to the chain's directory, remembering which
-    /// were new.
-    fn create_dirs(&self, dir: &Path) -> Result<()> {
-        if dir.is_dir() {
-            return Ok(());
-        }
-        let mut missing = Vec::new();
-        let mut d = dir;
-        while !d.exists() {
-            missing.push(d.to_path_buf());
-            match d.parent() {
-                Some(p) => d = p,
-                None => break,
-            }
-        }
-        create_private_dir_all(dir)?;
-        // Another writer thread may have created some of them first: only the ones this
-        // store created are its to remove, but an empty directory is removed either way.
-        let mut created = self.created.lock().expect("lock");
-        for m in missing.into_iter().rev() {
-            if !created.contains(&m) {
-                created.push(m);
-            }
-        }
-        Ok(())
     }
 
     /// Reads and checks one chunk: present, decodable, of the size and hash the manifest says.
     ///
     /// # Errors
     ///
-    /// [`Error::Damaged`] or [`Error::Format`] when the chunk is missing or does not check.
+    /// [`Error::Damaged`] or [`Error::Format`] when the chunk is missing or does not check;
+    /// [`Error::Backend`] when the store cannot be read.
     pub fn get(&self, r: &ChunkRef) -> Result<Vec<u8>> {
-        let path = self.chunk_path(r.hash);
-        let mut file = match open_no_follow(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+        let key = self.chunk_key(r.hash);
+        let name = self.chunk_path(r.hash);
+        // A chunk is at most its header plus an LZ4 worst case; anything larger is damage.
+        let limit = u64::from(r.size) + u64::from(r.size) / 255 + 64;
+        let stored = match self.backend.read(&key, limit) {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => {
                 return Err(Error::Damaged(format!(
                     "chunk {} is missing ({})",
                     r.hash,
-                    path.display()
+                    name.display()
                 )))
             }
-            Err(e) => {
+            Err(kyrodb_backup_backend::Error::Damaged { detail, .. }) => {
                 return Err(Error::Damaged(format!(
-                    "chunk {}: {}: {e}",
+                    "chunk {}: {}: {detail}",
                     r.hash,
-                    path.display()
+                    name.display()
                 )))
             }
+            Err(e) => return Err(e.into()),
         };
-        let meta = file.metadata().at(&path)?;
-        if !meta.is_file() {
-            return Err(Error::Damaged(format!(
-                "{} is not a regular file",
-                path.display()
-            )));
-        }
-        // A chunk file is at most its header plus an LZ4 worst case; anything larger is damage.
-        let limit = u64::from(r.size) + u64::from(r.size) / 255 + 64;
-        if meta.len() > limit {
-            return Err(Error::Damaged(format!(
-                "{}: {} bytes is too large for a chunk of {} bytes",
-                path.display(),
-                meta.len(),
-                r.size
-            )));
-        }
-        let mut stored = Vec::with_capacity(meta.len() as usize);
-        (&mut file)
-            .take(limit + 1)
-            .read_to_end(&mut stored)
-            .at(&path)?;
         decode_chunk(&stored, r.hash, r.size)
-            .map_err(|e| Error::Damaged(format!("{}: {e}", path.display())))
+            .map_err(|e| Error::Damaged(format!("{}: {e}", name.display())))
     }
 
     /// Splits a file into content-defined chunks, stores the ones the chain lacks, and returns
@@ -332,15 +323,15 @@ impl ChainStore {
         progress: &dyn crate::Progress,
         each_chunk: &mut dyn FnMut(&SharedChunk),
     ) -> Result<FileEntry> {
-        const WORKERS: usize = 6;
+        let workers = self.width();
         let mut whole = Xxh3::new();
         let mut size = 0u64;
         let mut results: Vec<Option<Result<(ChunkRef, u64)>>> = Vec::new();
-        let (jobs, queue) = std::sync::mpsc::sync_channel::<(usize, SharedChunk)>(WORKERS);
+        let (jobs, queue) = std::sync::mpsc::sync_channel::<(usize, SharedChunk)>(workers);
         let queue = std::sync::Mutex::new(queue);
         let (done, finished) = std::sync::mpsc::channel();
         let read_error = std::thread::scope(|s| {
-            for _ in 0..WORKERS {
+            for _ in 0..workers {
                 let (queue, done) = (&queue, done.clone());
                 s.spawn(move || loop {
                     let job = queue.lock().expect("queue lock").recv();
@@ -404,23 +395,13 @@ impl ChainStore {
         })
     }
 
-    /// Makes every chunk written so far durable in its directory.
+    /// Makes every chunk written so far durable.
     ///
     /// # Errors
     ///
-    /// When a directory cannot be synced.
+    /// When the store cannot make them durable.
     pub fn sync(&self) -> Result<()> {
-        let touched = std::mem::take(&mut *self.touched.lock().expect("lock"));
-        for dir in &touched {
-            fsync_dir(dir)?;
-        }
-        if !touched.is_empty() {
-            fsync_dir(&self.dir)?;
-            if let Some(chain) = self.dir.parent() {
-                fsync_dir(chain)?;
-            }
-        }
-        Ok(())
+        Ok(self.backend.sync()?)
     }
 
     /// A reader of a stored file's bytes that checks every chunk and, at the end, the
@@ -435,6 +416,11 @@ impl ChainStore {
             whole: Xxh3::new(),
             done: false,
             ahead: None,
+            width: if self.is_local() {
+                READ_AHEAD
+            } else {
+                2 * READ_AHEAD
+            },
         }
     }
 }
@@ -443,9 +429,10 @@ impl ChainStore {
 /// `k + 2n` and so on, in order, through its own channel.
 type Ahead = Vec<std::sync::mpsc::Receiver<Result<Vec<u8>>>>;
 
-/// How many threads read chunks ahead of the reader, each with one chunk ready: several reads
-/// in flight keep the disk's queue full (one at a time leaves it idle between chunk files),
-/// and memory stays bounded by a few chunks.
+/// How many threads read chunks ahead of the reader from a local disk, each with one chunk
+/// ready: several reads in flight keep the disk's queue full (one at a time leaves it idle
+/// between chunk files), and memory stays bounded by a few chunks. An object store gets twice
+/// as many, to hide its round trips.
 const READ_AHEAD: usize = 8;
 
 /// Reads a stored file chunk by chunk; see [`ChainStore::reader`].
@@ -458,6 +445,7 @@ pub struct FileReader<'a> {
     whole: Xxh3,
     done: bool,
     ahead: Option<Ahead>,
+    width: usize,
 }
 
 impl FileReader<'_> {
@@ -466,14 +454,15 @@ impl FileReader<'_> {
     fn start_ahead(&mut self) -> &Ahead {
         self.ahead.get_or_insert_with(|| {
             let chunks = std::sync::Arc::new(self.entry.chunks.clone());
-            (0..READ_AHEAD.min(chunks.len()).max(1))
+            let width = self.width;
+            (0..width.min(chunks.len()).max(1))
                 .map(|k| {
                     let (tx, rx) = std::sync::mpsc::sync_channel(1);
-                    let dir = self.store.dir.clone();
+                    let store =
+                        ChainStore::new(Arc::clone(&self.store.backend), self.store.prefix.clone());
                     let chunks = std::sync::Arc::clone(&chunks);
                     std::thread::spawn(move || {
-                        let store = ChainStore::new(dir);
-                        for r in chunks.iter().skip(k).step_by(READ_AHEAD) {
+                        for r in chunks.iter().skip(k).step_by(width) {
                             if tx.send(store.get(r)).is_err() {
                                 break;
                             }
@@ -507,7 +496,7 @@ impl Read for FileReader<'_> {
                 return Ok(0);
             };
             let _ = r;
-            let which = self.next % READ_AHEAD;
+            let which = self.next % self.width;
             let next = self.start_ahead()[which]
                 .recv()
                 .map_err(|_| io::Error::other("chunk reader thread stopped"))?;

@@ -26,8 +26,8 @@ pub enum Error {
     #[error("{0}")]
     Capture(String),
     /// The backup directory holds no `kyrodb_backup` repository.
-    #[error("{} is not a kyrodb_backup repository", .0.display())]
-    NotARepository(PathBuf),
+    #[error("{0} is not a kyrodb_backup repository")]
+    NotARepository(String),
     /// The repository was written by a newer tool.
     #[error("repository format {found} is newer than this kyrodb_backup supports ({supported})")]
     UnsupportedVersion {
@@ -37,8 +37,19 @@ pub enum Error {
         supported: u32,
     },
     /// Another run holds the repository lock.
-    #[error("repository {} is locked by another kyrodb_backup run", .0.display())]
-    Locked(PathBuf),
+    #[error("{0}")]
+    Locked(String),
+    /// A create's lease was not renewed in time: a prune elsewhere may have collected chunks
+    /// it counted on, so it committed nothing.
+    #[error("{0}; nothing was committed")]
+    LeaseLost(String),
+    /// An incremental's reference was deleted by a prune before this create could announce
+    /// itself.
+    #[error("reference backup {0} was pruned while this create started; nothing was committed")]
+    ParentGone(String),
+    /// The store holding the repository failed (denied, unreachable, missing bucket).
+    #[error(transparent)]
+    Backend(kyrodb_backup_backend::Error),
     /// No backup has this id or prefix.
     #[error("no backup matches {0:?}")]
     NotFound(String),
@@ -77,6 +88,7 @@ impl Error {
             Error::Io { source, .. } => Some(source),
             Error::DataDir(kyrodb_backup_datadir::Error::Io(e)) => Some(e.io_error()),
             Error::Format(kyrodb_backup_format::Error::Io(e)) => Some(e),
+            Error::Backend(kyrodb_backup_backend::Error::Io(e)) => Some(e.io_error()),
             _ => None,
         };
         io.and_then(std::io::Error::raw_os_error).is_some_and(|c| {
@@ -115,6 +127,18 @@ impl From<kyrodb_backup_durable::Error> for Error {
                 path: other.path().to_path_buf(),
                 source: std::io::Error::new(other.io_error().kind(), other.to_string()),
             },
+        }
+    }
+}
+
+impl From<kyrodb_backup_backend::Error> for Error {
+    fn from(e: kyrodb_backup_backend::Error) -> Self {
+        match e {
+            kyrodb_backup_backend::Error::Io(io) => io.into(),
+            kyrodb_backup_backend::Error::Damaged { location, key, detail } => {
+                Error::Damaged(format!("{location}/{key}: {detail}"))
+            }
+            other => Error::Backend(other),
         }
     }
 }

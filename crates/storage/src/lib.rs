@@ -1,8 +1,10 @@
-//! The `kyrodb_backup` repository on disk, and the two operations that move bytes between it
+//! The `kyrodb_backup` repository (on a local disk or in an S3 bucket, through
+//! `kyrodb-backup-backend`), and the two operations that move bytes between it
 //! and a KyroDB data directory: capturing a consistent state and restoring one.
 //!
 //! What it is for: the chunk store of each chain (content-defined chunks named by their
-//! XXH3-128, LZ4 where it helps), backup manifests, the repository lock, deleting backups and
+//! XXH3-128, LZ4 where it helps), backup manifests, the leases that let creates run beside each other and beside readers while prunes exclude
+//! them chain by chain, deleting backups and
 //! the chunks nobody needs, and the two pipelines between a data dir and the repository:
 //! [`create_backup`] (through `kyrodb-backup-datadir`'s consistent capture) and [`restore`]
 //! (into its staging directory, checked, then swapped in).
@@ -13,12 +15,15 @@
 //! permissions come in through options.
 //!
 //! ```
-//! use kyrodb_backup_storage::{LockMode, Repository};
+//! use kyrodb_backup_storage::{lease_for_prune, Repository};
 //!
 //! let dir = tempfile::tempdir()?;
 //! let repo = Repository::open_or_init(&dir.path().join("backups"))?;
-//! let _lock = repo.lock(LockMode::Exclusive)?;
-//! assert!(matches!(repo.lock(LockMode::Shared), Err(kyrodb_backup_storage::Error::Locked(_))));
+//! let _prune = lease_for_prune(repo.backend(), 1_760_970_600)?;
+//! assert!(matches!(
+//!     lease_for_prune(repo.backend(), 1_760_970_600),
+//!     Err(kyrodb_backup_storage::Error::Locked(_))
+//! ));
 //! assert!(repo.list()?.backups.is_empty());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -26,6 +31,7 @@
 mod capture;
 mod chunkstore;
 mod error;
+mod lease;
 mod progress;
 mod prune;
 mod repository;
@@ -36,9 +42,11 @@ pub use chunkstore::{
     ChainStore, FileReader, SharedChunk, StoreStats, AVG_CHUNK, MAX_CHUNK, MIN_CHUNK,
 };
 pub use error::{Error, Result};
+pub use lease::{lease_for_create, lease_for_prune, Lease, LEASE_TTL};
 pub use progress::{NoProgress, Progress, ProgressWriter};
 pub use prune::{prune_backups, PruneReport};
-pub use repository::{Listing, LockMode, RepoLock, Repository, StoredBackup};
+pub use kyrodb_backup_backend as backend;
+pub use repository::{Listing, Repository, StoredBackup};
 pub use restore::{
     restore, restore_backup, Expectation, PlannedContent, PlannedFile, RestoreOptions,
     RestoreReport, RestoreSet,

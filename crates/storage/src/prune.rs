@@ -1,86 +1,99 @@
 //! Deleting backups and the chunks no remaining backup needs, in an order that survives a kill
-//! at any instant.
+//! at any instant, beside creates that run at the same time.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs;
-use std::path::{Path, PathBuf};
 
 use kyrodb_backup_format::repo::{is_backup_id, ContentHash};
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::Result;
+use crate::lease::create_leases;
 use crate::repository::Repository;
-use kyrodb_backup_durable::{fsync_dir, TMP_MARKER};
 
 /// What a prune deleted (or, dry, would delete).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PruneReport {
     /// Backups whose manifests were deleted.
     pub deleted_backups: Vec<String>,
-    /// Chunk files deleted because no remaining manifest names them.
+    /// Backups that were to be deleted but were left because a create writes to their chain.
+    pub left_busy: Vec<String>,
+    /// Chunk objects deleted because no remaining manifest names them.
     pub deleted_chunks: u64,
-    /// Bytes of manifests, chunks and leftovers freed.
+    /// Bytes of manifests and chunks freed.
     pub bytes_freed: u64,
     /// Chains removed whole (no backup of theirs remains).
     pub chains_removed: Vec<String>,
-    /// Chains whose chunks were left alone because one of their manifests cannot be read
-    /// (its chunks are unknown, so none may be called unreferenced), with why.
+    /// Chains whose chunks were left alone, with why: one of their manifests cannot be read
+    /// (its chunks are unknown, so none may be called unreferenced), or a create is writing
+    /// to them.
     pub chains_not_collected: Vec<(String, String)>,
+    /// Leases of creates that finished or are gone, removed.
+    pub stale_leases_removed: u64,
     /// Whether this was a dry run.
     pub dry_run: bool,
 }
 
-fn size_of(path: &Path) -> u64 {
-    fs::symlink_metadata(path).map_or(0, |m| m.len())
-}
-
 /// Deletes the backups `ids` and then every chunk no remaining manifest of its chain needs.
+/// The caller holds the prune lease (`lease_for_prune`); `now` (Unix seconds) judges the
+/// leases of creates on other hosts.
 ///
 /// Order, so that a kill at any instant leaves every other backup restorable and the next
-/// prune finishes the job: (1) the pruned manifests are unlinked and their directories
-/// fsynced: from then on those backups do not exist; (2) per chain, the chunks named by no
-/// remaining manifest are deleted; a chain left without manifests is removed whole. A manifest
-/// never points at a deleted chunk, because chunks go only after every manifest naming them.
-/// Chunks written by a killed `create` (named by no manifest) are collected the same way.
-/// The caller holds the exclusive repository lock, so no `create` adds chunks meanwhile.
+/// prune finishes the job, and so that no running create loses a chunk:
+/// (1) the create leases are read: a chain a live create writes to is left whole (its
+/// manifests and its chunks, even chunks no manifest names yet); (2) the manifests are listed,
+/// after the leases, so a create that finished before is seen by its manifest; (3) the pruned
+/// manifests are deleted: from then on those backups do not exist; (4) per chain, the chunks
+/// named by no remaining manifest are deleted; a chain left without manifests goes whole. A
+/// manifest never points at a deleted chunk, because chunks go only after every manifest
+/// naming them. Chunks written by a killed `create` (named by no manifest) are collected the
+/// same way once its lease is stale.
 ///
 /// # Errors
 ///
-/// When a manifest or chunk cannot be deleted; what was deleted stays deleted, and the next prune
-/// finishes the job.
-pub fn prune_backups(repo: &Repository, ids: &[String], dry_run: bool) -> Result<PruneReport> {
+/// When a manifest or chunk cannot be deleted (say, credentials that may not delete); what was
+/// deleted stays deleted, and the next prune finishes the job.
+pub fn prune_backups(
+    repo: &Repository,
+    ids: &[String],
+    dry_run: bool,
+    now: u64,
+) -> Result<PruneReport> {
     let mut report = PruneReport {
         dry_run,
         ..PruneReport::default()
     };
+    let backend = repo.backend();
+    // (1) leases, then (2) manifests.
+    let leases = create_leases(backend.as_ref(), now, &|chain, id| {
+        repo.has_manifest(chain, id).unwrap_or(false)
+    })?;
+    let busy = |chain: &str| leases.busy_chains.contains(chain) || leases.busy_chains.contains("*");
     let listing = repo.list()?;
     let doomed: BTreeSet<&str> = ids.iter().map(String::as_str).collect();
-    // (1) manifests
-    let mut touched_dirs = BTreeSet::new();
+    // (3) manifests
     for b in &listing.backups {
         let m = &b.manifest;
         if !doomed.contains(m.id.as_str()) {
             continue;
         }
-        let path = repo.manifest_path(&m.chain_id, &m.id);
-        report.bytes_freed += size_of(&path);
+        if busy(&m.chain_id) {
+            report.left_busy.push(m.id.clone());
+            continue;
+        }
+        report.bytes_freed += b.manifest_bytes;
         if !dry_run {
-            fs::remove_file(&path).at(&path)?;
-            if let Some(dir) = path.parent() {
-                touched_dirs.insert(dir.to_path_buf());
-            }
+            backend.delete(&Repository::manifest_key(&m.chain_id, &m.id))?;
         }
         tracing::debug!(id = %m.id, dry_run, "manifest deleted");
         report.deleted_backups.push(m.id.clone());
     }
-    for dir in &touched_dirs {
-        fsync_dir(dir)?;
-    }
-    // (2) chunks, per chain
+    backend.sync()?;
+    let deleted: BTreeSet<&str> = report.deleted_backups.iter().map(String::as_str).collect();
+    // (4) chunks, per chain
     let mut needed: BTreeMap<String, BTreeSet<ContentHash>> = BTreeMap::new();
     for b in &listing.backups {
         let m = &b.manifest;
         let set = needed.entry(m.chain_id.clone()).or_default();
-        if !doomed.contains(m.id.as_str()) {
+        if !deleted.contains(m.id.as_str()) {
             set.extend(m.chunk_refs().into_iter().map(|c| c.hash));
         }
     }
@@ -88,23 +101,18 @@ pub fn prune_backups(repo: &Repository, ids: &[String], dry_run: bool) -> Result
         .problems
         .iter()
         .filter_map(|(path, e)| {
-            let chain = path
-                .parent()?
-                .parent()?
-                .file_name()?
-                .to_string_lossy()
-                .into_owned();
+            let chain = chain_of(path)?;
             Some((chain, e.to_string()))
         })
         .collect();
-    let chains_dir = repo.root().join("chains");
-    let Ok(chains) = fs::read_dir(&chains_dir) else {
-        return Ok(report);
-    };
-    for chain in chains {
-        let chain = chain.at(&chains_dir)?;
-        let chain_id = chain.file_name().to_string_lossy().into_owned();
-        if !is_backup_id(&chain_id) || !chain.file_type().at(&chain.path())?.is_dir() {
+    for chain_id in backend.list_folders("chains/")? {
+        if !is_backup_id(&chain_id) {
+            continue;
+        }
+        if busy(&chain_id) {
+            report
+                .chains_not_collected
+                .push((chain_id, "a create is writing to this chain".into()));
             continue;
         }
         if let Some(why) = unreadable.get(&chain_id) {
@@ -112,97 +120,61 @@ pub fn prune_backups(repo: &Repository, ids: &[String], dry_run: bool) -> Result
             continue;
         }
         let keep = needed.get(&chain_id);
-        if keep.is_none_or(BTreeSet::is_empty) && !has_manifests(&chain.path(), dry_run, &doomed) {
-            report.bytes_freed += tree_size(&chain.path());
-            if !dry_run {
-                fs::remove_dir_all(chain.path()).at(&chain.path())?;
+        if keep.is_none_or(BTreeSet::is_empty) && !has_manifests(repo, &chain_id, dry_run, &doomed)? {
+            for e in backend.list(&format!("chains/{chain_id}/"))? {
+                report.bytes_freed += e.size;
+                if !dry_run {
+                    backend.delete(&e.key)?;
+                }
             }
             report.chains_removed.push(chain_id);
             continue;
         }
         let empty = BTreeSet::new();
-        collect_chunks(
-            &chain.path().join("chunks"),
-            keep.unwrap_or(&empty),
-            dry_run,
-            &mut report,
-        )?;
+        let keep = keep.unwrap_or(&empty);
+        for e in backend.list(&format!("chains/{chain_id}/chunks/"))? {
+            let name = e.key.rsplit('/').next().unwrap_or_default();
+            let Ok(hash) = name.parse::<ContentHash>() else {
+                continue;
+            };
+            if keep.contains(&hash) {
+                continue;
+            }
+            report.bytes_freed += e.size;
+            report.deleted_chunks += 1;
+            if !dry_run {
+                backend.delete(&e.key)?;
+            }
+        }
     }
-    if !dry_run && !report.chains_removed.is_empty() {
-        fsync_dir(&chains_dir)?;
+    backend.sync()?;
+    if !dry_run {
+        for key in &leases.stale {
+            backend.delete(key)?;
+            report.stale_leases_removed += 1;
+        }
+        backend.sync()?;
     }
     Ok(report)
 }
 
+/// The chain a manifest's path or URL belongs to (`…/chains/<chain>/manifests/<id>.manifest`).
+fn chain_of(path: &std::path::Path) -> Option<String> {
+    let manifests = path.parent()?;
+    Some(manifests.parent()?.file_name()?.to_string_lossy().into_owned())
+}
+
 /// Whether a chain still has manifests (in a dry run, ignoring the ones to be deleted).
-fn has_manifests(chain: &Path, dry_run: bool, doomed: &BTreeSet<&str>) -> bool {
-    let Ok(entries) = fs::read_dir(chain.join("manifests")) else {
-        return false;
-    };
-    entries.flatten().any(|e| {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let id = name.strip_suffix(".manifest").unwrap_or(&name);
-        !(dry_run && doomed.contains(id))
-    })
-}
-
-fn tree_size(dir: &Path) -> u64 {
-    let mut total = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
-            match e.file_type() {
-                Ok(t) if t.is_dir() => stack.push(e.path()),
-                Ok(_) => total += size_of(&e.path()),
-                Err(_) => {}
-            }
-        }
-    }
-    total
-}
-
-fn collect_chunks(
-    chunks: &Path,
-    keep: &BTreeSet<ContentHash>,
+fn has_manifests(
+    repo: &Repository,
+    chain_id: &str,
     dry_run: bool,
-    report: &mut PruneReport,
-) -> Result<()> {
-    let Ok(subdirs) = fs::read_dir(chunks) else {
-        return Ok(());
-    };
-    for sub in subdirs {
-        let sub = sub.at(chunks)?;
-        let mut removed_any = false;
-        let subpath: PathBuf = sub.path();
-        if !sub.file_type().at(&subpath)?.is_dir() {
-            continue;
-        }
-        for f in fs::read_dir(&subpath).at(&subpath)? {
-            let f = f.at(&subpath)?;
-            let name = f.file_name().to_string_lossy().into_owned();
-            let is_leftover = name.contains(TMP_MARKER);
-            let unneeded = match name.parse::<ContentHash>() {
-                Ok(h) => !keep.contains(&h),
-                Err(_) => is_leftover,
-            };
-            if !unneeded {
-                continue;
-            }
-            report.bytes_freed += size_of(&f.path());
-            if !is_leftover {
-                report.deleted_chunks += 1;
-            }
-            if !dry_run {
-                match fs::remove_file(f.path()) {
-                    Ok(()) => removed_any = true,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(Error::io(f.path(), e)),
-                }
-            }
-        }
-        if removed_any {
-            fsync_dir(&subpath)?;
-        }
-    }
-    Ok(())
+    doomed: &BTreeSet<&str>,
+) -> Result<bool> {
+    let prefix = format!("chains/{chain_id}/manifests/");
+    Ok(repo.backend().list(&prefix)?.iter().any(|e| {
+        let name = e.key.strip_prefix(&prefix).unwrap_or(&e.key);
+        let id = name.strip_suffix(".manifest").unwrap_or(name);
+        !(dry_run && doomed.contains(id))
+    }))
 }

@@ -1,9 +1,8 @@
 //! The repository's layout, lock and manifests.
 
-use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use kyrodb_backup_backend::{Backend, Location, Written};
 use kyrodb_backup_format::repo::{
     decode_manifest, encode_manifest, is_backup_id, manifest_checksum, BackupManifest, ContentHash,
     REPOSITORY_VERSION,
@@ -11,16 +10,14 @@ use kyrodb_backup_format::repo::{
 use serde::{Deserialize, Serialize};
 
 use crate::chunkstore::ChainStore;
-use crate::error::{Error, IoContext, Result};
-use kyrodb_backup_durable::{
-    atomic_write, create_private_dir_all, open_no_follow, FILE_MODE, TMP_MARKER,
-};
+use crate::error::{Error, Result};
 
 const CONFIG_FILE: &str = "kyrodb-backup.json";
-const LOCK_FILE: &str = "kyrodb-backup.lock";
 const CHAINS_DIR: &str = "chains";
 const MANIFESTS_DIR: &str = "manifests";
 const MANIFEST_EXT: &str = ".manifest";
+/// Largest config object read.
+const MAX_CONFIG: u64 = 64 * 1024;
 
 #[derive(Serialize, Deserialize)]
 struct Config {
@@ -39,35 +36,21 @@ fn config_bytes(version: u32) -> Vec<u8> {
     bytes
 }
 
-/// A `kyrodb_backup` repository: a directory of plain files, safe to copy with `aws s3 sync`.
+/// A `kyrodb_backup` repository: the same objects in a local directory or under an S3 prefix,
+/// so a copy made with any tool (`cp -r`, `aws s3 sync`) is a repository too.
 ///
 /// ```text
-/// <backup-dir>/kyrodb-backup.json                        format marker and version
-/// <backup-dir>/kyrodb-backup.lock                        flock(2) lock (content unused)
-/// <backup-dir>/chains/<full-id>/manifests/<id>.manifest  one per backup of the chain
-/// <backup-dir>/chains/<full-id>/chunks/<hh>/<hash>       the chain's chunk store
+/// kyrodb-backup.json                        format marker and version
+/// chains/<full-id>/manifests/<id>.manifest  one per backup of the chain: its commit point
+/// chains/<full-id>/chunks/<hh>/<hash>       the chain's chunk store
+/// locks/create-<id>.json, locks/prune.json  leases of running creates and prunes
 /// ```
 #[derive(Debug, Clone)]
 pub struct Repository {
-    root: PathBuf,
+    backend: Arc<dyn Backend>,
     /// Tests: the chain stores it hands out fail every chunk write after this many.
     #[cfg(test)]
     pub(crate) writes_before_full: Option<u64>,
-}
-
-/// Whether a lock excludes every other run or only exclusive ones.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LockMode {
-    /// For readers: restore, verify, list. Many may run together.
-    Shared,
-    /// For writers: create, prune. Nothing else runs beside it.
-    Exclusive,
-}
-
-/// A held repository lock; released when dropped (or when the process dies).
-#[derive(Debug)]
-pub struct RepoLock {
-    _file: File,
 }
 
 /// A manifest found in the repository, with the checksum from its header.
@@ -81,44 +64,54 @@ pub struct StoredBackup {
     pub manifest_bytes: u64,
 }
 
-/// What listing the repository found: backups newest first, and files it could not read.
+/// What listing the repository found: backups newest first, and objects it could not read.
 #[derive(Debug, Default)]
 pub struct Listing {
     /// Readable backups, newest first (by second, then sub-second, then id).
     pub backups: Vec<StoredBackup>,
-    /// Manifest files that failed to load, with why.
+    /// Manifests that failed to load (where, as a path or URL), with why.
     pub problems: Vec<(PathBuf, Error)>,
 }
 
+use std::path::{Path, PathBuf};
+
 impl Repository {
-    /// Opens an existing repository, checking its format version.
+    fn with(backend: Arc<dyn Backend>) -> Self {
+        Self {
+            backend,
+            #[cfg(test)]
+            writes_before_full: None,
+        }
+    }
+
+    /// Opens an existing repository on `backend`, checking its format version.
     ///
     /// # Errors
     ///
     /// [`Error::NotARepository`], [`Error::UnsupportedVersion`], or [`Error::Damaged`] for a
-    /// marker file that is not in its canonical form.
-    pub fn open(root: &Path) -> Result<Self> {
-        let config_path = root.join(CONFIG_FILE);
-        let bytes = match fs::read(&config_path) {
+    /// marker that is not in its canonical form.
+    pub fn open_on(backend: Arc<dyn Backend>) -> Result<Self> {
+        let repo = Self::with(backend);
+        let bytes = match repo.backend.read(CONFIG_FILE, MAX_CONFIG) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if root.join(CHAINS_DIR).exists() {
+            Err(e) if e.is_not_found() => {
+                if !repo.backend.list_folders(&format!("{CHAINS_DIR}/"))?.is_empty() {
                     return Err(Error::Damaged(format!(
                         "{} is missing but {} holds backups: the repository is damaged",
-                        config_path.display(),
-                        root.display()
+                        repo.object_name(CONFIG_FILE),
+                        repo.location()
                     )));
                 }
-                return Err(Error::NotARepository(root.to_path_buf()));
+                return Err(Error::NotARepository(repo.location()));
             }
-            Err(e) => return Err(Error::io(&config_path, e)),
+            Err(e) => return Err(e.into()),
         };
+        let config_path = repo.object_name(CONFIG_FILE);
         let config: Config = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Damaged(format!("{} is damaged: {e}", config_path.display())))?;
+            .map_err(|e| Error::Damaged(format!("{config_path} is damaged: {e}")))?;
         if config.repository != "kyrodb_backup" {
             return Err(Error::Damaged(format!(
-                "{} does not describe a kyrodb_backup repository",
-                config_path.display()
+                "{config_path} does not describe a kyrodb_backup repository"
             )));
         }
         if config.version > REPOSITORY_VERSION {
@@ -131,137 +124,130 @@ impl Repository {
         // its own, so this is how every stored byte stays checked).
         if bytes != config_bytes(config.version) {
             return Err(Error::Damaged(format!(
-                "{} is damaged (not its canonical content)",
-                config_path.display()
+                "{config_path} is damaged (not its canonical content)"
             )));
         }
-        Ok(Self {
-            root: root.to_path_buf(),
-            #[cfg(test)]
-            writes_before_full: None,
-        })
+        Ok(repo)
     }
 
-    /// Opens the repository at `root`, creating it (mode 0700) if the directory is missing or
-    /// holds no repository yet.
+    /// Opens the repository at `location`.
     ///
     /// # Errors
     ///
-    /// As [`Repository::open`], and when the directory or its marker cannot be written.
-    pub fn open_or_init(root: &Path) -> Result<Self> {
-        match Self::open(root) {
-            Err(Error::NotARepository(_)) if !root.join(CONFIG_FILE).exists() => {}
-            other => return other,
-        }
-        create_private_dir_all(root)?;
-        atomic_write(
-            &root.join(CONFIG_FILE),
-            &config_bytes(REPOSITORY_VERSION),
-            true,
-        )?;
-        Self::open(root)
+    /// As [`Repository::open_on`], and when the location cannot describe a store.
+    pub fn open_at(location: &Location) -> Result<Self> {
+        Self::open_on(kyrodb_backup_backend::open(location)?)
     }
 
-    /// The repository at `root` for a look that writes nothing (a dry run): opened when it
+    /// Opens an existing local repository.
+    ///
+    /// # Errors
+    ///
+    /// As [`Repository::open_on`].
+    pub fn open(root: &Path) -> Result<Self> {
+        Self::open_at(&Location::local(root))
+    }
+
+    /// Opens the repository on `backend`, making it (an empty one) if there is none yet.
+    ///
+    /// # Errors
+    ///
+    /// As [`Repository::open_on`], and when the marker cannot be written.
+    pub fn open_or_init_on(backend: Arc<dyn Backend>) -> Result<Self> {
+        match Self::open_on(Arc::clone(&backend)) {
+            Err(Error::NotARepository(_)) => {}
+            other => return other,
+        }
+        if let Some(root) = backend.local_root() {
+            kyrodb_backup_durable::create_private_dir_all(root)?;
+        }
+        backend.write_new(CONFIG_FILE, &config_bytes(REPOSITORY_VERSION))?;
+        backend.sync()?;
+        if let Some(parent) = backend.local_root().and_then(Path::parent) {
+            kyrodb_backup_durable::fsync_dir(parent)?;
+        }
+        Self::open_on(backend)
+    }
+
+    /// Opens the local repository at `root`, creating it (mode 0700) if the directory is
+    /// missing or holds no repository yet.
+    ///
+    /// # Errors
+    ///
+    /// As [`Repository::open_or_init_on`].
+    pub fn open_or_init(root: &Path) -> Result<Self> {
+        Self::open_or_init_on(kyrodb_backup_backend::open(&Location::local(root))?)
+    }
+
+    /// The repository on `backend` for a look that writes nothing (a dry run): opened when it
     /// exists; otherwise a handle on the repository that would be made there, which lists no
     /// backup.
     ///
     /// # Errors
     ///
-    /// As [`Repository::open`], for a repository that exists.
-    pub fn open_for_preview(root: &Path) -> Result<Self> {
-        if Self::exists(root) || root.join(CHAINS_DIR).exists() {
-            Self::open(root)
-        } else {
-            Ok(Self {
-                root: root.to_path_buf(),
-                #[cfg(test)]
-                writes_before_full: None,
-            })
+    /// As [`Repository::open_on`], for a repository that exists.
+    pub fn open_for_preview_on(backend: Arc<dyn Backend>) -> Result<Self> {
+        match Self::open_on(Arc::clone(&backend)) {
+            Err(Error::NotARepository(_)) => Ok(Self::with(backend)),
+            other => other,
         }
     }
 
-    /// Whether `root` holds a repository.
+    /// [`Repository::open_for_preview_on`] a local directory.
+    ///
+    /// # Errors
+    ///
+    /// As [`Repository::open_on`], for a repository that exists.
+    pub fn open_for_preview(root: &Path) -> Result<Self> {
+        Self::open_for_preview_on(kyrodb_backup_backend::open(&Location::local(root))?)
+    }
+
+    /// Whether the local directory `root` holds a repository.
     pub fn exists(root: &Path) -> bool {
         root.join(CONFIG_FILE).is_file()
     }
 
-    /// The repository's directory.
-    pub fn root(&self) -> &Path {
-        &self.root
+    /// The store the repository's objects live in.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
     }
 
-    /// Takes the repository lock without waiting for another run; [`Error::Locked`] if one
-    /// holds it.
-    ///
-    /// A conflict is looked at again a few times within about 150 ms before it is reported: a
-    /// process that forks (to start any program) shares this process's open lock file until
-    /// the child execs, so a lock released just before a fork in another thread can stay held
-    /// for that instant.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Locked`] while another run holds the lock; [`Error::Io`] when the lock file cannot
-    /// be opened.
-    pub fn lock(&self, mode: LockMode) -> Result<RepoLock> {
-        let mut pause = std::time::Duration::from_millis(10);
-        loop {
-            match self.try_lock(mode) {
-                Err(Error::Locked(_)) if pause <= std::time::Duration::from_millis(80) => {
-                    std::thread::sleep(pause);
-                    pause *= 2;
-                }
-                other => return other,
-            }
+    /// How to name the repository to a person.
+    pub fn location(&self) -> String {
+        self.backend.location()
+    }
+
+    /// The repository's directory, for a local one.
+    pub fn local_root(&self) -> Option<&Path> {
+        self.backend.local_root()
+    }
+
+    /// How to name an object to a person: its path, or its URL.
+    pub fn object_name(&self, key: &str) -> String {
+        match self.backend.local_root() {
+            Some(root) => root.join(key).display().to_string(),
+            None => format!("{}/{key}", self.backend.location()),
         }
     }
 
-    fn try_lock(&self, mode: LockMode) -> Result<RepoLock> {
-        let path = self.root.join(LOCK_FILE);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(FILE_MODE)
-            .open(&path)
-            .at(&path)?;
-        let res = match mode {
-            LockMode::Shared => file.try_lock_shared(),
-            LockMode::Exclusive => file.try_lock(),
-        };
-        match res {
-            Ok(()) => Ok(RepoLock { _file: file }),
-            Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked(self.root.clone())),
-            Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
-        }
+    fn chain_prefix(chain_id: &str) -> String {
+        format!("{CHAINS_DIR}/{chain_id}/")
     }
 
-    fn chain_dir(&self, chain_id: &str) -> PathBuf {
-        self.root.join(CHAINS_DIR).join(chain_id)
-    }
-
-    /// The chunk store of a chain (created on first write). A chain or chunk directory that
-    /// is a symlink is refused: a repository copied back from elsewhere must not make this
-    /// tool read or write outside it.
+    /// The chunk store of a chain.
     ///
     /// # Errors
     ///
-    /// [`Error::Damaged`] for an id that is not a chain id, or a symlinked chain directory.
+    /// [`Error::Damaged`] for an id that is not a chain id.
     pub fn chain_store(&self, chain_id: &str) -> Result<ChainStore> {
         if !is_backup_id(chain_id) {
             return Err(Error::Damaged(format!("{chain_id:?} is not a chain id")));
         }
-        let chain = self.chain_dir(chain_id);
-        for dir in [
-            self.root.join(CHAINS_DIR),
-            chain.clone(),
-            chain.join("chunks"),
-        ] {
-            refuse_symlink(&dir)?;
-        }
         #[cfg_attr(not(test), allow(unused_mut))]
-        let mut store = ChainStore::new(chain.join("chunks"));
+        let mut store = ChainStore::new(
+            Arc::clone(&self.backend),
+            format!("{}chunks/", Self::chain_prefix(chain_id)),
+        );
         #[cfg(test)]
         {
             store.writes_before_full = self
@@ -271,32 +257,23 @@ impl Repository {
         Ok(store)
     }
 
-    /// Writes a backup's manifest: the commit point of a create. Everything it names must
-    /// already be durable in the chain's store.
+    /// Writes a backup's manifest, create-only: the commit point of a create. Everything it
+    /// names must already be durable in the chain's store.
     ///
     /// # Errors
     ///
-    /// When the manifest does not validate, the backup exists, or the file cannot be written.
+    /// When the manifest does not validate, the backup exists, or it cannot be written.
     pub fn commit_manifest(&self, manifest: &BackupManifest) -> Result<StoredBackup> {
         let (bytes, stored) = encoded(manifest)?;
-        let dir = self.chain_dir(&manifest.chain_id).join(MANIFESTS_DIR);
-        refuse_symlink(&self.chain_dir(&manifest.chain_id))?;
-        refuse_symlink(&dir)?;
-        let new_dir = !dir.exists();
-        create_private_dir_all(&dir)?;
-        let path = dir.join(format!("{}{MANIFEST_EXT}", manifest.id));
-        if path.exists() {
-            return Err(Error::io(
-                &path,
-                std::io::Error::new(std::io::ErrorKind::AlreadyExists, "backup already exists"),
-            ));
+        let key = Self::manifest_key(&manifest.chain_id, &manifest.id);
+        if self.backend.write_new(&key, &bytes)? == Written::Existed {
+            return Err(Error::Damaged(format!(
+                "{}: backup {} already exists",
+                self.object_name(&key),
+                manifest.id
+            )));
         }
-        if let Err(e) = atomic_write(&path, &bytes, true) {
-            if new_dir {
-                let _ = fs::remove_dir(&dir);
-            }
-            return Err(e.into());
-        }
+        self.backend.sync()?;
         Ok(stored)
     }
 
@@ -310,109 +287,131 @@ impl Repository {
         Ok(encoded(manifest)?.1)
     }
 
-    /// Path of a backup's manifest file.
-    pub fn manifest_path(&self, chain_id: &str, id: &str) -> PathBuf {
-        self.chain_dir(chain_id)
-            .join(MANIFESTS_DIR)
-            .join(format!("{id}{MANIFEST_EXT}"))
+    /// Key of a backup's manifest.
+    pub fn manifest_key(chain_id: &str, id: &str) -> String {
+        format!("{CHAINS_DIR}/{chain_id}/{MANIFESTS_DIR}/{id}{MANIFEST_EXT}")
     }
 
-    /// Loads one manifest file, checking its checksum, its contents and that it sits where its
-    /// ids say it should.
+    /// Path (or URL) of a backup's manifest, to name it to a person.
+    pub fn manifest_path(&self, chain_id: &str, id: &str) -> PathBuf {
+        PathBuf::from(self.object_name(&Self::manifest_key(chain_id, id)))
+    }
+
+    /// Whether the manifest of a backup exists (one read; no listing).
     ///
     /// # Errors
     ///
-    /// [`Error::Damaged`] or [`Error::Format`] when the file is not a sound manifest stored in its
+    /// As the store fails.
+    pub fn has_manifest(&self, chain_id: &str, id: &str) -> Result<bool> {
+        match self.backend.read_head(&Self::manifest_key(chain_id, id), 0) {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Loads one manifest object, checking its checksum, its contents and that it sits where
+    /// its ids say it should.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Damaged`] or [`Error::Format`] when it is not a sound manifest stored in its
     /// place.
-    pub fn load_manifest(&self, path: &Path) -> Result<StoredBackup> {
-        let mut file = open_no_follow(path).map_err(|e| {
-            Error::Damaged(format!(
-                "{}: cannot be opened as a regular file: {e}",
-                path.display()
-            ))
-        })?;
-        let meta = file.metadata().at(path)?;
-        let len = meta.len();
-        if !meta.is_file() {
+    pub fn load_manifest(&self, key: &str) -> Result<StoredBackup> {
+        let name = self.object_name(key);
+        let bytes = self
+            .backend
+            .read(key, kyrodb_backup_format::repo::MAX_MANIFEST_SIZE)
+            .map_err(|e| match e {
+                kyrodb_backup_backend::Error::Damaged { detail, .. } if detail.contains("too large") => {
+                    Error::Damaged(format!("{name}: too large for a manifest: {detail}"))
+                }
+                kyrodb_backup_backend::Error::Damaged { detail, .. } => {
+                    Error::Damaged(format!("{name}: {detail}"))
+                }
+                e if e.is_not_found() => Error::Damaged(format!("{name} is missing")),
+                e => e.into(),
+            })?;
+        let manifest = decode_manifest(&bytes).map_err(|e| e.in_file(&name))?;
+        if key != Self::manifest_key(&manifest.chain_id, &manifest.id) {
             return Err(Error::Damaged(format!(
-                "{} is not a regular file",
-                path.display()
-            )));
-        }
-        if len > kyrodb_backup_format::repo::MAX_MANIFEST_SIZE {
-            return Err(Error::Damaged(format!(
-                "{}: {len} bytes is too large for a manifest",
-                path.display()
-            )));
-        }
-        let mut bytes = Vec::with_capacity(len as usize);
-        std::io::Read::read_to_end(&mut file, &mut bytes).at(path)?;
-        let manifest = decode_manifest(&bytes).map_err(|e| e.in_file(path.display()))?;
-        if path != self.manifest_path(&manifest.chain_id, &manifest.id) {
-            return Err(Error::Damaged(format!(
-                "{}: manifest of backup {} in chain {} is stored in the wrong place",
-                path.display(),
-                manifest.id,
-                manifest.chain_id
+                "{name}: manifest of backup {} in chain {} is stored in the wrong place",
+                manifest.id, manifest.chain_id
             )));
         }
         Ok(StoredBackup {
             checksum: manifest_checksum(&bytes)?,
             manifest,
-            manifest_bytes: len,
+            manifest_bytes: bytes.len() as u64,
         })
     }
 
-    /// Every backup, newest first, plus the manifest files that could not be read.
+    /// The manifest keys of every chain (chain id, manifest keys), from two kinds of listing:
+    /// the chains, then each chain's manifests.
     ///
     /// # Errors
     ///
-    /// When the repository's directories cannot be read (unreadable manifests are listed as
-    /// problems, not errors).
+    /// When the store cannot be listed.
+    pub(crate) fn manifest_keys(&self) -> Result<Vec<(String, Vec<String>)>> {
+        let mut out = Vec::new();
+        for chain in self.backend.list_folders(&format!("{CHAINS_DIR}/"))? {
+            if !is_backup_id(&chain) {
+                continue;
+            }
+            let prefix = format!("{}{MANIFESTS_DIR}/", Self::chain_prefix(&chain));
+            let keys = self
+                .backend
+                .list(&prefix)?
+                .into_iter()
+                .map(|e| e.key)
+                .filter(|k| {
+                    k.strip_prefix(&prefix)
+                        .and_then(|n| n.strip_suffix(MANIFEST_EXT))
+                        .is_some_and(is_backup_id)
+                })
+                .collect();
+            out.push((chain, keys));
+        }
+        Ok(out)
+    }
+
+    /// Every backup, newest first, plus the manifests that could not be read. Manifests are
+    /// read several at a time (an object store answers each in a round trip).
+    ///
+    /// # Errors
+    ///
+    /// When the store cannot be listed (unreadable manifests are listed as problems, not
+    /// errors).
     pub fn list(&self) -> Result<Listing> {
         let mut listing = Listing::default();
-        let chains = self.root.join(CHAINS_DIR);
-        let Ok(entries) = fs::read_dir(&chains) else {
-            return Ok(listing);
+        let chains = match self.manifest_keys() {
+            Ok(c) => c,
+            Err(Error::Damaged(detail)) => {
+                listing
+                    .problems
+                    .push((PathBuf::from(self.location()), Error::Damaged(detail)));
+                return Ok(listing);
+            }
+            Err(e) => return Err(e),
         };
-        for chain in entries {
-            let chain = chain.at(&chains)?;
-            let name = chain.file_name().to_string_lossy().into_owned();
-            if !is_backup_id(&name) {
-                continue;
+        let keys: Vec<&String> = chains.iter().flat_map(|(_, k)| k).collect();
+        let loaded = parallel_map(&keys, 16, |k| self.load_manifest(k));
+        for (key, res) in keys.iter().zip(loaded) {
+            match res {
+                Ok(b) => listing.backups.push(b),
+                Err(e @ Error::Backend(_)) => return Err(e),
+                Err(e) => listing.problems.push((PathBuf::from(self.object_name(key)), e)),
             }
-            let mdir = chain.path().join(MANIFESTS_DIR);
-            if let Err(e) = refuse_symlink(&chain.path()).and_then(|()| refuse_symlink(&mdir)) {
-                listing.problems.push((mdir, e));
-                continue;
-            }
-            let Ok(manifests) = fs::read_dir(&mdir) else {
-                continue;
-            };
-            let mut any = false;
-            for m in manifests {
-                let m = m.at(&mdir)?;
-                let fname = m.file_name().to_string_lossy().into_owned();
-                let Some(id) = fname.strip_suffix(MANIFEST_EXT) else {
-                    continue;
-                };
-                if !is_backup_id(id) {
-                    continue;
-                }
-                any = true;
-                match self.load_manifest(&m.path()) {
-                    Ok(b) => listing.backups.push(b),
-                    Err(e) => listing.problems.push((m.path(), e)),
-                }
-            }
-            // A full backup goes only with its whole chain (prune deletes newest first), so a
-            // chain with manifests but without its full's is damage, not history.
-            let full = mdir.join(format!("{name}{MANIFEST_EXT}"));
-            if any && fs::symlink_metadata(&full).is_err() {
+        }
+        // A full backup goes only with its whole chain (prune deletes newest first), so a
+        // chain with manifests but without its full's is damage, not history.
+        for (chain, keys) in &chains {
+            let full = Self::manifest_key(chain, chain);
+            if !keys.is_empty() && !keys.contains(&full) {
                 listing.problems.push((
-                    full,
+                    PathBuf::from(self.object_name(&full)),
                     Error::Damaged(format!(
-                        "the manifest of full backup {name} is missing while its chain has other backups"
+                        "the manifest of full backup {chain} is missing while its chain has other backups"
                     )),
                 ));
             }
@@ -436,25 +435,58 @@ impl Repository {
         self.list()?.find(id_or_prefix)
     }
 
-    /// Removes temporary files that an interrupted run left in the repository. Only files
-    /// carrying this tool's temporary marker are touched. Call with the exclusive lock held.
+    /// Removes temporary files that an interrupted run left in a local repository: only files
+    /// carrying this tool's temporary marker, last written before `cutoff` (a run that is
+    /// still writing keeps its own). An object store has none: its writes are whole.
     ///
     /// # Errors
     ///
     /// When a leftover cannot be removed.
-    pub fn remove_leftovers(&self) -> Result<u64> {
+    pub fn remove_leftovers(&self, cutoff: std::time::SystemTime) -> Result<u64> {
+        let Some(root) = self.backend.local_root() else {
+            return Ok(0);
+        };
         let mut removed = 0;
-        for entry in walkdir_files(&self.root)? {
+        for entry in walkdir_files(root)? {
             if entry
                 .file_name()
-                .is_some_and(|n| n.to_string_lossy().contains(TMP_MARKER))
+                .is_some_and(|n| n.to_string_lossy().contains(kyrodb_backup_durable::TMP_MARKER))
             {
-                fs::remove_file(&entry).at(&entry)?;
-                removed += 1;
+                let old = std::fs::symlink_metadata(&entry)
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t < cutoff);
+                if old {
+                    std::fs::remove_file(&entry).map_err(|e| Error::io(&entry, e))?;
+                    removed += 1;
+                }
             }
         }
         Ok(removed)
     }
+}
+
+/// Runs `f` over `items` with up to `width` at a time, results in order.
+pub(crate) fn parallel_map<T: Sync, R: Send>(
+    items: &[T],
+    width: usize,
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<std::sync::Mutex<Option<R>>> =
+        items.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..width.min(items.len()) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(item) = items.get(i) else { break };
+                *results[i].lock().expect("lock") = Some(f(item));
+            });
+        }
+    });
+    results
+        .into_iter()
+        .map(|m| m.into_inner().expect("lock").expect("every item mapped"))
+        .collect()
 }
 
 /// A manifest checked and encoded, and the backup it makes (checksum, size).
@@ -469,27 +501,16 @@ fn encoded(manifest: &BackupManifest) -> Result<(Vec<u8>, StoredBackup)> {
     Ok((bytes, stored))
 }
 
-/// Fails when `path` exists as a symlink.
-pub(crate) fn refuse_symlink(path: &Path) -> Result<()> {
-    match fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_symlink() => Err(Error::Damaged(format!(
-            "{} is a symlink; the repository holds plain files and directories only",
-            path.display()
-        ))),
-        _ => Ok(()),
-    }
-}
-
 fn walkdir_files(root: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        let Ok(entries) = fs::read_dir(&dir) else {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
         };
         for e in entries {
-            let e = e.at(&dir)?;
-            let ft = e.file_type().at(&e.path())?;
+            let e = e.map_err(|err| Error::io(&dir, err))?;
+            let ft = e.file_type().map_err(|err| Error::io(e.path(), err))?;
             if ft.is_dir() {
                 stack.push(e.path());
             } else if ft.is_file() {

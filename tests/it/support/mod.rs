@@ -1,6 +1,8 @@
 //! Shared helpers of the CLI tests: fixture copies, running the binary, comparing trees.
 
 pub mod engine;
+pub mod proxy;
+pub mod s3;
 
 use std::collections::BTreeMap;
 use std::fs;
