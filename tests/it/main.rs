@@ -15,6 +15,7 @@ mod migrate;
 mod output;
 mod pitr;
 mod prune;
+mod s3_repo;
 mod s3_support;
 mod space;
 mod support;

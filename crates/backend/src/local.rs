@@ -229,7 +229,9 @@ impl Backend for LocalBackend {
         // trace.
         let mut dir = path.parent().map(Path::to_path_buf);
         while let Some(d) = dir {
-            let depth = d.strip_prefix(&self.root).map_or(0, |r| r.components().count());
+            let depth = d
+                .strip_prefix(&self.root)
+                .map_or(0, |r| r.components().count());
             if depth < 2 || fs::remove_dir(&d).is_err() {
                 break;
             }
@@ -295,7 +297,10 @@ impl Backend for LocalBackend {
             self.path(prefix.trim_end_matches('/'))?
         };
         if fs::symlink_metadata(&dir).is_ok_and(|m| m.file_type().is_symlink()) {
-            return Err(self.damaged(prefix, "is a symlink; the repository holds plain files and directories only"));
+            return Err(self.damaged(
+                prefix,
+                "is a symlink; the repository holds plain files and directories only",
+            ));
         }
         let entries = match fs::read_dir(&dir) {
             Ok(e) => e,
@@ -359,7 +364,10 @@ mod tests {
         b.delete("chains/c/chunks/ab/abcd").unwrap();
         assert!(dir.path().join("chains").is_dir());
         assert!(!dir.path().join("chains/c").exists());
-        assert!(b.read("chains/c/chunks/ab/abcd", 1).unwrap_err().is_not_found());
+        assert!(b
+            .read("chains/c/chunks/ab/abcd", 1)
+            .unwrap_err()
+            .is_not_found());
     }
 
     #[test]
@@ -369,11 +377,20 @@ mod tests {
         std::fs::write(outside.path().join("secret"), b"s").unwrap();
         std::os::unix::fs::symlink(outside.path(), dir.path().join("chains")).unwrap();
         let b = LocalBackend::new(dir.path().to_path_buf());
-        assert!(matches!(b.read("chains/secret", 10), Err(Error::Damaged { .. })));
-        assert!(matches!(b.write_new("chains/new", b"x"), Err(Error::Damaged { .. })));
+        assert!(matches!(
+            b.read("chains/secret", 10),
+            Err(Error::Damaged { .. })
+        ));
+        assert!(matches!(
+            b.write_new("chains/new", b"x"),
+            Err(Error::Damaged { .. })
+        ));
         assert!(matches!(b.list("chains/"), Err(Error::Damaged { .. })));
         for key in ["", "/a", "a//b", "a/../b", "a/./b"] {
-            assert!(matches!(b.read(key, 1), Err(Error::Damaged { .. })), "{key}");
+            assert!(
+                matches!(b.read(key, 1), Err(Error::Damaged { .. })),
+                "{key}"
+            );
         }
     }
 }

@@ -73,6 +73,26 @@ pub enum Command {
     },
     /// Monitoring: fail when the newest backup is older than a limit.
     Check(CheckArgs),
+    /// Copy backups (whole chains, in order) between repositories, checking every chunk.
+    Copy(CopyArgs),
+}
+
+/// `copy` options.
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("which").required(true).args(["ids", "all"]))]
+pub struct CopyArgs {
+    /// The repository to copy from: a directory or `s3://bucket/prefix` (default: --backup-dir).
+    #[arg(long, value_name = "REPO")]
+    pub from: Option<PathBuf>,
+    /// The repository to copy to (made if missing).
+    #[arg(long, value_name = "REPO")]
+    pub to: PathBuf,
+    /// Backups to copy (ids or unique prefixes), with the backups they build on.
+    #[arg(value_name = "ID")]
+    pub ids: Vec<String>,
+    /// Copy every backup.
+    #[arg(long)]
+    pub all: bool,
 }
 
 /// `create` options.

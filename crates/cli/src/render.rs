@@ -488,3 +488,20 @@ pub fn check(r: &CheckReport, dir: &Path) {
         outln!("ALERT: no backup in {}", dir.display());
     }
 }
+
+/// `copy`: a line per backup, then the totals.
+pub(crate) fn copy(r: &kyrodb_backup_ops::CopyReport) {
+    for b in &r.backups {
+        outln!("{:<8} {}", b.status, b.id);
+    }
+    outln!(
+        "{} to {}: {} backups copied, {} already there; {} chunks copied ({}), {} already there",
+        r.from,
+        r.to,
+        r.backups.iter().filter(|b| b.status == "copied").count(),
+        r.backups.iter().filter(|b| b.status == "present").count(),
+        r.chunks_copied,
+        human_bytes(r.bytes_copied),
+        r.chunks_present
+    );
+}

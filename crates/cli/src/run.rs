@@ -5,14 +5,14 @@ use std::time::SystemTime;
 
 use kyrodb_backup_ops::types::{MetricSource, RetentionPolicy};
 use kyrodb_backup_ops::{
-    Location, S3Config, CheckOptions, CreateOptions, GoldenCreateOptions, MigrateOptions, Now, PruneOptions, Reference,
-    RestoreOptions, RestoreSource, VerifyOptions,
+    CheckOptions, CopyOptions, CreateOptions, GoldenCreateOptions, Location, MigrateOptions, Now,
+    PruneOptions, Reference, RestoreOptions, RestoreSource, S3Config, VerifyOptions,
 };
 use serde::Serialize;
 
 use crate::args::{
-    CheckArgs, Cli, Command, CreateArgs, Format, GoldenAction, MigrateArgs, PruneArgs, RestoreArgs,
-    VerifyArgs,
+    CheckArgs, Cli, Command, CopyArgs, CreateArgs, Format, GoldenAction, MigrateArgs, PruneArgs,
+    RestoreArgs, VerifyArgs,
 };
 use crate::hints::Failure;
 use crate::output::{print_json, Bar};
@@ -150,7 +150,20 @@ fn dispatch(ctx: &Ctx) -> kyrodb_backup_ops::Result<Outcome> {
         Command::Migrate(a) => migrate(ctx, a),
         Command::Golden { action } => golden(ctx, action),
         Command::Check(a) => check(ctx, a),
+        Command::Copy(a) => copy(ctx, a),
     }
+}
+
+fn copy(ctx: &Ctx, a: &CopyArgs) -> kyrodb_backup_ops::Result<Outcome> {
+    let from = location_of(a.from.as_ref().unwrap_or(&ctx.cli.backup_dir))?;
+    let to = location_of(&a.to)?;
+    let opts = if a.all {
+        CopyOptions::all()
+    } else {
+        CopyOptions::ids(a.ids.clone())
+    };
+    let r = kyrodb_backup_ops::copy(from, to, &opts, now())?;
+    Ok(ctx.emit(&r, Outcome::Done, render::copy))
 }
 
 fn create(ctx: &Ctx, a: &CreateArgs) -> kyrodb_backup_ops::Result<Outcome> {
@@ -163,7 +176,8 @@ fn create(ctx: &Ctx, a: &CreateArgs) -> kyrodb_backup_ops::Result<Outcome> {
         Some(r) => Some(Reference::Id(r.to_string())),
         None => None,
     };
-    let r = kyrodb_backup_ops::create(&location_of(&ctx.cli.backup_dir)?, &opts, now(), &ctx.bar())?;
+    let r =
+        kyrodb_backup_ops::create(&location_of(&ctx.cli.backup_dir)?, &opts, now(), &ctx.bar())?;
     if r.leftovers_removed > 0 {
         ctx.note(format!(
             "removed {} temporary files left by an interrupted run",
@@ -188,7 +202,8 @@ fn restore(ctx: &Ctx, a: &RestoreArgs) -> kyrodb_backup_ops::Result<Outcome> {
     opts.dry_run = a.dry_run;
     opts.distance = a.distance;
     opts.as_is = a.as_is;
-    let r = kyrodb_backup_ops::restore(&location_of(&ctx.cli.backup_dir)?, &opts, now(), &ctx.bar())?;
+    let r =
+        kyrodb_backup_ops::restore(&location_of(&ctx.cli.backup_dir)?, &opts, now(), &ctx.bar())?;
     ctx.warn_all(&r.warnings);
     if let Some(t) = r.point_in_time.filter(|&t| t != r.recovered_to) {
         ctx.note(format!(

@@ -46,7 +46,10 @@ pub struct CheckReport {
 /// [`crate::Error::NotARepository`] when `backup_dir` is not a directory; damage to the
 /// repository's marker.
 pub fn check(
-    backup_dir: impl Into<Location>, opts: &CheckOptions, now: Now) -> Result<CheckReport> {
+    backup_dir: impl Into<Location>,
+    opts: &CheckOptions,
+    now: Now,
+) -> Result<CheckReport> {
     let backup_dir = &backup_dir.into();
     let listing = listing_of(backup_dir)?;
     let newest = listing.backups.first();

@@ -101,7 +101,8 @@ pub fn create(
         let repo = Repository::open_or_init_on(backend)?;
         // Temporary files of a run killed more than an hour ago; a create running now keeps
         // its own.
-        let leftovers = repo.remove_leftovers(now.system_time() - std::time::Duration::from_secs(3600))?;
+        let leftovers =
+            repo.remove_leftovers(now.system_time() - std::time::Duration::from_secs(3600))?;
         (repo, leftovers)
     };
     let parent = match &opts.reference {

@@ -49,6 +49,7 @@
 
 mod catalog;
 mod check;
+mod copy;
 mod create;
 mod error;
 mod golden;
@@ -61,6 +62,7 @@ mod verify;
 
 pub use catalog::BuiltinBackup;
 pub use check::{check, CheckOptions, CheckReport};
+pub use copy::{copy, CopiedBackup, CopyOptions, CopyReport};
 pub use create::{create, CreateOptions, CreateReport, Reference};
 pub use error::{Error, ErrorKind, Result};
 pub use golden::{

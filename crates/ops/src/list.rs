@@ -28,8 +28,7 @@ pub struct ListReport {
 /// # Errors
 ///
 /// [`crate::Error::NotARepository`] when `backup_dir` is not a directory.
-pub fn list(
-    backup_dir: impl Into<Location>) -> Result<ListReport> {
+pub fn list(backup_dir: impl Into<Location>) -> Result<ListReport> {
     let backup_dir = &backup_dir.into();
     let catalog = Catalog::read(backup_dir)?;
     let (backups, unreadable) = catalog.summaries();
@@ -115,8 +114,7 @@ pub enum Shown {
 ///
 /// [`crate::Error::NotFound`], [`crate::Error::Ambiguous`], [`crate::Error::PrefixTooShort`];
 /// [`crate::Error::Damaged`] for a damaged archive or manifest.
-pub fn show(
-    backup_dir: impl Into<Location>, id: &str) -> Result<Shown> {
+pub fn show(backup_dir: impl Into<Location>, id: &str) -> Result<Shown> {
     let backup_dir = &backup_dir.into();
     let catalog = Catalog::builtin_only(backup_dir);
     if let Some(b) = catalog.find_builtin(id) {

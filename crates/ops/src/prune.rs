@@ -92,7 +92,10 @@ pub struct PruneReport {
 ///
 /// [`crate::Error::NotARepository`], [`crate::Error::Locked`], I/O errors while deleting.
 pub fn prune(
-    backup_dir: impl Into<Location>, opts: &PruneOptions, now: Now) -> Result<PruneReport> {
+    backup_dir: impl Into<Location>,
+    opts: &PruneOptions,
+    now: Now,
+) -> Result<PruneReport> {
     let backup_dir = &backup_dir.into();
     let repo = open_repo(backup_dir)?;
     let _lease = if opts.dry_run {

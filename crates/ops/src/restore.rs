@@ -9,8 +9,8 @@ use kyrodb_backup_datadir::target::Target;
 use kyrodb_backup_format::engine::{survey_snapshot, DataDirManifest, DistanceMetric};
 use kyrodb_backup_format::repo::{FileEntry, FileKind};
 use kyrodb_backup_storage::{
-    restore as restore_set, restore_backup, ChainStore, Expectation, PlannedContent,
-    PlannedFile, Progress, RestoreSet, StoredBackup,
+    restore as restore_set, restore_backup, ChainStore, Expectation, PlannedContent, PlannedFile,
+    Progress, RestoreSet, StoredBackup,
 };
 use serde::Serialize;
 

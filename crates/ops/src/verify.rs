@@ -85,8 +85,7 @@ pub fn verify(
     let backup_dir = &backup_dir.into();
     let catalog = Catalog::builtin_only(backup_dir);
     // A backup dir may hold only the built-in tool's backups: then there is no repository.
-    let repo = if catalog.builtin.is_empty()
-        || backup_dir.as_local().is_none_or(Repository::exists)
+    let repo = if catalog.builtin.is_empty() || backup_dir.as_local().is_none_or(Repository::exists)
     {
         Some(open_repo(backup_dir)?)
     } else {

@@ -4,11 +4,12 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use kyrodb_backup_ops::{
-    check, create, list, prune, restore, show, verify, CheckOptions, CreateOptions, Error, ErrorKind,
-    NoProgress, Now, PruneOptions, Reference, RestoreOptions, RestoreSource, Shown, VerifyOptions,
-};
 use kyrodb_backup_ops::types::RetentionPolicy;
+use kyrodb_backup_ops::{
+    check, create, list, prune, restore, show, verify, CheckOptions, CreateOptions, Error,
+    ErrorKind, NoProgress, Now, PruneOptions, Reference, RestoreOptions, RestoreSource, Shown,
+    VerifyOptions,
+};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")

@@ -261,7 +261,8 @@ pub fn create_backup(
         None
     } else {
         // Announced before anything of the chain is read, so a prune leaves the chain alone.
-        let lease = crate::lease_for_create(repo.backend(), &chain_id, &opts.id, opts.now, PRUNE_WAIT)?;
+        let lease =
+            crate::lease_for_create(repo.backend(), &chain_id, &opts.id, opts.now, PRUNE_WAIT)?;
         if let Some(p) = &opts.parent {
             if !repo.has_manifest(&p.chain_id, &p.id)? {
                 return Err(Error::ParentGone(p.id.clone()));
@@ -737,7 +738,11 @@ mod tests {
                 .unwrap_err();
                 assert!(e.is_no_space(), "{e}");
                 assert!(matches!(e, Error::NoSpace { .. }), "{e}");
-                assert_eq!(footprint(repo.local_root().unwrap()), before, "{id} after {writes} writes");
+                assert_eq!(
+                    footprint(repo.local_root().unwrap()),
+                    before,
+                    "{id} after {writes} writes"
+                );
             }
         }
         repo.writes_before_full = None;

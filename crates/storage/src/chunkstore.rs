@@ -254,6 +254,56 @@ impl ChainStore {
         Ok((r, encoded.bytes.len() as u64))
     }
 
+    /// Copies one chunk from another chain store (of another repository, say) unless this one
+    /// has it: the stored bytes are read, checked against the reference (decoded, sized,
+    /// hashed) and written as they are, create-only. Returns the bytes written (0 when the
+    /// chunk was there).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Damaged`] when the source's chunk is missing or does not check; the stores'
+    /// errors.
+    pub fn copy_from(&self, source: &ChainStore, r: &ChunkRef) -> Result<u64> {
+        if self.looks_intact(*r) {
+            return Ok(0);
+        }
+        let stored = source.read_stored(r)?;
+        decode_chunk(&stored, r.hash, r.size)
+            .map_err(|e| Error::Damaged(format!("{}: {e}", source.chunk_path(r.hash).display())))?;
+        let key = self.chunk_key(r.hash);
+        let present = if self.is_local() {
+            self.backend.read_head(&key, 0).is_ok()
+        } else {
+            self.known().contains_key(&r.hash)
+        };
+        if present {
+            self.backend.write(&key, &stored)?;
+        } else if self.backend.write_new(&key, &stored)? == Written::Created {
+            self.created.lock().expect("lock").push(key);
+        }
+        Ok(stored.len() as u64)
+    }
+
+    /// A chunk's stored bytes, unchecked (bounded by the largest a chunk of its size can be).
+    fn read_stored(&self, r: &ChunkRef) -> Result<Vec<u8>> {
+        let key = self.chunk_key(r.hash);
+        let name = self.chunk_path(r.hash);
+        // A chunk is at most its header plus an LZ4 worst case; anything larger is damage.
+        let limit = u64::from(r.size) + u64::from(r.size) / 255 + 64;
+        match self.backend.read(&key, limit) {
+            Ok(b) => Ok(b),
+            Err(e) if e.is_not_found() => Err(Error::Damaged(format!(
+                "chunk {} is missing ({})",
+                r.hash,
+                name.display()
+            ))),
+            Err(kyrodb_backup_backend::Error::Damaged { detail, .. }) => Err(Error::Damaged(
+                format!("chunk {}: {}: {detail}", r.hash, name.display()),
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Reads and checks one chunk: present, decodable, of the size and hash the manifest says.
     ///
     /// # Errors
@@ -261,28 +311,8 @@ impl ChainStore {
     /// [`Error::Damaged`] or [`Error::Format`] when the chunk is missing or does not check;
     /// [`Error::Backend`] when the store cannot be read.
     pub fn get(&self, r: &ChunkRef) -> Result<Vec<u8>> {
-        let key = self.chunk_key(r.hash);
+        let stored = self.read_stored(r)?;
         let name = self.chunk_path(r.hash);
-        // A chunk is at most its header plus an LZ4 worst case; anything larger is damage.
-        let limit = u64::from(r.size) + u64::from(r.size) / 255 + 64;
-        let stored = match self.backend.read(&key, limit) {
-            Ok(b) => b,
-            Err(e) if e.is_not_found() => {
-                return Err(Error::Damaged(format!(
-                    "chunk {} is missing ({})",
-                    r.hash,
-                    name.display()
-                )))
-            }
-            Err(kyrodb_backup_backend::Error::Damaged { detail, .. }) => {
-                return Err(Error::Damaged(format!(
-                    "chunk {}: {}: {detail}",
-                    r.hash,
-                    name.display()
-                )))
-            }
-            Err(e) => return Err(e.into()),
-        };
         decode_chunk(&stored, r.hash, r.size)
             .map_err(|e| Error::Damaged(format!("{}: {e}", name.display())))
     }

@@ -135,9 +135,11 @@ impl From<kyrodb_backup_backend::Error> for Error {
     fn from(e: kyrodb_backup_backend::Error) -> Self {
         match e {
             kyrodb_backup_backend::Error::Io(io) => io.into(),
-            kyrodb_backup_backend::Error::Damaged { location, key, detail } => {
-                Error::Damaged(format!("{location}/{key}: {detail}"))
-            }
+            kyrodb_backup_backend::Error::Damaged {
+                location,
+                key,
+                detail,
+            } => Error::Damaged(format!("{location}/{key}: {detail}")),
             other => Error::Backend(other),
         }
     }

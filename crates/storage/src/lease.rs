@@ -279,7 +279,13 @@ pub fn lease_for_create(
 /// [`Error::Locked`] while another prune runs; the store's errors.
 pub fn lease_for_prune(backend: &Arc<dyn Backend>, now: u64) -> Result<Lease> {
     for _ in 0..3 {
-        if let Some(lease) = Lease::start(backend, PRUNE_KEY.into(), record("prune", None, None), now, true)? {
+        if let Some(lease) = Lease::start(
+            backend,
+            PRUNE_KEY.into(),
+            record("prune", None, None),
+            now,
+            true,
+        )? {
             return Ok(lease);
         }
         if let Some(p) = live_prune(backend.as_ref(), now)? {

@@ -42,10 +42,10 @@ pub use chunkstore::{
     ChainStore, FileReader, SharedChunk, StoreStats, AVG_CHUNK, MAX_CHUNK, MIN_CHUNK,
 };
 pub use error::{Error, Result};
+pub use kyrodb_backup_backend as backend;
 pub use lease::{lease_for_create, lease_for_prune, Lease, LEASE_TTL};
 pub use progress::{NoProgress, Progress, ProgressWriter};
 pub use prune::{prune_backups, PruneReport};
-pub use kyrodb_backup_backend as backend;
 pub use repository::{Listing, Repository, StoredBackup};
 pub use restore::{
     restore, restore_backup, Expectation, PlannedContent, PlannedFile, RestoreOptions,

@@ -120,7 +120,8 @@ pub fn prune_backups(
             continue;
         }
         let keep = needed.get(&chain_id);
-        if keep.is_none_or(BTreeSet::is_empty) && !has_manifests(repo, &chain_id, dry_run, &doomed)? {
+        if keep.is_none_or(BTreeSet::is_empty) && !has_manifests(repo, &chain_id, dry_run, &doomed)?
+        {
             for e in backend.list(&format!("chains/{chain_id}/"))? {
                 report.bytes_freed += e.size;
                 if !dry_run {
@@ -161,7 +162,13 @@ pub fn prune_backups(
 /// The chain a manifest's path or URL belongs to (`…/chains/<chain>/manifests/<id>.manifest`).
 fn chain_of(path: &std::path::Path) -> Option<String> {
     let manifests = path.parent()?;
-    Some(manifests.parent()?.file_name()?.to_string_lossy().into_owned())
+    Some(
+        manifests
+            .parent()?
+            .file_name()?
+            .to_string_lossy()
+            .into_owned(),
+    )
 }
 
 /// Whether a chain still has manifests (in a dry run, ignoring the ones to be deleted).

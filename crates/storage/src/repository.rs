@@ -95,7 +95,11 @@ impl Repository {
         let bytes = match repo.backend.read(CONFIG_FILE, MAX_CONFIG) {
             Ok(b) => b,
             Err(e) if e.is_not_found() => {
-                if !repo.backend.list_folders(&format!("{CHAINS_DIR}/"))?.is_empty() {
+                if !repo
+                    .backend
+                    .list_folders(&format!("{CHAINS_DIR}/"))?
+                    .is_empty()
+                {
                     return Err(Error::Damaged(format!(
                         "{} is missing but {} holds backups: the repository is damaged",
                         repo.object_name(CONFIG_FILE),
@@ -323,7 +327,9 @@ impl Repository {
             .backend
             .read(key, kyrodb_backup_format::repo::MAX_MANIFEST_SIZE)
             .map_err(|e| match e {
-                kyrodb_backup_backend::Error::Damaged { detail, .. } if detail.contains("too large") => {
+                kyrodb_backup_backend::Error::Damaged { detail, .. }
+                    if detail.contains("too large") =>
+                {
                     Error::Damaged(format!("{name}: too large for a manifest: {detail}"))
                 }
                 kyrodb_backup_backend::Error::Damaged { detail, .. } => {
@@ -400,7 +406,9 @@ impl Repository {
             match res {
                 Ok(b) => listing.backups.push(b),
                 Err(e @ Error::Backend(_)) => return Err(e),
-                Err(e) => listing.problems.push((PathBuf::from(self.object_name(key)), e)),
+                Err(e) => listing
+                    .problems
+                    .push((PathBuf::from(self.object_name(key)), e)),
             }
         }
         // A full backup goes only with its whole chain (prune deletes newest first), so a
@@ -436,8 +444,9 @@ impl Repository {
     }
 
     /// Removes temporary files that an interrupted run left in a local repository: only files
-    /// carrying this tool's temporary marker, last written before `cutoff` (a run that is
-    /// still writing keeps its own). An object store has none: its writes are whole.
+    /// carrying this tool's temporary marker, whose writer (the process id in the name) is not
+    /// running on this host, or that were last written before `cutoff`. A run that is still
+    /// writing keeps its own. An object store has none: its writes are whole.
     ///
     /// # Errors
     ///
@@ -446,18 +455,28 @@ impl Repository {
         let Some(root) = self.backend.local_root() else {
             return Ok(0);
         };
+        let marker = kyrodb_backup_durable::TMP_MARKER;
         let mut removed = 0;
         for entry in walkdir_files(root)? {
-            if entry
-                .file_name()
-                .is_some_and(|n| n.to_string_lossy().contains(kyrodb_backup_durable::TMP_MARKER))
-            {
-                let old = std::fs::symlink_metadata(&entry)
-                    .and_then(|m| m.modified())
-                    .is_ok_and(|t| t < cutoff);
-                if old {
-                    std::fs::remove_file(&entry).map_err(|e| Error::io(&entry, e))?;
-                    removed += 1;
+            let Some(name) = entry.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+                continue;
+            };
+            let Some((_, tail)) = name.split_once(marker) else {
+                continue;
+            };
+            let writer_gone = tail
+                .split('-')
+                .next()
+                .and_then(|pid| pid.parse::<u32>().ok())
+                .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
+            let old = std::fs::symlink_metadata(&entry)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t < cutoff);
+            if writer_gone || old {
+                match std::fs::remove_file(&entry) {
+                    Ok(()) => removed += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io(&entry, e)),
                 }
             }
         }

@@ -1,0 +1,276 @@
+//! `copy`: backups from one repository to another (local or object storage, either way), whole
+//! chains in order, every chunk checked on the way, manifests last.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use kyrodb_backup_format::repo::{BackupType, ChunkRef, ContentHash};
+use kyrodb_backup_storage::backend::Location;
+use kyrodb_backup_storage::{lease_for_create, Repository, StoredBackup};
+use serde::Serialize;
+
+use crate::catalog::open_repo;
+use crate::error::{Error, Result};
+use crate::model::Now;
+
+/// What `copy` is asked to do.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct CopyOptions {
+    /// Backups to copy, by id or unique prefix (with the backups they build on); empty with
+    /// `all` for every backup.
+    pub ids: Vec<String>,
+    /// Copy every backup.
+    pub all: bool,
+}
+
+impl CopyOptions {
+    /// Copies every backup.
+    pub fn all() -> Self {
+        Self {
+            ids: Vec::new(),
+            all: true,
+        }
+    }
+
+    /// Copies these backups and the backups they build on.
+    pub fn ids(ids: Vec<String>) -> Self {
+        Self { ids, all: false }
+    }
+}
+
+/// One backup `copy` handled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CopiedBackup {
+    /// The backup.
+    pub id: String,
+    /// Its chain.
+    pub chain_id: String,
+    /// `copied`, or `present` when the target had it already (same checksum).
+    pub status: String,
+}
+
+/// What `copy` did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CopyReport {
+    /// Where from.
+    pub from: String,
+    /// Where to.
+    pub to: String,
+    /// Every backup handled, chain by chain, oldest first.
+    pub backups: Vec<CopiedBackup>,
+    /// Chunks written to the target.
+    pub chunks_copied: u64,
+    /// Chunks the target had.
+    pub chunks_present: u64,
+    /// Bytes written to the target (chunks and manifests).
+    pub bytes_copied: u64,
+    /// Requests sent to each store, by kind (object stores only).
+    pub requests: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+/// Copies backups from the repository at `from` to the one at `to` (made if missing). For each
+/// chain, in order from its full backup: every chunk the target lacks is read, checked against
+/// its hash and written create-only; then the manifest is written, create-only, last. A copy
+/// that stops anywhere leaves the target's backups as they were (plus unreferenced chunks
+/// that the next copy reuses and a prune collects); running it again finishes the job. The
+/// target's chains are leased like a create's, so a prune there leaves them alone meanwhile.
+///
+/// # Errors
+///
+/// [`Error::NotFound`] and friends for ids that match no backup, [`Error::Damaged`] when a
+/// source chunk or manifest does not check (nothing of that backup is committed), the stores'
+/// errors.
+pub fn copy(
+    from: impl Into<Location>,
+    to: impl Into<Location>,
+    opts: &CopyOptions,
+    now: Now,
+) -> Result<CopyReport> {
+    let (from, to) = (from.into(), to.into());
+    if from == to {
+        return Err(Error::InvalidOptions(
+            "the source and the target are the same repository".into(),
+        ));
+    }
+    if !opts.all && opts.ids.is_empty() {
+        return Err(Error::InvalidOptions(
+            "name the backups to copy, or copy them all".into(),
+        ));
+    }
+    let source = open_repo(&from)?;
+    let listing = source.list()?;
+    if let Some((path, e)) = listing.problems.first() {
+        if opts.all {
+            return Err(Error::Damaged(format!("{}: {e}", path.display())));
+        }
+    }
+    let wanted = selection(&listing, opts)?;
+    let target = Repository::open_or_init_on(
+        kyrodb_backup_storage::backend::open(&to).map_err(kyrodb_backup_storage::Error::from)?,
+    )?;
+    let mut report = CopyReport {
+        from: source.location(),
+        to: target.location(),
+        backups: Vec::new(),
+        chunks_copied: 0,
+        chunks_present: 0,
+        bytes_copied: 0,
+        requests: BTreeMap::new(),
+    };
+    for (chain_id, backups) in &wanted {
+        let newest = backups.last().expect("a chain has a backup");
+        let _lease = lease_for_create(
+            target.backend(),
+            chain_id,
+            &newest.manifest.id,
+            now.secs,
+            std::time::Duration::from_secs(300),
+        )?;
+        let src_store = source.chain_store(chain_id)?;
+        let dst_store = target.chain_store(chain_id)?;
+        let mut done: BTreeSet<ContentHash> = BTreeSet::new();
+        for b in backups {
+            let m = &b.manifest;
+            if target.has_manifest(chain_id, &m.id)? {
+                let there = target.load_manifest(&Repository::manifest_key(chain_id, &m.id))?;
+                if there.checksum != b.checksum {
+                    return Err(Error::Damaged(format!(
+                        "{}: backup {} differs from the source's (checksum {} against {})",
+                        target.manifest_path(chain_id, &m.id).display(),
+                        m.id,
+                        there.checksum,
+                        b.checksum
+                    )));
+                }
+                report.backups.push(CopiedBackup {
+                    id: m.id.clone(),
+                    chain_id: chain_id.clone(),
+                    status: "present".into(),
+                });
+                continue;
+            }
+            let refs: Vec<ChunkRef> = m
+                .chunk_refs()
+                .into_iter()
+                .filter(|r| done.insert(r.hash))
+                .collect();
+            let results = parallel(&refs, 16, |r| dst_store.copy_from(&src_store, r));
+            for r in results {
+                match r? {
+                    0 => report.chunks_present += 1,
+                    n => {
+                        report.chunks_copied += 1;
+                        report.bytes_copied += n;
+                    }
+                }
+            }
+            dst_store.sync()?;
+            let stored = target.commit_manifest(m)?;
+            if stored.checksum != b.checksum {
+                return Err(Error::Damaged(format!(
+                    "backup {}: the copied manifest's checksum {} is not the source's {}",
+                    m.id, stored.checksum, b.checksum
+                )));
+            }
+            report.bytes_copied += stored.manifest_bytes;
+            report.backups.push(CopiedBackup {
+                id: m.id.clone(),
+                chain_id: chain_id.clone(),
+                status: "copied".into(),
+            });
+        }
+    }
+    for (side, repo) in [("from", &source), ("to", &target)] {
+        let counts = repo.backend().requests();
+        if !counts.is_empty() {
+            report.requests.insert(
+                side.into(),
+                counts
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect(),
+            );
+        }
+    }
+    Ok(report)
+}
+
+/// The backups to copy, per chain, oldest first: those asked for and every backup they build
+/// on (an incremental is useless without its parents).
+fn selection(
+    listing: &kyrodb_backup_storage::Listing,
+    opts: &CopyOptions,
+) -> Result<BTreeMap<String, Vec<StoredBackup>>> {
+    let by_id: BTreeMap<&str, &StoredBackup> = listing
+        .backups
+        .iter()
+        .map(|b| (b.manifest.id.as_str(), b))
+        .collect();
+    let mut chosen: BTreeSet<String> = BTreeSet::new();
+    let roots: Vec<StoredBackup> = if opts.all {
+        listing.backups.clone()
+    } else {
+        opts.ids
+            .iter()
+            .map(|id| listing.find(id))
+            .collect::<std::result::Result<_, _>>()?
+    };
+    for b in roots {
+        let mut cur = Some(b.manifest.id.clone());
+        while let Some(id) = cur {
+            if !chosen.insert(id.clone()) {
+                break;
+            }
+            let Some(b) = by_id.get(id.as_str()) else {
+                return Err(Error::Damaged(format!(
+                    "backup {id} is missing from its chain; its incrementals cannot be copied"
+                )));
+            };
+            cur = match b.manifest.backup_type {
+                BackupType::Full => None,
+                BackupType::Incremental => b.manifest.parent_id.clone(),
+            };
+        }
+    }
+    let mut out: BTreeMap<String, Vec<StoredBackup>> = BTreeMap::new();
+    for b in listing.backups.iter().rev() {
+        if chosen.contains(&b.manifest.id) {
+            out.entry(b.manifest.chain_id.clone())
+                .or_default()
+                .push(b.clone());
+        }
+    }
+    for chain in out.values_mut() {
+        // Parents before children: by time, the full first.
+        chain.sort_by_key(|b| {
+            (
+                b.manifest.backup_type != BackupType::Full,
+                b.manifest.timestamp,
+                b.manifest.subsec_nanos,
+            )
+        });
+    }
+    Ok(out)
+}
+
+/// Runs `f` over `items`, up to `width` at a time, results in order.
+fn parallel<T: Sync, R: Send>(items: &[T], width: usize, f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let slots: Vec<std::sync::Mutex<Option<R>>> =
+        items.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    let f = &f;
+    std::thread::scope(|s| {
+        for _ in 0..width.min(items.len()) {
+            let (next, slots) = (&next, &slots);
+            s.spawn(move || loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(item) = items.get(i) else { break };
+                *slots[i].lock().expect("lock") = Some(f(item));
+            });
+        }
+    });
+    slots
+        .into_iter()
+        .map(|m| m.into_inner().expect("lock").expect("every item mapped"))
+        .collect()
+}

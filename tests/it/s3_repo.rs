@@ -1,0 +1,584 @@
+//! Repositories in a bucket of a real S3-compatible server (moto, on 127.0.0.1): every command,
+//! `copy` between local and S3 repositories, damage, concurrent runs, credentials that cannot
+//! delete, and the server failing under the tool (through the fault proxy).
+
+use std::path::Path;
+use std::time::Duration;
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+
+use crate::support::engine::Engine;
+use crate::support::proxy::Proxy;
+use crate::support::s3::S3Server;
+use crate::support::*;
+
+/// A moto server with one bucket, and the binary pointed at it.
+struct Bucket {
+    server: S3Server,
+    name: String,
+    tmp: tempfile::TempDir,
+}
+
+impl Bucket {
+    fn new() -> Self {
+        let server = S3Server::start();
+        server.create_bucket("backups");
+        Self {
+            server,
+            name: "backups".into(),
+            tmp: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// The URL of a repository under `prefix`.
+    fn url(&self, prefix: &str) -> String {
+        format!("s3://{}/{prefix}", self.name)
+    }
+
+    /// The binary, with the server's endpoint and credentials (or those of `endpoint`).
+    fn kb_via(&self, endpoint: &str) -> Command {
+        let mut c = kb();
+        c.env_remove("AWS_PROFILE")
+            .env("HOME", self.tmp.path())
+            .envs(self.server.env())
+            .env("AWS_ENDPOINT_URL", endpoint)
+            .env("KYRODB_BACKUP_S3_RETRY_SECS", "3");
+        c
+    }
+
+    fn kb(&self) -> Command {
+        self.kb_via(&self.server.endpoint())
+    }
+
+    /// The keys of the repository under `prefix`, with sizes.
+    fn keys(&self, prefix: &str) -> Vec<(String, u64)> {
+        self.server
+            .list_keys(&self.name, &format!("{prefix}/"))
+            .into_iter()
+            .map(|(k, s)| (k[prefix.len() + 1..].to_string(), s))
+            .collect()
+    }
+}
+
+fn json(out: &std::process::Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn create_in(cmd: &mut Command, data: &Path, repo: &str, extra: &[&str]) -> serde_json::Value {
+    json(
+        &cmd.data_dir(data)
+            .backup_dir(repo)
+            .args(["create", "--format", "json"])
+            .args(extra)
+            .output()
+            .unwrap(),
+    )
+}
+
+/// A data dir the engine-protocol writer wrote: a snapshot, then more writes in a rotated
+/// segment; returns the engine (to write more) and the second the first phase ended.
+fn engine_dir(dir: &Path) -> Engine {
+    let mut e = Engine::open(dir, 8);
+    for i in 0..200 {
+        e.insert(i, i);
+    }
+    e.snapshot();
+    for i in 200..260 {
+        e.insert(i, i * 3);
+    }
+    e.rotate();
+    for i in 0..20 {
+        e.update(i, "x");
+    }
+    e
+}
+
+#[test]
+fn every_command_works_on_a_bucket_and_the_objects_are_the_local_layout() {
+    let b = Bucket::new();
+    let data = b.tmp.path().join("data");
+    let mut engine = engine_dir(&data);
+    let repo = b.url("prod/kyrodb");
+    let full = create_in(&mut b.kb(), &data, &repo, &["--description", "nightly"]);
+    assert_eq!(full["backup_type"], "Full");
+    for i in 300..320 {
+        engine.insert(i, i);
+    }
+    // The backup is taken in a later second than the last write, so that second is whole.
+    std::thread::sleep(Duration::from_millis(1100));
+    let inc = create_in(
+        &mut b.kb(),
+        &data,
+        &repo,
+        &["--incremental", "--reference", "latest"],
+    );
+    assert_eq!(inc["parent_id"], full["id"]);
+    let state_at_inc = consistent_state_files(&data);
+
+    // The bucket holds exactly the local layout: marker, manifests, chunks (and no lease left).
+    let keys = b.keys("prod/kyrodb");
+    assert!(keys.iter().any(|(k, _)| k == "kyrodb-backup.json"));
+    let chain = full["id"].as_str().unwrap();
+    for id in [chain, inc["id"].as_str().unwrap()] {
+        assert!(
+            keys.iter()
+                .any(|(k, _)| *k == format!("chains/{chain}/manifests/{id}.manifest")),
+            "{keys:?}"
+        );
+    }
+    assert!(
+        keys.iter().all(|(k, _)| !k.starts_with("locks/")),
+        "{keys:?}"
+    );
+    assert!(keys
+        .iter()
+        .any(|(k, _)| k.starts_with(&format!("chains/{chain}/chunks/"))));
+
+    let list = json(
+        &b.kb()
+            .backup_dir(&repo)
+            .args(["list", "--format", "json"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    b.kb()
+        .backup_dir(&repo)
+        .args(["show", &inc["id"].as_str().unwrap()[..8]])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("Incremental"));
+    let v = json(
+        &b.kb()
+            .backup_dir(&repo)
+            .args(["verify", "--all", "--format", "json"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(v["ok"], true, "{v}");
+
+    // Restore by id (dry run first: nothing written), then to a second.
+    let target = b.tmp.path().join("restored");
+    b.kb()
+        .backup_dir(&repo)
+        .data_dir(&target)
+        .args([
+            "restore",
+            "--dry-run",
+            "--backup-id",
+            inc["id"].as_str().unwrap(),
+        ])
+        .assert()
+        .success();
+    assert!(!target.exists());
+    b.kb()
+        .backup_dir(&repo)
+        .data_dir(&target)
+        .args(["restore", "--backup-id", inc["id"].as_str().unwrap()])
+        .assert()
+        .success();
+    assert_eq!(tree(&target), state_at_inc);
+    let at = inc["wal"]["last_timestamp"].as_u64().unwrap();
+    let pit = b.tmp.path().join("pit");
+    let r = json(
+        &b.kb()
+            .backup_dir(&repo)
+            .data_dir(&pit)
+            .args([
+                "restore",
+                "--format",
+                "json",
+                "--point-in-time",
+                &at.to_string(),
+            ])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(r["recovered_to"], at);
+    assert_eq!(
+        recovered_as_expected_json(&pit),
+        recovered_as_expected_json(&target)
+    );
+
+    b.kb()
+        .backup_dir(&repo)
+        .args(["check", "--max-age", "1h"])
+        .assert()
+        .success();
+    // A second full, then a prune that keeps only the newest: the first chain goes whole.
+    let second = create_in(&mut b.kb(), &data, &repo, &[]);
+    let p = json(
+        &b.kb()
+            .backup_dir(&repo)
+            .args([
+                "prune",
+                "--format",
+                "json",
+                "--keep-hourly",
+                "0",
+                "--keep-daily",
+                "0",
+                "--keep-weekly",
+                "0",
+                "--keep-monthly",
+                "0",
+                "--min-age-days",
+                "0",
+            ])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(p["chains_removed"], serde_json::json!([chain]), "{p}");
+    let keys = b.keys("prod/kyrodb");
+    assert!(keys.iter().all(|(k, _)| !k.contains(chain)), "{keys:?}");
+    let second_id = second["id"].as_str().unwrap();
+    assert!(keys.iter().any(|(k, _)| k.contains(second_id)));
+}
+
+#[test]
+fn copy_round_trips_local_to_s3_to_local_and_every_backup_restores_byte_identically() {
+    let b = Bucket::new();
+    let data = b.tmp.path().join("data");
+    let mut engine = engine_dir(&data);
+    let local = b.tmp.path().join("local");
+    let mut states = Vec::new();
+    let full = create(&data, &local, &[]);
+    states.push((
+        full["id"].as_str().unwrap().to_string(),
+        consistent_state_files(&data),
+    ));
+    for round in 0..2 {
+        for i in 0..15 {
+            engine.insert(1000 + round * 100 + i, i);
+        }
+        let inc = create(&data, &local, &["--incremental", "--reference", "latest"]);
+        states.push((
+            inc["id"].as_str().unwrap().to_string(),
+            consistent_state_files(&data),
+        ));
+    }
+    let off_site = b.url("dr");
+    let back = b.tmp.path().join("back");
+    let first = json(
+        &b.kb()
+            .args(["copy", "--format", "json", "--all", "--from"])
+            .arg(&local)
+            .args(["--to", &off_site])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(first["backups"].as_array().unwrap().len(), 3, "{first}");
+    assert!(first["chunks_copied"].as_u64().unwrap() > 0);
+    // The same copy again has nothing to do.
+    let again = json(
+        &b.kb()
+            .args(["copy", "--format", "json", "--all", "--from"])
+            .arg(&local)
+            .args(["--to", &off_site])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(again["chunks_copied"], 0);
+    assert!(again["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|x| x["status"] == "present"));
+    // Back from the bucket into a new local repository: asking for the newest incremental
+    // brings its whole chain, in order.
+    let newest = &states.last().unwrap().0;
+    let r = json(
+        &b.kb()
+            .args(["copy", "--format", "json", "--from", &off_site, "--to"])
+            .arg(&back)
+            .arg(&newest[..8])
+            .output()
+            .unwrap(),
+    );
+    let order: Vec<&str> = r["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        order,
+        states.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>()
+    );
+    kb().backup_dir(&back)
+        .args(["verify", "--all"])
+        .assert()
+        .success();
+    // Same files, byte for byte, as the original repository's.
+    assert_eq!(tree(&back), tree(&local));
+    for (id, state) in &states {
+        for (repo, name) in [(&off_site, "s3"), (&back.display().to_string(), "back")] {
+            let target = b.tmp.path().join(format!("r-{name}-{id}"));
+            b.kb()
+                .backup_dir(repo)
+                .data_dir(&target)
+                .args(["restore", "--backup-id", id])
+                .assert()
+                .success();
+            assert_eq!(&tree(&target), state, "{name} {id}");
+        }
+    }
+}
+
+#[test]
+fn a_damaged_object_fails_verify_and_restore_touches_nothing() {
+    let b = Bucket::new();
+    let data = b.tmp.path().join("data");
+    engine_dir(&data);
+    let repo = b.url("r");
+    let full = create_in(&mut b.kb(), &data, &repo, &[]);
+    let chain = full["id"].as_str().unwrap();
+    let chunk = b
+        .keys("r")
+        .into_iter()
+        .find(|(k, _)| k.contains("/chunks/"))
+        .unwrap()
+        .0;
+    let key = format!("r/{chunk}");
+    let mut bytes = b.server.get(&b.name, &key).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    b.server.put(&b.name, &key, &bytes);
+    b.kb()
+        .backup_dir(&repo)
+        .args(["verify", "--all"])
+        .assert()
+        .code(3)
+        .stdout(predicate::str::contains(chunk.rsplit('/').next().unwrap()));
+    let target = b.tmp.path().join("target");
+    b.kb()
+        .backup_dir(&repo)
+        .data_dir(&target)
+        .args(["restore", "--backup-id", chain])
+        .assert()
+        .code(3);
+    assert!(!target.exists());
+    // A truncated manifest is damage too, named by its URL.
+    let m = format!("r/chains/{chain}/manifests/{chain}.manifest");
+    let bytes = b.server.get(&b.name, &m).unwrap();
+    b.server.put(&b.name, &m, &bytes[..bytes.len() / 2]);
+    b.kb()
+        .backup_dir(&repo)
+        .args(["verify", "--all"])
+        .assert()
+        .code(3)
+        .stdout(predicate::str::contains(format!("s3://backups/{m}")));
+}
+
+#[test]
+fn creates_and_verifies_run_side_by_side_on_s3_and_on_disk() {
+    let b = Bucket::new();
+    let data = b.tmp.path().join("data");
+    engine_dir(&data);
+    let local = b.tmp.path().join("local").display().to_string();
+    for repo in [b.url("side"), local] {
+        create_in(&mut b.kb(), &data, &repo, &[]);
+        let spawn = |args: &[&str]| {
+            let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("kyrodb_backup"));
+            c.env_remove("KYRODB_DATA_DIR")
+                .env_remove("KYRODB_BACKUP_DIR")
+                .env("HOME", b.tmp.path())
+                .envs(b.server.env())
+                .args(["--data-dir"])
+                .arg(&data)
+                .args(["--backup-dir", &repo])
+                .args(args)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped());
+            c.spawn().unwrap()
+        };
+        // Two fulls, an incremental and two verifies, all at once: every one succeeds.
+        let runs = [
+            spawn(&["create"]),
+            spawn(&["create"]),
+            spawn(&["create", "--incremental", "--reference", "latest"]),
+            spawn(&["verify", "--all"]),
+            spawn(&["verify", "--all"]),
+        ];
+        for r in runs {
+            let out = r.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "{repo}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let list = json(
+            &b.kb()
+                .backup_dir(&repo)
+                .args(["list", "--format", "json"])
+                .output()
+                .unwrap(),
+        );
+        assert_eq!(list.as_array().unwrap().len(), 4, "{repo}");
+        b.kb()
+            .backup_dir(&repo)
+            .args(["verify", "--all"])
+            .assert()
+            .success();
+    }
+}
+
+#[test]
+fn credentials_that_cannot_delete_create_and_read_but_prune_fails_clearly() {
+    let b = Bucket::new();
+    let proxy = Proxy::start(b.server.port());
+    proxy.deny_deletes(true);
+    let data = b.tmp.path().join("data");
+    engine_dir(&data);
+    let repo = b.url("nodelete");
+    let full = create_in(&mut b.kb_via(&proxy.endpoint()), &data, &repo, &[]);
+    create_in(&mut b.kb_via(&proxy.endpoint()), &data, &repo, &[]);
+    // (Deletes go as DELETE or as a multi-object POST ?delete; both were refused.)
+    assert!(
+        proxy.counts().get("POST").copied().unwrap_or(0)
+            + proxy.counts().get("DELETE").copied().unwrap_or(0)
+            > 0,
+        "{:?}",
+        proxy.counts()
+    );
+    // The create's lease stays behind (it may not delete it); it names a committed backup.
+    assert!(b
+        .keys("nodelete")
+        .iter()
+        .any(|(k, _)| k.starts_with("locks/create-")));
+    let target = b.tmp.path().join("t");
+    b.kb_via(&proxy.endpoint())
+        .backup_dir(&repo)
+        .data_dir(&target)
+        .args(["restore", "--backup-id", full["id"].as_str().unwrap()])
+        .assert()
+        .success();
+    b.kb_via(&proxy.endpoint())
+        .backup_dir(&repo)
+        .args(["verify", "--all"])
+        .assert()
+        .success();
+    let out = b
+        .kb_via(&proxy.endpoint())
+        .backup_dir(&repo)
+        .args([
+            "prune",
+            "--keep-hourly",
+            "0",
+            "--keep-daily",
+            "0",
+            "--keep-weekly",
+            "0",
+        ])
+        .args(["--keep-monthly", "0", "--min-age-days", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(lines[0].contains("denied"), "{err}");
+    assert!(lines[1].contains("s3:DeleteObject"), "{err}");
+    // With delete allowed again, the prune finishes and removes the stale leases.
+    proxy.deny_deletes(false);
+    b.kb()
+        .backup_dir(&repo)
+        .args([
+            "prune",
+            "--keep-hourly",
+            "0",
+            "--keep-daily",
+            "0",
+            "--keep-weekly",
+            "0",
+        ])
+        .args(["--keep-monthly", "0", "--min-age-days", "0"])
+        .assert()
+        .success();
+    assert!(b
+        .keys("nodelete")
+        .iter()
+        .all(|(k, _)| !k.starts_with("locks/")));
+    b.kb()
+        .backup_dir(&repo)
+        .args(["verify", "--all"])
+        .assert()
+        .success();
+}
+
+#[test]
+fn server_faults_are_retried_or_reported_in_one_line() {
+    let b = Bucket::new();
+    let proxy = Proxy::start(b.server.port());
+    let data = b.tmp.path().join("data");
+    engine_dir(&data);
+    let repo = b.url("faults");
+    // 503 SlowDown, 500 and dropped connections, a few of each: retried, and the create
+    // succeeds.
+    proxy.fail_next(2, 503);
+    proxy.fail_matching("PUT", "/chunks/", 2, 500);
+    proxy.drop_next(1);
+    let full = create_in(&mut b.kb_via(&proxy.endpoint()), &data, &repo, &[]);
+    b.kb()
+        .backup_dir(&repo)
+        .args(["verify", "--all"])
+        .assert()
+        .success();
+    // A missing bucket.
+    b.kb()
+        .backup_dir("s3://no-such-bucket/x")
+        .arg("list")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("bucket does not exist"))
+        .stderr(predicate::str::contains("hint:"));
+    // The server answers 503 to everything: a bounded wait, then one line and a hint; no
+    // backup appears.
+    proxy.fail_next(10_000, 503);
+    let t0 = std::time::Instant::now();
+    let out = b
+        .kb_via(&proxy.endpoint())
+        .data_dir(&data)
+        .backup_dir(&repo)
+        .arg("create")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(t0.elapsed() < Duration::from_secs(60), "{:?}", t0.elapsed());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 2, "{err}");
+    assert!(err.contains("hint:"), "{err}");
+    proxy.fail_next(0, 503);
+    // The server gone: the same.
+    proxy.stop();
+    let target = b.tmp.path().join("t");
+    let out = b
+        .kb_via(&proxy.endpoint())
+        .backup_dir(&repo)
+        .data_dir(&target)
+        .args(["restore", "--backup-id", full["id"].as_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!target.exists());
+    let list = json(
+        &b.kb()
+            .backup_dir(&repo)
+            .args(["list", "--format", "json"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(list.as_array().unwrap().len(), 1);
+}
