@@ -118,67 +118,7 @@ pub fn copy(
         requests: BTreeMap::new(),
     };
     for (chain_id, backups) in &wanted {
-        let newest = backups.last().expect("a chain has a backup");
-        let _lease = lease_for_create(
-            target.backend(),
-            chain_id,
-            &newest.manifest.id,
-            now.secs,
-            std::time::Duration::from_secs(300),
-        )?;
-        let src_store = source.chain_store(chain_id)?;
-        let dst_store = target.chain_store(chain_id)?;
-        let mut done: BTreeSet<ContentHash> = BTreeSet::new();
-        for b in backups {
-            let m = &b.manifest;
-            if target.has_manifest(chain_id, &m.id)? {
-                let there = target.load_manifest(&Repository::manifest_key(chain_id, &m.id))?;
-                if there.checksum != b.checksum {
-                    return Err(Error::Damaged(format!(
-                        "{}: backup {} differs from the source's (checksum {} against {})",
-                        target.manifest_path(chain_id, &m.id).display(),
-                        m.id,
-                        there.checksum,
-                        b.checksum
-                    )));
-                }
-                report.backups.push(CopiedBackup {
-                    id: m.id.clone(),
-                    chain_id: chain_id.clone(),
-                    status: "present".into(),
-                });
-                continue;
-            }
-            let refs: Vec<ChunkRef> = m
-                .chunk_refs()
-                .into_iter()
-                .filter(|r| done.insert(r.hash))
-                .collect();
-            let results = parallel(&refs, 16, |r| dst_store.copy_from(&src_store, r));
-            for r in results {
-                match r? {
-                    0 => report.chunks_present += 1,
-                    n => {
-                        report.chunks_copied += 1;
-                        report.bytes_copied += n;
-                    }
-                }
-            }
-            dst_store.sync()?;
-            let stored = target.commit_manifest(m)?;
-            if stored.checksum != b.checksum {
-                return Err(Error::Damaged(format!(
-                    "backup {}: the copied manifest's checksum {} is not the source's {}",
-                    m.id, stored.checksum, b.checksum
-                )));
-            }
-            report.bytes_copied += stored.manifest_bytes;
-            report.backups.push(CopiedBackup {
-                id: m.id.clone(),
-                chain_id: chain_id.clone(),
-                status: "copied".into(),
-            });
-        }
+        copy_chain(&source, &target, chain_id, backups, now, &mut report)?;
     }
     for (side, repo) in [("from", &source), ("to", &target)] {
         let counts = repo.backend().requests();
@@ -193,6 +133,79 @@ pub fn copy(
         }
     }
     Ok(report)
+}
+
+/// Copies one chain's backups, oldest first, under a create lease on the target's chain.
+fn copy_chain(
+    source: &Repository,
+    target: &Repository,
+    chain_id: &str,
+    backups: &[StoredBackup],
+    now: Now,
+    report: &mut CopyReport,
+) -> Result<()> {
+    let newest = backups.last().expect("a chain has a backup");
+    let _lease = lease_for_create(
+        target.backend(),
+        chain_id,
+        &newest.manifest.id,
+        now.secs,
+        std::time::Duration::from_secs(300),
+    )?;
+    let src_store = source.chain_store(chain_id)?;
+    let dst_store = target.chain_store(chain_id)?;
+    let mut done: BTreeSet<ContentHash> = BTreeSet::new();
+    for b in backups {
+        let m = &b.manifest;
+        if target.has_manifest(chain_id, &m.id)? {
+            let there = target.load_manifest(&Repository::manifest_key(chain_id, &m.id))?;
+            if there.checksum != b.checksum {
+                return Err(Error::Damaged(format!(
+                    "{}: backup {} differs from the source's (checksum {} against {})",
+                    target.manifest_path(chain_id, &m.id).display(),
+                    m.id,
+                    there.checksum,
+                    b.checksum
+                )));
+            }
+            report.backups.push(CopiedBackup {
+                id: m.id.clone(),
+                chain_id: chain_id.to_string(),
+                status: "present".into(),
+            });
+            continue;
+        }
+        let refs: Vec<ChunkRef> = m
+            .chunk_refs()
+            .into_iter()
+            .filter(|r| done.insert(r.hash))
+            .collect();
+        let results = parallel(&refs, 16, |r| dst_store.copy_from(&src_store, r));
+        for r in results {
+            match r? {
+                0 => report.chunks_present += 1,
+                n => {
+                    report.chunks_copied += 1;
+                    report.bytes_copied += n;
+                }
+            }
+        }
+        dst_store.sync()?;
+        let stored = target.commit_manifest(m)?;
+        if stored.checksum != b.checksum {
+            return Err(Error::Damaged(format!(
+                "backup {}: the copied manifest's checksum {} is not the source's {}",
+                m.id, stored.checksum, b.checksum
+            )));
+        }
+        report.bytes_copied += stored.manifest_bytes;
+        report.backups.push(CopiedBackup {
+            id: m.id.clone(),
+            chain_id: chain_id.to_string(),
+            status: "copied".into(),
+        });
+    }
+    Ok(())
 }
 
 /// The backups to copy, per chain, oldest first: those asked for and every backup they build

@@ -62,7 +62,7 @@ fn check_is_decided_at_the_given_second() {
     fs::create_dir(&empty).unwrap();
     let none = check(&empty, &limit, Now::at(T)).unwrap();
     assert!(!none.ok && none.newest_id.is_none());
-    let e = check(&tmp.path().join("missing"), &limit, Now::at(T)).unwrap_err();
+    let e = check(tmp.path().join("missing"), &limit, Now::at(T)).unwrap_err();
     assert!(matches!(e, Error::NotARepository(_)));
     assert_eq!(e.kind(), ErrorKind::Failed);
 }

@@ -86,9 +86,9 @@ impl Error {
         let io = match self {
             Error::NoSpace { .. } => return true,
             Error::Io { source, .. } => Some(source),
-            Error::DataDir(kyrodb_backup_datadir::Error::Io(e)) => Some(e.io_error()),
+            Error::DataDir(kyrodb_backup_datadir::Error::Io(e))
+            | Error::Backend(kyrodb_backup_backend::Error::Io(e)) => Some(e.io_error()),
             Error::Format(kyrodb_backup_format::Error::Io(e)) => Some(e),
-            Error::Backend(kyrodb_backup_backend::Error::Io(e)) => Some(e.io_error()),
             _ => None,
         };
         io.and_then(std::io::Error::raw_os_error).is_some_and(|c| {

@@ -114,7 +114,7 @@ impl Lease {
         backend.sync()?;
         let stop = Arc::new(AtomicBool::new(false));
         let renewed = Arc::new(Mutex::new(Instant::now()));
-        let renewer = {
+        let handle = {
             let (backend, key, stop, renewed) = (
                 Arc::clone(backend),
                 key.clone(),
@@ -148,7 +148,7 @@ impl Lease {
             backend: Arc::clone(backend),
             key,
             stop,
-            renewer,
+            renewer: handle,
             renewed,
             delete_on_drop: true,
         }))
@@ -162,7 +162,7 @@ impl Lease {
     /// [`Error::LeaseLost`].
     pub fn check(&self) -> Result<()> {
         let since = self.renewed.lock().expect("lock").elapsed();
-        if since >= LEASE_TTL - Duration::from_secs(30) {
+        if since + Duration::from_secs(30) >= LEASE_TTL {
             return Err(Error::LeaseLost(format!(
                 "{}: this run's lease was not renewed for {}s",
                 self.key,
