@@ -681,5 +681,8 @@ fn prunes_racing_creates_never_lose_a_chunk_a_backup_needs() {
     assert_eq!(prunes, 24);
     // The rounds did interleave: prunes ran beside creates, and prunes deleted backups.
     assert!(met_a_create > 0 && deleted > 0, "{met_a_create} {deleted}");
-    assert!(committed >= 24, "{committed} committed, {parent_gone} found their reference pruned");
+    assert!(
+        committed >= 24,
+        "{committed} committed, {parent_gone} found their reference pruned"
+    );
 }

@@ -5,6 +5,7 @@
 
 mod append_wal;
 mod bench;
+mod bench_s3;
 mod crash;
 mod dist;
 mod e2e;
@@ -44,6 +45,8 @@ enum Task {
     Fuzz(fuzz::Args),
     /// Benchmark create, restore, verify, incremental vs cp -r && sync (1 GB by default)
     Bench(bench::Args),
+    /// Benchmark create, restore, incremental and list on a bucket of a local S3 server vs a local repository
+    BenchS3(bench_s3::Args),
     /// Shell completions (bash, zsh, fish) and man pages into target/dist
     Dist(dist::Args),
     /// The whole corruption matrix (every stored file x every damage)
@@ -61,6 +64,7 @@ fn main() -> Result<()> {
         Task::AppendWal(args) => append_wal::run(args),
         Task::Fuzz(args) => fuzz::run(args),
         Task::Bench(args) => bench::run(args),
+        Task::BenchS3(args) => bench_s3::run(args),
         Task::Dist(args) => dist::run(args),
         Task::Faults(args) => faults::run(args),
         Task::Crash(args) => crash::run(args),

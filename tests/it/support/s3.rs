@@ -531,11 +531,54 @@ fn moto_server_path() -> PathBuf {
             return c;
         }
     }
-    panic!(
-        "moto_server not found (on PATH, in ~/.local/bin or pyenv's shims): the S3 tests run \
-         moto's server mode; install it with `pip install 'moto[server]'` (or set MOTO_SERVER \
-         to the executable)"
-    );
+    installed_moto()
+}
+
+/// Installs moto's server into a virtual environment under the build's scratch directory,
+/// once (for a fresh machine with a Rust toolchain and Python, where nobody has run
+/// `pip install 'moto[server]'`). Panics with instructions when that is impossible.
+fn installed_moto() -> PathBuf {
+    static INSTALLED: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    INSTALLED
+        .get_or_init(|| {
+            let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("moto-venv");
+            let server = venv.join("bin/moto_server");
+            if server.is_file() {
+                return Ok(server);
+            }
+            let run = |cmd: &mut std::process::Command| -> Result<(), String> {
+                let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+                if out.status.success() {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{cmd:?} failed: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    ))
+                }
+            };
+            run(std::process::Command::new("python3")
+                .args(["-m", "venv"])
+                .arg(&venv))?;
+            run(std::process::Command::new(venv.join("bin/pip")).args([
+                "install",
+                "--quiet",
+                "moto[server]",
+            ]))?;
+            if server.is_file() {
+                Ok(server)
+            } else {
+                Err(format!("{} is missing after the install", server.display()))
+            }
+        })
+        .clone()
+        .unwrap_or_else(|e| {
+            panic!(
+                "moto_server not found (on PATH, in ~/.local/bin or pyenv's shims) and it could \
+                 not be installed ({e}): the S3 tests run moto's server mode; install it with \
+                 `pip install 'moto[server]'` (or set MOTO_SERVER to the executable)"
+            )
+        })
 }
 
 /// The last `n` lines of a file (for failure messages).
