@@ -1,5 +1,5 @@
 //! Runs every shell block and every cron line of `docs/guide.md`, so the guide cannot drift
-//! from the tool.
+//! from the tool, and parses every JSON block of it.
 //!
 //! Each ```sh block and each command of a ```crontab block runs in a fresh sandbox:
 //! - `/var/lib/kyrodb/data` is a copy of the `v4-basic` fixture, `/var/lib/kyrodb/legacy` a
@@ -7,9 +7,15 @@
 //! - `/backups` is a repository with a full and an incremental backup of the data dir;
 //! - `golden.json` (of the data dir) and `golden-legacy.json` (of the legacy dir, euclidean)
 //!   are in the working directory;
-//! - `<ID>` is the id of the newest backup when the line runs (read from `list --format json`
-//!   with grep and cut, so the harness needs no jq); `systemctl` is a no-op and `aws s3 sync`
-//!   copies between the sandbox and a local stand-in for the bucket;
+//! - a block that names an `s3://` URL gets a real S3 server (moto; see [`Bucket`]) holding
+//!   only the bucket `kyrodb-backups`, whose `prod/` is a copy of `/backups` made object by
+//!   object (as any copying tool would), and runs with the server's endpoint and credentials
+//!   in `AWS_*` and `KYRODB_BACKUP_S3_RETRY_SECS=5`. Every block runs with `HOME` in the
+//!   sandbox and no other `AWS_*` variable, so the machine's AWS settings never reach it;
+//! - `<ID>` is the id of the newest backup, when the line runs, in the repository the line
+//!   reads: its `--from`, else its `--backup-dir`, else the default (read from
+//!   `list --format json` with grep and cut, so the harness needs no jq); `systemctl` is a
+//!   no-op;
 //! - `jq` is a recorder that keeps the JSON piped into it and its arguments, then runs the
 //!   machine's real jq if there is one (see [`JQ`]);
 //! - lines that build the tool (`cargo build ...`) are skipped: the test runs the binary cargo
@@ -17,7 +23,8 @@
 //!
 //! A block passes when bash runs it with `set -euo pipefail` and exits 0, and every `| jq`
 //! in it was reached, was fed one JSON document, and its filter finds what it names in that
-//! document (checked here with `serde_json`, jq or not).
+//! document (checked here with `serde_json`, jq or not). A ```json block (the guide's IAM
+//! policies) passes when it is one JSON document.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -25,6 +32,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use crate::support::s3::S3Server;
 use crate::support::*;
 
 fn blocks(markdown: &str, lang: &str) -> Vec<(usize, String)> {
@@ -90,17 +98,50 @@ fn sandbox() -> Sandbox {
     write_exe(&bin.join("systemctl"), "#!/bin/sh\necho \"systemctl $*\"\n");
     write_exe(&bin.join("jq"), JQ);
     fs::create_dir_all(root.join("jq-record")).unwrap();
-    write_exe(
-        &bin.join("aws"),
-        &format!(
-            "#!/bin/sh\n# aws s3 sync SRC DST, with s3://BUCKET/PATH kept under {s3}\n\
-             [ \"$1 $2\" = \"s3 sync\" ] || exit 64\n\
-             map() {{ case \"$1\" in s3://*) echo \"{s3}/${{1#s3://}}\";; *) echo \"$1\";; esac; }}\n\
-             src=$(map \"$3\"); dst=$(map \"$4\")\nmkdir -p \"$src\" \"$dst\" && cp -a \"$src/.\" \"$dst/\"\n",
-            s3 = root.join("s3").display()
-        ),
-    );
     Sandbox { _tmp: tmp, root }
+}
+
+/// The bucket the guide's `s3://kyrodb-backups/...` URLs name.
+const BUCKET: &str = "kyrodb-backups";
+
+/// The S3 server of one test: moto, started in the background when the test starts (it takes
+/// about a second, which the first sandboxes hide) and waited for by the first block that
+/// names an `s3://` URL.
+struct Bucket {
+    starting: Option<std::thread::JoinHandle<S3Server>>,
+    server: Option<S3Server>,
+}
+
+impl Bucket {
+    fn start() -> Self {
+        Self {
+            starting: Some(std::thread::spawn(S3Server::start)),
+            server: None,
+        }
+    }
+
+    /// Empties the server (moto's reset), makes the bucket [`BUCKET`], copies the sandbox's
+    /// repository into its `prod/` object by object, and returns the environment that points
+    /// the tool at it.
+    fn holding_copy_of(&mut self, repo: &Path) -> Vec<(String, String)> {
+        if let Some(starting) = self.starting.take() {
+            let server = starting
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            self.server = Some(server);
+        }
+        let server = self.server.as_ref().expect("the server was started");
+        let reset = server.raw("POST", "/moto-api/reset", &[], &[]);
+        assert_eq!(reset.status(), 200, "moto reset: {}", reset.text());
+        server.create_bucket(BUCKET);
+        for file in walk(repo) {
+            let key = format!("prod/{}", file.strip_prefix(repo).unwrap().display());
+            server.put(BUCKET, &key, &fs::read(&file).unwrap());
+        }
+        let mut env = server.env();
+        env.push(("KYRODB_BACKUP_S3_RETRY_SECS".into(), "5".into()));
+        env
+    }
 }
 
 /// The sandbox's `jq`: it records its arguments and the JSON piped into it (for
@@ -270,44 +311,83 @@ fn localise(script: &str, s: &Sandbox) -> String {
         .lines()
         .filter(|l| !l.trim_start().starts_with("cargo build"))
         .map(|l| {
-            l.replace("/var/lib/kyrodb/", &format!("{r}/var/lib/kyrodb/"))
-                .replace(" /backups", &format!(" {r}/backups"))
-                .replace(
-                    "<ID>",
-                    &format!(
-                        "$(kyrodb_backup list --backup-dir {r}/backups --format json \
-                         | grep -m1 '\"id\"' | cut -d'\"' -f4)"
-                    ),
-                )
+            let l = l
+                .replace("/var/lib/kyrodb/", &format!("{r}/var/lib/kyrodb/"))
+                .replace(" /backups", &format!(" {r}/backups"));
+            let list = match repository_read_by(&l) {
+                Some(repo) => format!("kyrodb_backup list --backup-dir {repo}"),
+                None => "kyrodb_backup list".into(),
+            };
+            l.replace(
+                "<ID>",
+                &format!("$({list} --format json | grep -m1 '\"id\"' | cut -d'\"' -f4)"),
+            )
         })
         .collect::<Vec<_>>()
         .join("\n")
 }
 
-fn run(script: &str, s: &Sandbox) -> std::process::Output {
+/// The repository a guide line reads backups from: the value of its `--from`, else of its
+/// `--backup-dir`; `None` for the default (`./backups`, the sandbox's, as `run` removes
+/// `KYRODB_BACKUP_DIR`).
+fn repository_read_by(line: &str) -> Option<&str> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let value = |flag: &str| words.windows(2).find(|w| w[0] == flag).map(|w| w[1]);
+    value("--from").or_else(|| value("--backup-dir"))
+}
+
+/// Runs `script` in the sandbox, with `env` (the S3 server's, for a block that uses it) and
+/// none of the machine's AWS settings.
+fn run(script: &str, s: &Sandbox, env: &[(String, String)]) -> std::process::Output {
     let path = format!(
         "{}:{}",
         s.root.join("bin").display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    std::process::Command::new("bash")
+    let mut command = std::process::Command::new("bash");
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("AWS_") {
+            command.env_remove(name);
+        }
+    }
+    command
         .arg("-c")
         .arg(format!("set -euo pipefail\n{script}"))
         .current_dir(&s.root)
         .env("PATH", path)
+        .env("HOME", &s.root)
         .env("KB_JQ_RECORD", s.root.join("jq-record"))
         .env("KB_REAL_JQ", real_jq().unwrap_or_default())
         .env_remove("KYRODB_DATA_DIR")
         .env_remove("KYRODB_BACKUP_DIR")
+        .env_remove("KYRODB_BACKUP_S3_RETRY_SECS")
         .env_remove("BACKUP_ALLOW_CLEAR")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
         .unwrap()
 }
 
+/// Builds a sandbox for `block`, with the S3 server holding a copy of its repository when the
+/// block names an `s3://` URL, and runs the block there.
+fn run_in_sandbox(block: &str, bucket: &mut Bucket) -> (String, Sandbox, std::process::Output) {
+    let s = sandbox();
+    let script = localise(block, &s);
+    let env = if script.contains("s3://") {
+        bucket.holding_copy_of(&s.root.join("backups"))
+    } else {
+        Vec::new()
+    };
+    let out = run(&script, &s, &env);
+    (script, s, out)
+}
+
+fn guide() -> String {
+    fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/guide.md")).unwrap()
+}
+
 #[test]
 fn every_shell_block_and_cron_line_of_the_guide_runs() {
-    let guide =
-        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/guide.md")).unwrap();
+    let guide = guide();
     let sh = blocks(&guide, "sh");
     let cron = blocks(&guide, "crontab");
     assert!(
@@ -316,12 +396,11 @@ fn every_shell_block_and_cron_line_of_the_guide_runs() {
         sh.len()
     );
     assert!(!cron.is_empty(), "the guide has a crontab");
+    let mut bucket = Bucket::start();
     let mut ran = 0;
     let mut jq_checked = 0;
     for (line, block) in &sh {
-        let s = sandbox();
-        let script = localise(block, &s);
-        let out = run(&script, &s);
+        let (script, s, out) = run_in_sandbox(block, &mut bucket);
         assert!(
             out.status.success(),
             "docs/guide.md block at line {line} failed ({}):\n{block}\nstdout:\n{}\nstderr:\n{}",
@@ -339,9 +418,7 @@ fn every_shell_block_and_cron_line_of_the_guide_runs() {
         {
             // Five schedule fields, then the command as cron's sh runs it (`\%` is `%`).
             let command: String = entry.splitn(6, ' ').nth(5).unwrap().replace("\\%", "%");
-            let s = sandbox();
-            let script = localise(&command, &s);
-            let out = run(&script, &s);
+            let (script, s, out) = run_in_sandbox(&command, &mut bucket);
             assert!(
                 out.status.success(),
                 "docs/guide.md crontab at line {line}: {entry}\nstderr:\n{}",
@@ -359,6 +436,21 @@ fn every_shell_block_and_cron_line_of_the_guide_runs() {
             None => "no jq on PATH: JSON and paths checked here only".into(),
         }
     );
+}
+
+#[test]
+fn every_json_block_of_the_guide_is_one_json_document() {
+    let json = blocks(&guide(), "json");
+    assert!(
+        json.len() >= 2,
+        "the guide's JSON blocks were found ({})",
+        json.len()
+    );
+    for (line, block) in &json {
+        if let Err(e) = serde_json::from_str::<Value>(block) {
+            panic!("docs/guide.md JSON block at line {line}: {e}\n{block}");
+        }
+    }
 }
 
 #[test]

@@ -686,3 +686,104 @@ fn prunes_racing_creates_never_lose_a_chunk_a_backup_needs() {
         "{committed} committed, {parent_gone} found their reference pruned"
     );
 }
+
+/// The server goes away in the middle of a create, a restore and a prune (the proxy in front
+/// of it stops while requests are held): each fails with one line and a hint, leaves no
+/// backup, no half-written target and no lost backup, and the next run finishes the job.
+#[test]
+fn the_server_stopping_mid_create_mid_restore_and_mid_prune_loses_nothing() {
+    let b = Bucket::new();
+    let data = b.tmp.path().join("data");
+    // About 8 MB: a dozen chunks or more, so a command makes many requests.
+    let mut engine = Engine::open(&data, 256);
+    for i in 0..8000 {
+        engine.insert(i, i);
+    }
+    engine.rotate();
+    let repo = b.url("midway");
+    let first = create_in(&mut b.kb(), &data, &repo, &[]);
+    let run_until_stopped = |args: &[&str], target: Option<&Path>| {
+        let proxy = Proxy::start(b.server.port());
+        // Every request waits a little, so the stop lands while the command is working.
+        proxy.stall_next(100_000, Duration::from_millis(100));
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("kyrodb_backup"));
+        cmd.env_remove("KYRODB_DATA_DIR")
+            .env_remove("KYRODB_BACKUP_DIR")
+            .env("HOME", b.tmp.path())
+            .envs(b.server.env())
+            .env("AWS_ENDPOINT_URL", proxy.endpoint())
+            .env("KYRODB_BACKUP_S3_RETRY_SECS", "2")
+            .arg("--data-dir")
+            .arg(target.unwrap_or(&data))
+            .args(["--backup-dir", &repo])
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        let child = cmd.spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(700));
+        let seen = proxy.counts().values().sum::<u64>();
+        proxy.stop();
+        let out = child.wait_with_output().unwrap();
+        (seen, out)
+    };
+    // Mid-create: requests were made, then the store vanished.
+    let (seen, out) = run_until_stopped(&["create"], None);
+    assert!(seen > 3, "the stop landed after {seen} requests");
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 2, "{err}");
+    let listed = |b: &Bucket| {
+        json(
+            &b.kb()
+                .backup_dir(&repo)
+                .args(["list", "--format", "json"])
+                .output()
+                .unwrap(),
+        )
+        .as_array()
+        .unwrap()
+        .len()
+    };
+    assert_eq!(listed(&b), 1, "the interrupted create left no backup");
+    // Mid-restore: the target is not created.
+    let target = b.tmp.path().join("target");
+    let (seen, out) = run_until_stopped(
+        &["restore", "--backup-id", first["id"].as_str().unwrap()],
+        Some(&target),
+    );
+    assert!(seen > 3, "the stop landed after {seen} requests");
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!target.exists());
+    // The next create succeeds; a prune stopped midway, then a whole one: the newest backup
+    // always verifies.
+    create_in(&mut b.kb(), &data, &repo, &[]);
+    create_in(&mut b.kb(), &data, &repo, &[]);
+    let prune = [
+        "prune",
+        "--keep-hourly",
+        "0",
+        "--keep-daily",
+        "0",
+        "--keep-weekly",
+        "0",
+        "--keep-monthly",
+        "0",
+        "--min-age-days",
+        "0",
+    ];
+    let (seen, out) = run_until_stopped(&prune, None);
+    assert!(seen > 3, "the stop landed after {seen} requests");
+    assert_ne!(out.status.code(), Some(0));
+    b.kb()
+        .backup_dir(&repo)
+        .args(["verify", "--all"])
+        .assert()
+        .success();
+    b.kb().backup_dir(&repo).args(prune).assert().success();
+    assert_eq!(listed(&b), 1);
+    b.kb()
+        .backup_dir(&repo)
+        .args(["verify", "--all"])
+        .assert()
+        .success();
+}

@@ -227,6 +227,7 @@ impl From<kyrodb_backup_storage::Error> for Error {
             S::Damaged(s) => Error::Damaged(s),
             S::NoSpace { path, needed, free } => Error::NoSpace { path, needed, free },
             S::Backend(b) => b.into(),
+            S::StoreFailed(m) => Error::Unavailable(m),
             other => Error::Other(other.to_string()),
         }
     }

@@ -116,6 +116,11 @@ pub fn verify(
             )
         })
         .collect();
+    // A store that failed under the checks (unreachable, denied) leaves them incomplete: that
+    // is a failure to check, not damage found.
+    if let Some(failure) = backups.iter().find_map(|c| c.store_failure.clone()) {
+        return Err(Error::Unavailable(failure));
+    }
     let builtin: Vec<BuiltinCheck> = builtin_targets
         .iter()
         .map(|b| match check_builtin(b, &catalog.builtin) {

@@ -62,6 +62,8 @@ pub struct ChainStore {
     created: Mutex<Vec<String>>,
     /// In a dry run: the chunks that would be written, each counted once; nothing is written.
     dry: Option<Mutex<std::collections::HashSet<ContentHash>>>,
+    /// The first failure of the store (not damage) that a reader of this store met.
+    failure: Mutex<Option<String>>,
     /// Tests: chunk writes left before every further one fails as if the disk were full.
     #[cfg(test)]
     pub(crate) writes_before_full: Option<std::sync::atomic::AtomicU64>,
@@ -75,6 +77,7 @@ impl ChainStore {
             known: OnceLock::new(),
             created: Mutex::default(),
             dry: None,
+            failure: Mutex::default(),
             #[cfg(test)]
             writes_before_full: None,
         }
@@ -118,6 +121,12 @@ impl ChainStore {
         let _ = self.backend.sync();
         tracing::debug!(removed, "removed what the failed backup wrote");
         removed
+    }
+
+    /// The first failure of the store itself (unreachable, denied; not damage) that a reader
+    /// of this store met: a check that met one is incomplete rather than failed.
+    pub fn store_failure(&self) -> Option<String> {
+        self.failure.lock().expect("lock").clone()
     }
 
     /// The key of the chunk with this hash.
@@ -530,8 +539,20 @@ impl Read for FileReader<'_> {
             let next = self.start_ahead()[which]
                 .recv()
                 .map_err(|_| io::Error::other("chunk reader thread stopped"))?;
-            self.buf =
-                next.map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+            self.buf = next.map_err(|e| match e {
+                // The store failing is not damage: it travels as its own error, and the store
+                // remembers it (see `ChainStore::store_failure`).
+                Error::Backend(b) => {
+                    let text = b.to_string();
+                    self.store
+                        .failure
+                        .lock()
+                        .expect("lock")
+                        .get_or_insert_with(|| text.clone());
+                    io::Error::other(StoreFailure(text))
+                }
+                e => io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
+            })?;
             self.whole.update(&self.buf);
             self.pos = 0;
             self.next += 1;
@@ -541,4 +562,24 @@ impl Read for FileReader<'_> {
         self.pos += n;
         Ok(n)
     }
+}
+
+/// A read that failed because the store did (unreachable, denied), carried inside an
+/// [`io::Error`] by [`FileReader`]; see [`store_failure`].
+#[derive(Debug)]
+struct StoreFailure(String);
+
+impl std::fmt::Display for StoreFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StoreFailure {}
+
+/// When a [`FileReader`]'s error is the store failing (not damage), what failed.
+pub fn store_failure(e: &io::Error) -> Option<String> {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<StoreFailure>())
+        .map(|f| f.0.clone())
 }

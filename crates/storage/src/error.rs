@@ -47,6 +47,9 @@ pub enum Error {
     /// itself.
     #[error("reference backup {0} was pruned while this create started; nothing was committed")]
     ParentGone(String),
+    /// The store failed while a stored file was being read (not damage: it may work later).
+    #[error("{0}")]
+    StoreFailed(String),
     /// The store holding the repository failed (denied, unreachable, missing bucket).
     #[error(transparent)]
     Backend(kyrodb_backup_backend::Error),

@@ -39,7 +39,7 @@ mod restore;
 
 pub use capture::{create_backup, wal_summary, CreateOptions, CreateReport};
 pub use chunkstore::{
-    ChainStore, FileReader, SharedChunk, StoreStats, AVG_CHUNK, MAX_CHUNK, MIN_CHUNK,
+    store_failure, ChainStore, FileReader, SharedChunk, StoreStats, AVG_CHUNK, MAX_CHUNK, MIN_CHUNK,
 };
 pub use error::{Error, Result};
 pub use kyrodb_backup_backend as backend;

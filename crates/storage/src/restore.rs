@@ -208,7 +208,10 @@ pub fn restore(
 ) -> Result<RestoreReport> {
     for (store, entry) in &set.also_check {
         io::copy(&mut store.reader(entry), &mut io::sink()).map_err(|e| {
-            Error::Damaged(format!("backup {}: {}: {e}", set.backup_id, entry.name))
+            crate::store_failure(&e).map_or_else(
+                || Error::Damaged(format!("backup {}: {}: {e}", set.backup_id, entry.name)),
+                Error::StoreFailed,
+            )
         })?;
     }
     let mut report = RestoreReport {
@@ -314,6 +317,9 @@ fn finish(
 }
 
 fn damage(set: &RestoreSet<'_>, f: &PlannedFile<'_>, e: &io::Error) -> Error {
+    if let Some(failure) = crate::store_failure(e) {
+        return Error::StoreFailed(failure);
+    }
     Error::Damaged(format!("backup {}: {}: {e}", set.backup_id, f.name))
 }
 

@@ -69,6 +69,10 @@ pub struct BackupCheck {
     pub vector_count: Option<u64>,
     /// What the current engine makes of the restored state (when it recovers).
     pub current_engine: Option<CurrentEngine>,
+    /// The store failed while the backup was read (unreachable, denied): the check is
+    /// incomplete, and says nothing about damage.
+    #[serde(skip)]
+    pub store_failure: Option<String>,
 }
 
 type Log = Rc<RefCell<Vec<Problem>>>;
@@ -261,6 +265,7 @@ pub fn verify_backup(
         bytes_checked: 0,
         vector_count: None,
         current_engine: None,
+        store_failure: None,
     };
     let store = match repo.chain_store(&m.chain_id) {
         Ok(s) => s,
@@ -335,6 +340,7 @@ pub fn verify_backup(
             &mut problems,
         );
     }
+    check.store_failure = store.store_failure();
     for p in &mut problems {
         if p.file.is_none() {
             p.file = m
