@@ -1,7 +1,8 @@
 //! Runs every shell block and every cron line of `docs/guide.md`, so the guide cannot drift
 //! from the tool, and parses every JSON block of it.
 //!
-//! Each ```sh block and each command of a ```crontab block runs in a fresh sandbox:
+//! Each ```sh block and each command of a ```crontab block runs in a fresh sandbox (a copy of
+//! one built at the start of the test):
 //! - `/var/lib/kyrodb/data` is a copy of the `v4-basic` fixture, `/var/lib/kyrodb/legacy` a
 //!   legacy data dir (`LegacySnapshotV2` snapshot, W2 WAL, plain-text MANIFEST);
 //! - `/backups` is a repository with a full and an incremental backup of the data dir;
@@ -23,8 +24,8 @@
 //!
 //! A block passes when bash runs it with `set -euo pipefail` and exits 0, and every `| jq`
 //! in it was reached, was fed one JSON document, and its filter finds what it names in that
-//! document (checked here with `serde_json`, jq or not). A ```json block (the guide's IAM
-//! policies) passes when it is one JSON document.
+//! document (checked here with `serde_json`, jq or not). A block fenced as `json` (the guide's
+//! IAM policies) passes when it is one JSON document.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -63,7 +64,9 @@ struct Sandbox {
     root: std::path::PathBuf,
 }
 
-fn sandbox() -> Sandbox {
+/// The sandbox every block starts from, built once per test (its two backups and two golden
+/// files take about half a second) and copied for each block by [`sandbox`].
+fn template() -> Sandbox {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().to_path_buf();
     let data = root.join("var/lib/kyrodb/data");
@@ -98,6 +101,22 @@ fn sandbox() -> Sandbox {
     write_exe(&bin.join("systemctl"), "#!/bin/sh\necho \"systemctl $*\"\n");
     write_exe(&bin.join("jq"), JQ);
     fs::create_dir_all(root.join("jq-record")).unwrap();
+    Sandbox { _tmp: tmp, root }
+}
+
+/// A fresh sandbox: a copy of `template` (`cp -a`: modes, times and the link to the binary
+/// kept; the data dir's files get new inodes, so an incremental in a block reads them again
+/// rather than taking them over from its reference).
+fn sandbox(template: &Sandbox) -> Sandbox {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(template.root.join("."))
+        .arg(&root)
+        .status()
+        .unwrap();
+    assert!(status.success(), "cp -a of the sandbox template: {status}");
     Sandbox { _tmp: tmp, root }
 }
 
@@ -369,8 +388,12 @@ fn run(script: &str, s: &Sandbox, env: &[(String, String)]) -> std::process::Out
 
 /// Builds a sandbox for `block`, with the S3 server holding a copy of its repository when the
 /// block names an `s3://` URL, and runs the block there.
-fn run_in_sandbox(block: &str, bucket: &mut Bucket) -> (String, Sandbox, std::process::Output) {
-    let s = sandbox();
+fn run_in_sandbox(
+    block: &str,
+    template: &Sandbox,
+    bucket: &mut Bucket,
+) -> (String, Sandbox, std::process::Output) {
+    let s = sandbox(template);
     let script = localise(block, &s);
     let env = if script.contains("s3://") {
         bucket.holding_copy_of(&s.root.join("backups"))
@@ -397,10 +420,11 @@ fn every_shell_block_and_cron_line_of_the_guide_runs() {
     );
     assert!(!cron.is_empty(), "the guide has a crontab");
     let mut bucket = Bucket::start();
+    let template = template();
     let mut ran = 0;
     let mut jq_checked = 0;
     for (line, block) in &sh {
-        let (script, s, out) = run_in_sandbox(block, &mut bucket);
+        let (script, s, out) = run_in_sandbox(block, &template, &mut bucket);
         assert!(
             out.status.success(),
             "docs/guide.md block at line {line} failed ({}):\n{block}\nstdout:\n{}\nstderr:\n{}",
@@ -418,7 +442,7 @@ fn every_shell_block_and_cron_line_of_the_guide_runs() {
         {
             // Five schedule fields, then the command as cron's sh runs it (`\%` is `%`).
             let command: String = entry.splitn(6, ' ').nth(5).unwrap().replace("\\%", "%");
-            let (script, s, out) = run_in_sandbox(&command, &mut bucket);
+            let (script, s, out) = run_in_sandbox(&command, &template, &mut bucket);
             assert!(
                 out.status.success(),
                 "docs/guide.md crontab at line {line}: {entry}\nstderr:\n{}",
@@ -450,6 +474,27 @@ fn every_json_block_of_the_guide_is_one_json_document() {
         if let Err(e) = serde_json::from_str::<Value>(block) {
             panic!("docs/guide.md JSON block at line {line}: {e}\n{block}");
         }
+    }
+}
+
+#[test]
+fn id_placeholders_name_a_backup_of_the_repository_the_line_reads() {
+    for (line, repo) in [
+        (
+            "kyrodb_backup copy --from s3://b/p --to /r/backups <ID>",
+            Some("s3://b/p"),
+        ),
+        (
+            "kyrodb_backup copy --backup-dir /r/backups --to s3://b/p <ID>",
+            Some("/r/backups"),
+        ),
+        (
+            "kyrodb_backup show --backup-dir s3://b/p <ID>",
+            Some("s3://b/p"),
+        ),
+        ("kyrodb_backup restore --backup-id <ID>", None),
+    ] {
+        assert_eq!(repository_read_by(line), repo, "{line}");
     }
 }
 

@@ -787,3 +787,48 @@ fn the_server_stopping_mid_create_mid_restore_and_mid_prune_loses_nothing() {
         .assert()
         .success();
 }
+
+/// Credentials and the endpoint from a profile in `~/.aws`, as the AWS CLI takes them; a
+/// profile that does not exist is one line and a hint.
+#[test]
+fn a_profile_in_the_aws_files_is_used_and_a_missing_one_is_named() {
+    let b = Bucket::new();
+    let data = b.tmp.path().join("data");
+    engine_dir(&data);
+    let aws = b.tmp.path().join(".aws");
+    std::fs::create_dir_all(&aws).unwrap();
+    std::fs::write(
+        aws.join("credentials"),
+        "[backup]\naws_access_key_id = testing\naws_secret_access_key = testing\n",
+    )
+    .unwrap();
+    std::fs::write(
+        aws.join("config"),
+        format!(
+            "[profile backup]\nregion = us-east-1\nendpoint_url = {}\n",
+            b.server.endpoint()
+        ),
+    )
+    .unwrap();
+    let profile = |name: &str| {
+        let mut c = kb();
+        c.env("HOME", b.tmp.path())
+            .env("AWS_PROFILE", name)
+            .env("KYRODB_BACKUP_S3_RETRY_SECS", "2");
+        for (k, _) in b.server.env() {
+            c.env_remove(k);
+        }
+        c
+    };
+    let repo = b.url("profiled");
+    create_in(&mut profile("backup"), &data, &repo, &[]);
+    profile("backup")
+        .backup_dir(&repo)
+        .args(["verify", "--all"])
+        .assert()
+        .success();
+    let out = profile("nobody").backup_dir(&repo).arg("list").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nobody") && err.lines().count() == 2, "{err}");
+}

@@ -113,6 +113,12 @@ fn render(e: &Error, cli: &Cli) -> (String, Option<String>) {
         Error::NeedsMetric(_) => plain(
             "pass --distance cosine|euclidean|innerproduct to restore it migrated to the current format, or --as-is to restore the legacy bytes for an older engine",
         ),
+        Error::InvalidOptions(m) if m.contains("profile") || m.contains("AWS_") || m.contains("credential") => plain(
+            "set AWS_PROFILE to a profile with static keys in ~/.aws/credentials or ~/.aws/config, or export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+        ),
+        Error::InvalidOptions(m) if m.starts_with("s3://") => {
+            plain("write an S3 repository as s3://BUCKET/PREFIX")
+        }
         Error::InvalidOptions(_) if matches!(cli.command, Command::Golden { .. }) => (
             "--queries and --k must be at least 1".into(),
             None,

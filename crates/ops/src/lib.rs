@@ -1,17 +1,20 @@
 //! The commands of `kyrodb_backup` as a library: one call per command, each taking an
-//! `*Options` value, the backup directory, and (where time matters) the moment [`Now`],
-//! and returning a typed `*Report` that serializes to the command's JSON.
+//! `*Options` value, the repository's [`Location`] (a directory, or an [`S3Config`] bucket and
+//! prefix; a `&Path` converts), and (where time matters) the moment [`Now`], and returning a
+//! typed `*Report` that serializes to the command's JSON.
 //!
 //! What it is for: everything the command line can do, for another KyroDB crate or a test:
 //! [`create()`], [`list()`], [`show()`], [`restore()`] (a backup, a point in time, or a backup of
-//! the engine's built-in tool), [`verify()`], [`prune()`], [`check()`], [`migrate()`],
+//! the engine's built-in tool), [`verify()`], [`prune()`], [`check()`], [`copy()`] (between
+//! any two repositories), [`migrate()`],
 //! [`golden_create_file`] and [`golden_check_file`]. Repository backups and the built-in
 //! tool's backups beside them are found through one catalog, so ids of either kind work
 //! everywhere. Failures are one [`Error`] whose [`Error::kind`] tells refusals for safety
 //! from damage from plain failures.
 //! What it is not for: parsing arguments, printing, or hints that name flags (the `cli`
-//! crate), and reading the clock or the environment: the caller passes [`Now`] and every
-//! permission (such as replacing a non-empty data dir) in the options.
+//! crate), and reading the clock or the environment: the caller passes [`Now`], every
+//! permission (such as replacing a non-empty data dir) in the options, and the S3 endpoint and
+//! credentials in [`S3Config`].
 //!
 //! ```
 //! use kyrodb_backup_format::engine::{DataDirManifest, WalEntry, WalLayout, WalOp, WalWriter};
@@ -44,6 +47,10 @@
 //! let source = RestoreSource::PointInTime { at: 1_760_970_720, nearest: false };
 //! let restored = restore(&backups, &RestoreOptions::new(tmp.path().join("restored"), source), Now::at(1_760_971_100), &NoProgress)?;
 //! assert_eq!((restored.vector_count, restored.recovered_to), (2, 1_760_970_720));
+//!
+//! // An off-site copy: every chunk checked on the way, the manifest written last.
+//! let copied = kyrodb_backup_ops::copy(&backups, tmp.path().join("off-site"), &kyrodb_backup_ops::CopyOptions::all(), Now::at(1_760_971_200))?;
+//! assert_eq!(copied.backups.len(), 1);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
