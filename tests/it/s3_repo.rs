@@ -540,6 +540,19 @@ fn server_faults_are_retried_or_reported_in_one_line() {
         .code(1)
         .stderr(predicate::str::contains("bucket does not exist"))
         .stderr(predicate::str::contains("hint:"));
+    // Credentials the store refuses (every request answered 403 AccessDenied): one line
+    // naming the refusal, a hint about credentials and policy, no retry storm.
+    proxy.reset_counts();
+    proxy.fail_next(1000, 403);
+    b.kb_via(&proxy.endpoint())
+        .backup_dir(&repo)
+        .arg("list")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("denied"))
+        .stderr(predicate::str::contains("hint: check the credentials"));
+    assert!(proxy.counts().values().sum::<u64>() < 5, "{:?}", proxy.counts());
+    proxy.fail_next(0, 403);
     // The server answers 503 to everything: a bounded wait, then one line and a hint; no
     // backup appears.
     proxy.fail_next(10_000, 503);
