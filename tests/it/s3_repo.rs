@@ -551,7 +551,11 @@ fn server_faults_are_retried_or_reported_in_one_line() {
         .code(1)
         .stderr(predicate::str::contains("denied"))
         .stderr(predicate::str::contains("hint: check the credentials"));
-    assert!(proxy.counts().values().sum::<u64>() < 5, "{:?}", proxy.counts());
+    assert!(
+        proxy.counts().values().sum::<u64>() < 5,
+        "{:?}",
+        proxy.counts()
+    );
     proxy.fail_next(0, 403);
     // The server answers 503 to everything: a bounded wait, then one line and a hint; no
     // backup appears.
@@ -623,12 +627,13 @@ fn prunes_racing_creates_never_lose_a_chunk_a_backup_needs() {
         kyrodb_backup_ops::Location::S3(s3),
         kyrodb_backup_ops::Location::local(b.tmp.path().join("local")),
     ];
-    let mut policy = RetentionPolicy::default();
-    policy.keep_hourly = 0;
-    policy.keep_daily = 0;
-    policy.keep_weekly = 0;
-    policy.keep_monthly = 0;
-    policy.min_age_days = 0;
+    let policy = RetentionPolicy {
+        keep_hourly: 0,
+        keep_daily: 0,
+        keep_weekly: 0,
+        keep_monthly: 0,
+        min_age_days: 0,
+    };
     let now = || Now::from_system_time(std::time::SystemTime::now());
     let mut rng = Rng::new(20_261_129);
     let (mut committed, mut parent_gone, mut prunes) = (0, 0, 0);
@@ -642,12 +647,12 @@ fn prunes_racing_creates_never_lose_a_chunk_a_backup_needs() {
             let data = &data;
             let policy = &policy;
             let results = std::thread::scope(|s| {
-                let creates: Vec<_> = (0..2)
+                let create_runs: Vec<_> = (0..2)
                     .map(|k| {
                         let d = delays[k];
                         s.spawn(move || {
                             std::thread::sleep(Duration::from_millis(d));
-                            let mut opts = CreateOptions::new(&data);
+                            let mut opts = CreateOptions::new(data);
                             if incremental {
                                 opts.reference = Some(Reference::Latest);
                             }
@@ -656,15 +661,16 @@ fn prunes_racing_creates_never_lose_a_chunk_a_backup_needs() {
                     })
                     .collect();
                 let d = delays[2];
-                let pruner = s.spawn(move || {
+                let prune_run = s.spawn(move || {
                     std::thread::sleep(Duration::from_millis(d));
                     prune(repo, &PruneOptions::new(*policy), now())
                 });
-                let created: Vec<_> = creates.into_iter().map(|h| h.join().unwrap()).collect();
-                (created, pruner.join().unwrap())
+                let create_results: Vec<_> =
+                    create_runs.into_iter().map(|h| h.join().unwrap()).collect();
+                (create_results, prune_run.join().unwrap())
             });
-            let (created, pruned) = results;
-            match pruned {
+            let (create_results, prune_result) = results;
+            match prune_result {
                 Ok(p) => {
                     prunes += 1;
                     met_a_create += p
@@ -677,7 +683,7 @@ fn prunes_racing_creates_never_lose_a_chunk_a_backup_needs() {
                 // Two prunes never run at once here; nothing else may fail.
                 Err(e) => panic!("{repo:?} round {round}: prune failed: {e}"),
             }
-            for c in created {
+            for c in create_results {
                 match c {
                     Ok(_) => committed += 1,
                     Err(kyrodb_backup_ops::Error::Other(m)) if m.contains("was pruned") => {
@@ -742,7 +748,12 @@ fn the_server_stopping_mid_create_mid_restore_and_mid_prune_loses_nothing() {
     // Mid-create: requests were made, then the store vanished.
     let (seen, out) = run_until_stopped(&["create"], None);
     assert!(seen > 3, "the stop landed after {seen} requests");
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 2, "{err}");
     let listed = |b: &Bucket| {
@@ -765,7 +776,12 @@ fn the_server_stopping_mid_create_mid_restore_and_mid_prune_loses_nothing() {
         Some(&target),
     );
     assert!(seen > 3, "the stop landed after {seen} requests");
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!target.exists());
     // The next create succeeds; a prune stopped midway, then a whole one: the newest backup
     // always verifies.
@@ -840,7 +856,11 @@ fn a_profile_in_the_aws_files_is_used_and_a_missing_one_is_named() {
         .args(["verify", "--all"])
         .assert()
         .success();
-    let out = profile("nobody").backup_dir(&repo).arg("list").output().unwrap();
+    let out = profile("nobody")
+        .backup_dir(&repo)
+        .arg("list")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("nobody") && err.lines().count() == 2, "{err}");

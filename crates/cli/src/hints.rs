@@ -39,8 +39,35 @@ impl std::fmt::Display for Failure {
 const VERIFY_HINT: &str =
     "run `kyrodb_backup verify --all`, and restore an older backup if this one is damaged";
 
+/// Hints for the failures of an object store and its settings.
+fn store_hint(e: &Error) -> Option<&'static str> {
+    Some(match e {
+        Error::Denied(_) => {
+            "check the credentials (AWS_ACCESS_KEY_ID, AWS_PROFILE) and their policy: list, show, verify and restore need s3:GetObject and s3:ListBucket, create and copy also s3:PutObject, prune also s3:DeleteObject"
+        }
+        Error::NoBucket(_) => {
+            "check the bucket name in the repository URL, and AWS_ENDPOINT_URL and AWS_REGION; create the bucket first"
+        }
+        Error::Unavailable(_) => {
+            "check AWS_ENDPOINT_URL and the network; requests were retried with backoff before giving up, and nothing was committed"
+        }
+        Error::InvalidOptions(m)
+            if m.contains("profile") || m.contains("AWS_") || m.contains("credential") =>
+        {
+            "set AWS_PROFILE to a profile with static keys in ~/.aws/credentials or ~/.aws/config, or export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+        }
+        Error::InvalidOptions(m) if m.starts_with("s3://") => {
+            "write an S3 repository as s3://BUCKET/PREFIX"
+        }
+        _ => return None,
+    })
+}
+
 fn render(e: &Error, cli: &Cli) -> (String, Option<String>) {
     let plain = |hint: &str| (e.to_string(), Some(hint.to_string()));
+    if let Some(hint) = store_hint(e) {
+        return plain(hint);
+    }
     match e {
         Error::NotARepository(_) => plain(
             "check --backup-dir, or run `kyrodb_backup create` to start a repository there",
@@ -48,15 +75,6 @@ fn render(e: &Error, cli: &Cli) -> (String, Option<String>) {
         Error::UnsupportedRepository { .. } => plain("upgrade kyrodb_backup"),
         Error::Locked(_) => plain(
             "wait for the other run to finish: one prune runs at a time, and a create waits for a prune",
-        ),
-        Error::Denied(_) => plain(
-            "check the credentials (AWS_ACCESS_KEY_ID, AWS_PROFILE) and their policy: create, list, show, verify and restore need s3:GetObject, s3:PutObject and s3:ListBucket; prune also needs s3:DeleteObject",
-        ),
-        Error::NoBucket(_) => plain(
-            "check the bucket name in --backup-dir, and AWS_ENDPOINT_URL and AWS_REGION; create the bucket first",
-        ),
-        Error::Unavailable(_) => plain(
-            "check AWS_ENDPOINT_URL and the network; requests were retried with backoff before giving up, and nothing was committed",
         ),
         Error::NotFound(_) | Error::Ambiguous { .. } | Error::PrefixTooShort(_) => {
             plain("run `kyrodb_backup list` to see backup ids")
@@ -113,12 +131,6 @@ fn render(e: &Error, cli: &Cli) -> (String, Option<String>) {
         Error::NeedsMetric(_) => plain(
             "pass --distance cosine|euclidean|innerproduct to restore it migrated to the current format, or --as-is to restore the legacy bytes for an older engine",
         ),
-        Error::InvalidOptions(m) if m.contains("profile") || m.contains("AWS_") || m.contains("credential") => plain(
-            "set AWS_PROFILE to a profile with static keys in ~/.aws/credentials or ~/.aws/config, or export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
-        ),
-        Error::InvalidOptions(m) if m.starts_with("s3://") => {
-            plain("write an S3 repository as s3://BUCKET/PREFIX")
-        }
         Error::InvalidOptions(_) if matches!(cli.command, Command::Golden { .. }) => (
             "--queries and --k must be at least 1".into(),
             None,

@@ -229,20 +229,30 @@ fn selection(
             .collect::<std::result::Result<_, _>>()?
     };
     for b in roots {
+        // The backup, the backups it was made against that still exist (a prune may have
+        // taken some: an incremental holds every file it restores, so it does not need them),
+        // and its chain's full, without which a chain is damaged.
+        let chain = b.manifest.chain_id.clone();
+        if !by_id.contains_key(chain.as_str()) {
+            return Err(Error::Damaged(format!(
+                "the full backup {chain} of backup {} is missing; its chain cannot be copied",
+                b.manifest.id
+            )));
+        }
+        chosen.insert(chain);
+        let mut walked = BTreeSet::new();
         let mut cur = Some(b.manifest.id.clone());
-        while let Some(id) = cur {
-            if !chosen.insert(id.clone()) {
+        while let Some(id) = cur.take() {
+            let Some(b) = by_id.get(id.as_str()) else {
+                break;
+            };
+            if !walked.insert(id.clone()) {
                 break;
             }
-            let Some(b) = by_id.get(id.as_str()) else {
-                return Err(Error::Damaged(format!(
-                    "backup {id} is missing from its chain; its incrementals cannot be copied"
-                )));
-            };
-            cur = match b.manifest.backup_type {
-                BackupType::Full => None,
-                BackupType::Incremental => b.manifest.parent_id.clone(),
-            };
+            chosen.insert(id);
+            if b.manifest.backup_type == BackupType::Incremental {
+                cur.clone_from(&b.manifest.parent_id);
+            }
         }
     }
     let mut out: BTreeMap<String, Vec<StoredBackup>> = BTreeMap::new();

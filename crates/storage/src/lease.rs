@@ -128,7 +128,7 @@ impl Lease {
                     let every = LEASE_TTL / 4;
                     let mut last = Instant::now();
                     while !stop.load(Ordering::Relaxed) {
-                        std::thread::sleep(Duration::from_millis(200));
+                        std::thread::park_timeout(Duration::from_secs(1));
                         if last.elapsed() < every {
                             continue;
                         }
@@ -182,6 +182,7 @@ impl Drop for Lease {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(h) = self.renewer.take() {
+            h.thread().unpark();
             let _ = h.join();
         }
         if self.delete_on_drop {

@@ -167,8 +167,10 @@ impl Repository {
         }
         backend.write_new(CONFIG_FILE, &config_bytes(REPOSITORY_VERSION))?;
         backend.sync()?;
-        if let Some(parent) = backend.local_root().and_then(Path::parent) {
-            kyrodb_backup_durable::fsync_dir(parent)?;
+        if let Some(root) = backend.local_root() {
+            // The new directory's name, in its parent (`.` for a bare relative name).
+            let parent = root.parent().filter(|p| !p.as_os_str().is_empty());
+            kyrodb_backup_durable::fsync_dir(parent.unwrap_or(Path::new(".")))?;
         }
         Self::open_on(backend)
     }
