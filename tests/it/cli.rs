@@ -814,3 +814,19 @@ fn create_dry_run_writes_nothing_and_says_what_the_backup_would_add() {
         "a real create's JSON is unchanged"
     );
 }
+
+#[test]
+fn a_repository_at_a_bare_relative_path_is_made_in_the_working_directory() {
+    let e = env("v4-basic");
+    kb().current_dir(e.repo.parent().unwrap())
+        .data_dir(&e.data)
+        .args(["--backup-dir", "relative-repo", "create"])
+        .assert()
+        .success();
+    assert!(e
+        .repo
+        .parent()
+        .unwrap()
+        .join("relative-repo/kyrodb-backup.json")
+        .is_file());
+}

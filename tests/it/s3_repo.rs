@@ -865,3 +865,57 @@ fn a_profile_in_the_aws_files_is_used_and_a_missing_one_is_named() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("nobody") && err.lines().count() == 2, "{err}");
 }
+
+/// After retention took the middle of a chain, `copy --all` copies what remains (the full and
+/// the kept incrementals, which hold every file they restore), and each restores as before.
+#[test]
+fn copy_after_a_prune_took_middle_incrementals_copies_what_remains() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut engine = engine_dir(&data);
+    let repo = tmp.path().join("repo");
+    let full = create(&data, &repo, &[]);
+    let mut last = full.clone();
+    for round in 0..3 {
+        for i in 0..10 {
+            engine.insert(5000 + round * 10 + i, i);
+        }
+        last = create(&data, &repo, &["--incremental", "--reference", "latest"]);
+    }
+    let state = consistent_state_files(&data);
+    kb().backup_dir(&repo)
+        .args([
+            "prune",
+            "--keep-hourly",
+            "0",
+            "--keep-daily",
+            "0",
+            "--keep-weekly",
+            "0",
+        ])
+        .args(["--keep-monthly", "0", "--min-age-days", "0"])
+        .assert()
+        .success();
+    let left: Vec<String> = kyrodb_backup_ops::list(&repo)
+        .unwrap()
+        .backups
+        .iter()
+        .map(|b| b.id.clone())
+        .collect();
+    assert_eq!(left.len(), 2, "the newest and its full are kept: {left:?}");
+    let copy = tmp.path().join("copy");
+    kb().args(["copy", "--all", "--from"])
+        .arg(&repo)
+        .arg("--to")
+        .arg(&copy)
+        .assert()
+        .success();
+    let target = tmp.path().join("restored");
+    kb().backup_dir(&copy)
+        .data_dir(&target)
+        .args(["restore", "--backup-id", last["id"].as_str().unwrap()])
+        .assert()
+        .success();
+    assert_eq!(tree(&target), state);
+    assert!(left.contains(&full["id"].as_str().unwrap().to_string()));
+}
