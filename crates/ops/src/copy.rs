@@ -117,8 +117,27 @@ pub fn copy(
         bytes_copied: 0,
         requests: BTreeMap::new(),
     };
-    for (chain_id, backups) in &wanted {
-        copy_chain(&source, &target, chain_id, backups, now, &mut report)?;
+    // Chains are independent: four at a time, each with eight chunks in flight, so at most
+    // 32 chunks (128 MiB at the largest chunk size, 32 MiB on average) are held at once.
+    let chains: Vec<(&String, &Vec<StoredBackup>)> = wanted.iter().collect();
+    let copied = parallel(&chains, 4, |(chain_id, backups)| {
+        let mut part = CopyReport {
+            from: String::new(),
+            to: String::new(),
+            backups: Vec::new(),
+            chunks_copied: 0,
+            chunks_present: 0,
+            bytes_copied: 0,
+            requests: BTreeMap::new(),
+        };
+        copy_chain(&source, &target, chain_id, backups, now, &mut part).map(|()| part)
+    });
+    for part in copied {
+        let part = part?;
+        report.backups.extend(part.backups);
+        report.chunks_copied += part.chunks_copied;
+        report.chunks_present += part.chunks_present;
+        report.bytes_copied += part.bytes_copied;
     }
     for (side, repo) in [("from", &source), ("to", &target)] {
         let counts = repo.backend().requests();
@@ -180,7 +199,7 @@ fn copy_chain(
             .into_iter()
             .filter(|r| done.insert(r.hash))
             .collect();
-        let results = parallel(&refs, 16, |r| dst_store.copy_from(&src_store, r));
+        let results = parallel(&refs, 8, |r| dst_store.copy_from(&src_store, r));
         for r in results {
             match r? {
                 0 => report.chunks_present += 1,
@@ -208,8 +227,8 @@ fn copy_chain(
     Ok(())
 }
 
-/// The backups to copy, per chain, oldest first: those asked for and every backup they build
-/// on (an incremental is useless without its parents).
+/// The backups to copy, per chain, oldest first: those asked for, the backups they were made
+/// against that still exist, and their chains' fulls.
 fn selection(
     listing: &kyrodb_backup_storage::Listing,
     opts: &CopyOptions,

@@ -361,24 +361,30 @@ impl Repository {
     ///
     /// When the store cannot be listed.
     pub(crate) fn manifest_keys(&self) -> Result<Vec<(String, Vec<String>)>> {
-        let mut out = Vec::new();
-        for chain in self.backend.list_folders(&format!("{CHAINS_DIR}/"))? {
-            if !is_backup_id(&chain) {
-                continue;
-            }
-            let prefix = format!("{}{MANIFESTS_DIR}/", Self::chain_prefix(&chain));
-            let keys = self
-                .backend
-                .list(&prefix)?
-                .into_iter()
-                .map(|e| e.key)
-                .filter(|k| {
-                    k.strip_prefix(&prefix)
-                        .and_then(|n| n.strip_suffix(MANIFEST_EXT))
-                        .is_some_and(is_backup_id)
-                })
-                .collect();
-            out.push((chain, keys));
+        let chains: Vec<String> = self
+            .backend
+            .list_folders(&format!("{CHAINS_DIR}/"))?
+            .into_iter()
+            .filter(|c| is_backup_id(c))
+            .collect();
+        // One listing per chain, several at a time (each is a round trip on an object store).
+        let listed = parallel_map(&chains, 16, |chain| {
+            let prefix = format!("{}{MANIFESTS_DIR}/", Self::chain_prefix(chain));
+            self.backend.list(&prefix).map(|entries| {
+                entries
+                    .into_iter()
+                    .map(|e| e.key)
+                    .filter(|k| {
+                        k.strip_prefix(&prefix)
+                            .and_then(|n| n.strip_suffix(MANIFEST_EXT))
+                            .is_some_and(is_backup_id)
+                    })
+                    .collect::<Vec<String>>()
+            })
+        });
+        let mut out = Vec::with_capacity(chains.len());
+        for (chain, keys) in chains.into_iter().zip(listed) {
+            out.push((chain, keys?));
         }
         Ok(out)
     }
