@@ -919,3 +919,106 @@ fn copy_after_a_prune_took_middle_incrementals_copies_what_remains() {
     assert_eq!(tree(&target), state);
     assert!(left.contains(&full["id"].as_str().unwrap().to_string()));
 }
+
+/// A create killed (SIGKILL) while it uploads leaves no visible backup, and the next create
+/// uploads only what the killed one had not.
+#[test]
+fn a_create_killed_mid_upload_leaves_no_backup_and_the_next_reuses_its_chunks() {
+    let b = Bucket::new();
+    let data = b.tmp.path().join("data");
+    let mut engine = Engine::open(&data, 256);
+    for i in 0..12_000 {
+        engine.insert(i, i);
+    }
+    engine.rotate();
+    let repo = b.url("killed");
+    let proxy = Proxy::start(b.server.port());
+    // Slow enough that the kill lands after some chunks and before the manifest.
+    proxy.stall_next(100_000, Duration::from_millis(60));
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("kyrodb_backup"))
+        .env_remove("KYRODB_DATA_DIR")
+        .env_remove("KYRODB_BACKUP_DIR")
+        .env("HOME", b.tmp.path())
+        .envs(b.server.env())
+        .env("AWS_ENDPOINT_URL", proxy.endpoint())
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--backup-dir", &repo, "create"])
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while b.keys("killed").iter().filter(|(k, _)| k.contains("/chunks/")).count() < 3 {
+        assert!(std::time::Instant::now() < deadline, "no chunk was uploaded");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    assert!(child.wait().unwrap().code().is_none(), "killed, not finished");
+    let keys = b.keys("killed");
+    let uploaded: u64 = keys
+        .iter()
+        .filter(|(k, _)| k.contains("/chunks/"))
+        .map(|(_, s)| s)
+        .sum();
+    assert!(keys.iter().all(|(k, _)| !k.contains("/manifests/")), "{keys:?}");
+    let list = json(
+        &b.kb()
+            .backup_dir(&repo)
+            .args(["list", "--format", "json"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(list, serde_json::json!([]));
+    // The next create (a new chain) cannot reuse the killed one's chain, but an incremental
+    // of a chain reuses what a killed incremental uploaded: check both.
+    let full = create_in(&mut b.kb(), &data, &repo, &[]);
+    let full_stored = full["stored_bytes"].as_u64().unwrap();
+    assert!(uploaded > 0 && full_stored > 0);
+    for i in 20_000..26_000 {
+        engine.insert(i, i);
+    }
+    proxy.stall_next(100_000, Duration::from_millis(60));
+    let chain = full["id"].as_str().unwrap().to_string();
+    // Bytes of the chain's chunk objects.
+    let chain_bytes = |b: &Bucket| -> u64 {
+        b.keys("killed")
+            .iter()
+            .filter(|(k, _)| k.contains(&chain) && k.contains("/chunks/"))
+            .map(|(_, s)| s)
+            .sum()
+    };
+    let before = chain_bytes(&b);
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("kyrodb_backup"))
+        .env_remove("KYRODB_DATA_DIR")
+        .env_remove("KYRODB_BACKUP_DIR")
+        .env("HOME", b.tmp.path())
+        .envs(b.server.env())
+        .env("AWS_ENDPOINT_URL", proxy.endpoint())
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--backup-dir", &repo, "create", "--incremental", "--reference", "latest"])
+        .spawn()
+        .unwrap();
+    while chain_bytes(&b) == before {
+        assert!(std::time::Instant::now() < deadline + Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    assert!(child.wait().unwrap().code().is_none(), "killed, not finished");
+    let partial = chain_bytes(&b) - before;
+    let inc = create_in(
+        &mut b.kb(),
+        &data,
+        &repo,
+        &["--incremental", "--reference", "latest"],
+    );
+    let added = chain_bytes(&b) - before;
+    // What the finished incremental stored (chunks; its manifest is not counted) is what the
+    // chain gained less what the killed one had uploaded: none of those chunks was sent again.
+    assert!(partial > 0);
+    assert_eq!(inc["stored_bytes"].as_u64().unwrap(), added - partial, "{inc}");
+    b.kb()
+        .backup_dir(&repo)
+        .args(["verify", "--all"])
+        .assert()
+        .success();
+}
