@@ -665,8 +665,12 @@ fn prunes_racing_creates_never_lose_a_chunk_a_backup_needs() {
                     std::thread::sleep(Duration::from_millis(d));
                     prune(repo, &PruneOptions::new(*policy), now())
                 });
+                // A verify beside them: a backup pruned under it is left out, never damage.
+                let verify_run = s.spawn(move || verify(repo, &VerifyOptions::all(), &NoProgress));
                 let create_results: Vec<_> =
                     create_runs.into_iter().map(|h| h.join().unwrap()).collect();
+                let v = verify_run.join().unwrap().unwrap();
+                assert!(v.ok, "{repo:?} round {round}: verify beside prune: {v:?}");
                 (create_results, prune_run.join().unwrap())
             });
             let (create_results, prune_result) = results;
@@ -947,19 +951,34 @@ fn a_create_killed_mid_upload_leaves_no_backup_and_the_next_reuses_its_chunks() 
         .spawn()
         .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while b.keys("killed").iter().filter(|(k, _)| k.contains("/chunks/")).count() < 3 {
-        assert!(std::time::Instant::now() < deadline, "no chunk was uploaded");
+    while b
+        .keys("killed")
+        .iter()
+        .filter(|(k, _)| k.contains("/chunks/"))
+        .count()
+        < 3
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no chunk was uploaded"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     child.kill().unwrap();
-    assert!(child.wait().unwrap().code().is_none(), "killed, not finished");
+    assert!(
+        child.wait().unwrap().code().is_none(),
+        "killed, not finished"
+    );
     let keys = b.keys("killed");
     let uploaded: u64 = keys
         .iter()
         .filter(|(k, _)| k.contains("/chunks/"))
         .map(|(_, s)| s)
         .sum();
-    assert!(keys.iter().all(|(k, _)| !k.contains("/manifests/")), "{keys:?}");
+    assert!(
+        keys.iter().all(|(k, _)| !k.contains("/manifests/")),
+        "{keys:?}"
+    );
     let list = json(
         &b.kb()
             .backup_dir(&repo)
@@ -995,7 +1014,14 @@ fn a_create_killed_mid_upload_leaves_no_backup_and_the_next_reuses_its_chunks() 
         .env("AWS_ENDPOINT_URL", proxy.endpoint())
         .arg("--data-dir")
         .arg(&data)
-        .args(["--backup-dir", &repo, "create", "--incremental", "--reference", "latest"])
+        .args([
+            "--backup-dir",
+            &repo,
+            "create",
+            "--incremental",
+            "--reference",
+            "latest",
+        ])
         .spawn()
         .unwrap();
     while chain_bytes(&b) == before {
@@ -1003,7 +1029,10 @@ fn a_create_killed_mid_upload_leaves_no_backup_and_the_next_reuses_its_chunks() 
         std::thread::sleep(Duration::from_millis(10));
     }
     child.kill().unwrap();
-    assert!(child.wait().unwrap().code().is_none(), "killed, not finished");
+    assert!(
+        child.wait().unwrap().code().is_none(),
+        "killed, not finished"
+    );
     let partial = chain_bytes(&b) - before;
     let inc = create_in(
         &mut b.kb(),
@@ -1015,7 +1044,11 @@ fn a_create_killed_mid_upload_leaves_no_backup_and_the_next_reuses_its_chunks() 
     // What the finished incremental stored (chunks; its manifest is not counted) is what the
     // chain gained less what the killed one had uploaded: none of those chunks was sent again.
     assert!(partial > 0);
-    assert_eq!(inc["stored_bytes"].as_u64().unwrap(), added - partial, "{inc}");
+    assert_eq!(
+        inc["stored_bytes"].as_u64().unwrap(),
+        added - partial,
+        "{inc}"
+    );
     b.kb()
         .backup_dir(&repo)
         .args(["verify", "--all"])

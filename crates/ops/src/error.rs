@@ -147,6 +147,11 @@ pub enum Error {
         /// Bytes free when it failed.
         free: u64,
     },
+    /// A backup was deleted (by a prune) while this command read it.
+    #[error(
+        "backup {0} was deleted by a prune while this ran; nothing was restored or judged damaged"
+    )]
+    Vanished(String),
     /// Anything else, as its message.
     #[error("{0}")]
     Other(String),

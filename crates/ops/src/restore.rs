@@ -152,9 +152,11 @@ pub fn restore(
                 let b = repo.find(id)?;
                 check_distance(b.manifest.distance, opts.distance)?;
                 let store = repo.chain_store(&b.manifest.chain_id)?;
-                would_migrate = check_legacy(&store, &b, opts)?;
+                let gone = |e| vanished(&repo, std::slice::from_ref(&b), e);
+                would_migrate = check_legacy(&store, &b, opts).map_err(gone)?;
                 (
-                    restore_backup(&store, &b, &target, &sopts, progress)?,
+                    restore_backup(&store, &b, &target, &sopts, progress)
+                        .map_err(|e| gone(e.into()))?,
                     b.manifest.timestamp,
                 )
             }
@@ -184,8 +186,14 @@ pub fn restore(
                 }
             }
             let set = pitr_set(&store, &backups, &plan)?;
+            let used: Vec<StoredBackup> = backups
+                .iter()
+                .filter(|b| b.manifest.chain_id == plan.chain_id)
+                .cloned()
+                .collect();
             (
-                restore_set(&set, &target, &sopts, progress)?,
+                restore_set(&set, &target, &sopts, progress)
+                    .map_err(|e| vanished(&repo, &used, e.into()))?,
                 plan.recovered_to,
             )
         }
@@ -369,4 +377,20 @@ fn pitr_set<'a>(
         expect: Expectation::LastSeq(plan.last_seq),
         also_check: Vec::new(),
     })
+}
+
+/// `e`, or [`Error::Vanished`] when it is damage that a prune deleting one of `backups` while
+/// the restore read it explains (its manifest is gone now): not damage, and nothing was
+/// restored.
+fn vanished(repo: &kyrodb_backup_storage::Repository, backups: &[StoredBackup], e: Error) -> Error {
+    if e.kind() != crate::ErrorKind::Integrity {
+        return e;
+    }
+    for b in backups {
+        let m = &b.manifest;
+        if matches!(repo.has_manifest(&m.chain_id, &m.id), Ok(false)) {
+            return Error::Vanished(m.id.clone());
+        }
+    }
+    e
 }

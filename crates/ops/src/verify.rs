@@ -116,6 +116,29 @@ pub fn verify(
             )
         })
         .collect();
+    // A backup that a prune deleted while it was read shows as missing chunks: it is gone, not
+    // damaged (its manifest no longer exists), so it is left out with a warning.
+    let mut vanished = Vec::new();
+    let backups: Vec<BackupCheck> = backups
+        .into_iter()
+        .zip(&targets)
+        .filter_map(|(check, b)| {
+            let m = &b.manifest;
+            let gone = !check.ok
+                && repo
+                    .as_ref()
+                    .is_some_and(|r| matches!(r.has_manifest(&m.chain_id, &m.id), Ok(false)));
+            if gone {
+                vanished.push(format!(
+                    "backup {} was deleted by a prune while verify read it",
+                    m.id
+                ));
+                None
+            } else {
+                Some(check)
+            }
+        })
+        .collect();
     // A store that failed under the checks (unreachable, denied) leaves them incomplete: that
     // is a failure to check, not damage found.
     if let Some(failure) = backups.iter().find_map(|c| c.store_failure.clone()) {
@@ -153,6 +176,6 @@ pub fn verify(
         backups,
         unreadable,
         builtin,
-        warnings: catalog.warnings,
+        warnings: catalog.warnings.into_iter().chain(vanished).collect(),
     })
 }
