@@ -927,6 +927,7 @@ fn copy_after_a_prune_took_middle_incrementals_copies_what_remains() {
 /// A create killed (SIGKILL) while it uploads leaves no visible backup, and the next create
 /// uploads only what the killed one had not.
 #[test]
+#[allow(clippy::too_many_lines)] // two kills, each followed by its check
 fn a_create_killed_mid_upload_leaves_no_backup_and_the_next_reuses_its_chunks() {
     let b = Bucket::new();
     let data = b.tmp.path().join("data");
