@@ -167,6 +167,16 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// As the store fails.
     fn write_new(&self, key: &str, bytes: &[u8]) -> Result<Written>;
 
+    /// [`Backend::write_new`] of bytes the caller gives up (an object store sends them
+    /// without a copy).
+    ///
+    /// # Errors
+    ///
+    /// As the store fails.
+    fn write_new_owned(&self, key: &str, bytes: Vec<u8>) -> Result<Written> {
+        self.write_new(key, &bytes)
+    }
+
     /// Writes an object, replacing any of that key.
     ///
     /// # Errors

@@ -280,7 +280,7 @@ impl Backend for S3Backend {
                 });
             }
             let bytes = got.bytes().await.map_err(|e| self.fail("read", key, &e))?;
-            Ok(bytes.to_vec())
+            Ok(Vec::from(bytes))
         })
     }
 
@@ -308,9 +308,13 @@ impl Backend for S3Backend {
     }
 
     fn write_new(&self, key: &str, bytes: &[u8]) -> Result<Written> {
+        self.write_new_owned(key, bytes.to_vec())
+    }
+
+    fn write_new_owned(&self, key: &str, bytes: Vec<u8>) -> Result<Written> {
         let path = self.object(key)?;
         self.counters.put.fetch_add(1, Ordering::Relaxed);
-        let payload = PutPayload::from(bytes::Bytes::copy_from_slice(bytes));
+        let payload = PutPayload::from(bytes::Bytes::from(bytes));
         let opts = PutOptions {
             mode: PutMode::Create,
             ..PutOptions::default()

@@ -101,7 +101,7 @@ impl ChainStore {
         if self.is_local() {
             6
         } else {
-            16
+            12
         }
     }
 
@@ -250,17 +250,18 @@ impl ChainStore {
         } else {
             self.known().contains_key(&hash)
         };
+        let stored = encoded.bytes.len() as u64;
         let written = if present {
             self.backend.write(&key, &encoded.bytes)?;
             Written::Existed
         } else {
-            self.backend.write_new(&key, &encoded.bytes)?
+            self.backend.write_new_owned(&key, encoded.bytes)?
         };
         if written == Written::Created {
             self.created.lock().expect("lock").push(key);
         }
-        tracing::trace!(chunk = %hash, plain = plain.len(), stored = encoded.bytes.len(), "chunk written");
-        Ok((r, encoded.bytes.len() as u64))
+        tracing::trace!(chunk = %hash, plain = plain.len(), stored, "chunk written");
+        Ok((r, stored))
     }
 
     /// Copies one chunk from another chain store (of another repository, say) unless this one
@@ -280,6 +281,7 @@ impl ChainStore {
         decode_chunk(&stored, r.hash, r.size)
             .map_err(|e| Error::Damaged(format!("{}: {e}", source.chunk_path(r.hash).display())))?;
         let key = self.chunk_key(r.hash);
+        let size = stored.len() as u64;
         let present = if self.is_local() {
             self.backend.read_head(&key, 0).is_ok()
         } else {
@@ -287,10 +289,10 @@ impl ChainStore {
         };
         if present {
             self.backend.write(&key, &stored)?;
-        } else if self.backend.write_new(&key, &stored)? == Written::Created {
+        } else if self.backend.write_new_owned(&key, stored)? == Written::Created {
             self.created.lock().expect("lock").push(key);
         }
-        Ok(stored.len() as u64)
+        Ok(size)
     }
 
     /// A chunk's stored bytes, unchecked (bounded by the largest a chunk of its size can be).
