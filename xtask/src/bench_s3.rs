@@ -31,16 +31,23 @@ pub(crate) struct Args {
     /// Backups in the repository that `list` is timed on.
     #[arg(long, value_name = "N", default_value_t = 1000)]
     backups: u64,
+    /// The S3 server: `moto` (Python, objects in memory, request counts from its log) or
+    /// `s3s-fs` (Rust, objects in files; `cargo install s3s-fs@0.14.1 --features binary`).
+    #[arg(long, value_name = "NAME", default_value = "moto")]
+    server: String,
     /// Where to put the data dir and repositories [default: target/bench-s3].
     #[arg(long, value_name = "D")]
     dir: Option<PathBuf>,
 }
 
-/// moto's server on a free loopback port, its requests logged to a file.
+/// An S3 server on a free loopback port (moto, its requests logged to a file; or s3s-fs,
+/// its objects under `root`).
 struct Moto {
     child: Child,
     port: u16,
     log: PathBuf,
+    /// s3s-fs's directory of buckets.
+    root: Option<PathBuf>,
 }
 
 impl Drop for Moto {
@@ -51,19 +58,40 @@ impl Drop for Moto {
 }
 
 impl Moto {
-    fn start(dir: &Path) -> Result<Self> {
+    fn start(dir: &Path, kind: &str) -> Result<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
-        let log = dir.join("moto.log");
-        let server = which_moto()?;
-        let child = Command::new(&server)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log)?)
-            .spawn()
-            .with_context(|| format!("starting {}", server.display()))?;
-        let moto = Self { child, port, log };
+        let log = dir.join(format!("{kind}.log"));
+        let (child, root) = if kind == "s3s-fs" {
+            let root = dir.join("s3s-root");
+            fs::create_dir_all(&root)?;
+            let server = which("s3s-fs", &root_of_tools().join("bin/s3s-fs"))?;
+            let child = Command::new(&server)
+                .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--access-key", "testing", "--secret-key", "testing"])
+                .arg(&root)
+                .stdout(Stdio::null())
+                .stderr(fs::File::create(&log)?)
+                .spawn()
+                .with_context(|| format!("starting {}", server.display()))?;
+            (child, Some(root))
+        } else {
+            let server = which_moto()?;
+            let child = Command::new(&server)
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(fs::File::create(&log)?)
+                .spawn()
+                .with_context(|| format!("starting {}", server.display()))?;
+            (child, None)
+        };
+        let moto = Self {
+            child,
+            port,
+            log,
+            root,
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             ensure!(
@@ -80,6 +108,10 @@ impl Moto {
     }
 
     fn create_bucket(&self, name: &str) -> Result<()> {
+        if let Some(root) = &self.root {
+            fs::create_dir_all(root.join(name))?;
+            return Ok(());
+        }
         let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
         write!(
             s,
@@ -106,6 +138,27 @@ impl Moto {
             }
         }
         out
+    }
+}
+
+/// Where `cargo install --root` put tools for the benchmarks.
+fn root_of_tools() -> PathBuf {
+    std::env::var_os("KYRODB_BENCH_TOOLS")
+        .map_or_else(|| root().join("target/tools"), PathBuf::from)
+}
+
+/// `name` on `PATH`, else `fallback`.
+fn which(name: &str, fallback: &Path) -> Result<PathBuf> {
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|d| d.join(name))
+        .find(|p| p.is_file());
+    match on_path {
+        Some(p) => Ok(p),
+        None if fallback.is_file() => Ok(fallback.to_path_buf()),
+        None => bail!("{name} not found on PATH or at {}", fallback.display()),
     }
 }
 
@@ -203,7 +256,7 @@ pub(crate) fn run(args: Args) -> Result<()> {
     let data = base.join("data");
     gen_data::run(gen_data::Args::new(data.clone(), args.vectors))?;
     let size = du(&data);
-    let moto = Moto::start(&base)?;
+    let moto = Moto::start(&base, &args.server)?;
     moto.create_bucket("bench")?;
     let (dir_arg, b) = (data.display().to_string(), &bin);
     let mut ratios: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
@@ -381,7 +434,8 @@ pub(crate) fn run(args: Args) -> Result<()> {
         .as_array()
         .map_or(0, Vec::len);
     println!(
-        "data dir: {:.2} GB ({} vectors of dimension 384 + WAL); {} interleaved pairs (local, S3), caches dropped before each run",
+        "server {}; data dir: {:.2} GB ({} vectors of dimension 384 + WAL); {} interleaved pairs (local, S3), caches dropped before each run",
+        args.server,
         size as f64 / 1e9,
         args.vectors,
         args.pairs.max(1)
