@@ -13,6 +13,21 @@ use crate::support::proxy::Proxy;
 use crate::support::s3::S3Server;
 use crate::support::*;
 
+/// A prune whose policy keeps only what it must: the newest backup and the full it needs.
+const PRUNE_ALL_BUT_NEWEST: [&str; 11] = [
+    "prune",
+    "--keep-hourly",
+    "0",
+    "--keep-daily",
+    "0",
+    "--keep-weekly",
+    "0",
+    "--keep-monthly",
+    "0",
+    "--min-age-days",
+    "0",
+];
+
 /// A moto server with one bucket, and the binary pointed at it.
 struct Bucket {
     server: S3Server,
@@ -49,6 +64,16 @@ impl Bucket {
 
     fn kb(&self) -> Command {
         self.kb_via(&self.server.endpoint())
+    }
+
+    /// The binary as a process to spawn (and kill), through `endpoint`.
+    fn process_via(&self, endpoint: &str) -> std::process::Command {
+        let mut c = kb_process();
+        c.env_remove("AWS_PROFILE")
+            .env("HOME", self.tmp.path())
+            .envs(self.server.env())
+            .env("AWS_ENDPOINT_URL", endpoint);
+        c
     }
 
     /// The keys of the repository under `prefix`, with sizes.
@@ -217,21 +242,8 @@ fn every_command_works_on_a_bucket_and_the_objects_are_the_local_layout() {
     let p = json(
         &b.kb()
             .backup_dir(&repo)
-            .args([
-                "prune",
-                "--format",
-                "json",
-                "--keep-hourly",
-                "0",
-                "--keep-daily",
-                "0",
-                "--keep-weekly",
-                "0",
-                "--keep-monthly",
-                "0",
-                "--min-age-days",
-                "0",
-            ])
+            .args(PRUNE_ALL_BUT_NEWEST)
+            .args(["--format", "json"])
             .output()
             .unwrap(),
     );
@@ -386,12 +398,8 @@ fn creates_and_verifies_run_side_by_side_on_s3_and_on_disk() {
     for repo in [b.url("side"), local] {
         create_in(&mut b.kb(), &data, &repo, &[]);
         let spawn = |args: &[&str]| {
-            let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("kyrodb_backup"));
-            c.env_remove("KYRODB_DATA_DIR")
-                .env_remove("KYRODB_BACKUP_DIR")
-                .env("HOME", b.tmp.path())
-                .envs(b.server.env())
-                .args(["--data-dir"])
+            let mut c = b.process_via(&b.server.endpoint());
+            c.args(["--data-dir"])
                 .arg(&data)
                 .args(["--backup-dir", &repo])
                 .args(args)
@@ -469,16 +477,7 @@ fn credentials_that_cannot_delete_create_and_read_but_prune_fails_clearly() {
     let out = b
         .kb_via(&proxy.endpoint())
         .backup_dir(&repo)
-        .args([
-            "prune",
-            "--keep-hourly",
-            "0",
-            "--keep-daily",
-            "0",
-            "--keep-weekly",
-            "0",
-        ])
-        .args(["--keep-monthly", "0", "--min-age-days", "0"])
+        .args(PRUNE_ALL_BUT_NEWEST)
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -491,16 +490,7 @@ fn credentials_that_cannot_delete_create_and_read_but_prune_fails_clearly() {
     proxy.deny_deletes(false);
     b.kb()
         .backup_dir(&repo)
-        .args([
-            "prune",
-            "--keep-hourly",
-            "0",
-            "--keep-daily",
-            "0",
-            "--keep-weekly",
-            "0",
-        ])
-        .args(["--keep-monthly", "0", "--min-age-days", "0"])
+        .args(PRUNE_ALL_BUT_NEWEST)
         .assert()
         .success();
     assert!(b
@@ -729,13 +719,8 @@ fn the_server_stopping_mid_create_mid_restore_and_mid_prune_loses_nothing() {
         let proxy = Proxy::start(b.server.port());
         // Every request waits a little, so the stop lands while the command is working.
         proxy.stall_next(100_000, Duration::from_millis(100));
-        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("kyrodb_backup"));
-        cmd.env_remove("KYRODB_DATA_DIR")
-            .env_remove("KYRODB_BACKUP_DIR")
-            .env("HOME", b.tmp.path())
-            .envs(b.server.env())
-            .env("AWS_ENDPOINT_URL", proxy.endpoint())
-            .env("KYRODB_BACKUP_S3_RETRY_SECS", "2")
+        let mut cmd = b.process_via(&proxy.endpoint());
+        cmd.env("KYRODB_BACKUP_S3_RETRY_SECS", "2")
             .arg("--data-dir")
             .arg(target.unwrap_or(&data))
             .args(["--backup-dir", &repo])
@@ -791,19 +776,7 @@ fn the_server_stopping_mid_create_mid_restore_and_mid_prune_loses_nothing() {
     // always verifies.
     create_in(&mut b.kb(), &data, &repo, &[]);
     create_in(&mut b.kb(), &data, &repo, &[]);
-    let prune = [
-        "prune",
-        "--keep-hourly",
-        "0",
-        "--keep-daily",
-        "0",
-        "--keep-weekly",
-        "0",
-        "--keep-monthly",
-        "0",
-        "--min-age-days",
-        "0",
-    ];
+    let prune = PRUNE_ALL_BUT_NEWEST;
     let (seen, out) = run_until_stopped(&prune, None);
     assert!(seen > 3, "the stop landed after {seen} requests");
     assert_ne!(out.status.code(), Some(0));
@@ -888,16 +861,7 @@ fn copy_after_a_prune_took_middle_incrementals_copies_what_remains() {
     }
     let state = consistent_state_files(&data);
     kb().backup_dir(&repo)
-        .args([
-            "prune",
-            "--keep-hourly",
-            "0",
-            "--keep-daily",
-            "0",
-            "--keep-weekly",
-            "0",
-        ])
-        .args(["--keep-monthly", "0", "--min-age-days", "0"])
+        .args(PRUNE_ALL_BUT_NEWEST)
         .assert()
         .success();
     let left: Vec<String> = kyrodb_backup_ops::list(&repo)
@@ -940,12 +904,8 @@ fn a_create_killed_mid_upload_leaves_no_backup_and_the_next_reuses_its_chunks() 
     let proxy = Proxy::start(b.server.port());
     // Slow enough that the kill lands after some chunks and before the manifest.
     proxy.stall_next(100_000, Duration::from_millis(60));
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("kyrodb_backup"))
-        .env_remove("KYRODB_DATA_DIR")
-        .env_remove("KYRODB_BACKUP_DIR")
-        .env("HOME", b.tmp.path())
-        .envs(b.server.env())
-        .env("AWS_ENDPOINT_URL", proxy.endpoint())
+    let mut child = b
+        .process_via(&proxy.endpoint())
         .arg("--data-dir")
         .arg(&data)
         .args(["--backup-dir", &repo, "create"])
@@ -1007,12 +967,8 @@ fn a_create_killed_mid_upload_leaves_no_backup_and_the_next_reuses_its_chunks() 
             .sum()
     };
     let before = chain_bytes(&b);
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("kyrodb_backup"))
-        .env_remove("KYRODB_DATA_DIR")
-        .env_remove("KYRODB_BACKUP_DIR")
-        .env("HOME", b.tmp.path())
-        .envs(b.server.env())
-        .env("AWS_ENDPOINT_URL", proxy.endpoint())
+    let mut child = b
+        .process_via(&proxy.endpoint())
         .arg("--data-dir")
         .arg(&data)
         .args([

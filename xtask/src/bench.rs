@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use anyhow::{ensure, Context, Result};
 
-use crate::util::{build_binary, root};
+use crate::util::{build_binary, drop_caches, du, median, root};
 use crate::{append_wal, gen_data};
 
 /// Arguments of `cargo xtask bench`.
@@ -28,11 +28,6 @@ pub(crate) struct Args {
     /// Where to put the data dir, copies and repository [default: target/bench].
     #[arg(long, value_name = "D")]
     dir: Option<PathBuf>,
-}
-
-fn drop_caches() {
-    let _ = Command::new("sync").status();
-    let _ = fs::write("/proc/sys/vm/drop_caches", "3\n");
 }
 
 /// Runs a shell command under `/usr/bin/time`; returns (seconds, peak RSS in KiB).
@@ -55,19 +50,6 @@ fn timed(cmd: &str) -> Result<(f64, u64)> {
         .and_then(|l| l.trim().parse().ok())
         .unwrap_or(0);
     Ok((secs, rss))
-}
-
-fn du(path: &Path) -> u64 {
-    let mut total = 0;
-    for e in fs::read_dir(path).into_iter().flatten().flatten() {
-        let p = e.path();
-        total += if p.is_dir() {
-            du(&p)
-        } else {
-            fs::metadata(&p).map_or(0, |m| m.len())
-        };
-    }
-    total
 }
 
 /// One run of every step: (seconds, peak RSS KiB) per step, and the incremental's stored bytes.
@@ -102,11 +84,6 @@ fn one_run(bin: &Path, base: &Path, data: &Path, size: u64) -> Result<Run> {
         steps: [cp, create, restore, verify, inc],
         inc_stored: du(&repo) - full_stored,
     })
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 /// Runs the benchmark; see the module documentation.

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 
-use crate::util::{build_binary, fixtures, root};
+use crate::util::{build_binary, drop_caches, du, fixtures, median, root};
 use crate::{append_wal, gen_data};
 
 /// Arguments of `cargo xtask bench-s3`.
@@ -180,11 +180,6 @@ fn which_moto() -> Result<PathBuf> {
     }
 }
 
-fn drop_caches() {
-    let _ = Command::new("sync").status();
-    let _ = fs::write("/proc/sys/vm/drop_caches", "3\n");
-}
-
 /// Runs the binary with the S3 settings; returns (seconds, peak RSS KiB, stdout).
 fn timed(bin: &Path, moto: &Moto, args: &[&str]) -> Result<(f64, u64, String)> {
     drop_caches();
@@ -211,24 +206,6 @@ fn timed(bin: &Path, moto: &Moto, args: &[&str]) -> Result<(f64, u64, String)> {
         .and_then(|l| l.trim().parse().ok())
         .unwrap_or(0);
     Ok((secs, rss, String::from_utf8_lossy(&out.stdout).into_owned()))
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn du(path: &Path) -> u64 {
-    let mut total = 0;
-    for e in fs::read_dir(path).into_iter().flatten().flatten() {
-        let p = e.path();
-        total += if p.is_dir() {
-            du(&p)
-        } else {
-            fs::metadata(&p).map_or(0, |m| m.len())
-        };
-    }
-    total
 }
 
 fn diff(after: &BTreeMap<String, u64>, before: &BTreeMap<String, u64>) -> String {

@@ -82,3 +82,30 @@ impl Rng {
         v.into_iter().map(|x| x / norm).collect()
     }
 }
+
+/// Flushes dirty pages and drops the page cache (when the machine allows it: root), so the
+/// next step reads from disk.
+pub(crate) fn drop_caches() {
+    let _ = Command::new("sync").status();
+    let _ = std::fs::write("/proc/sys/vm/drop_caches", "3\n");
+}
+
+/// Bytes of the files under `path`.
+pub(crate) fn du(path: &Path) -> u64 {
+    let mut total = 0;
+    for e in std::fs::read_dir(path).into_iter().flatten().flatten() {
+        let p = e.path();
+        total += if p.is_dir() {
+            du(&p)
+        } else {
+            std::fs::metadata(&p).map_or(0, |m| m.len())
+        };
+    }
+    total
+}
+
+/// The median (the upper one of an even count).
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}

@@ -190,6 +190,21 @@ impl S3Backend {
         })
     }
 
+    /// The object-store path of a listing prefix (`None`: the bucket's root).
+    fn folder(&self, prefix: &str) -> Result<Option<ObjectPath>> {
+        check_prefix(&self.location(), prefix)?;
+        let inner = prefix.trim_end_matches('/');
+        let full = match (self.config.prefix.is_empty(), inner.is_empty()) {
+            (true, true) => return Ok(None),
+            (true, false) => inner.to_string(),
+            (false, true) => self.config.prefix.clone(),
+            (false, false) => format!("{}/{inner}", self.config.prefix),
+        };
+        ObjectPath::parse(full)
+            .map(Some)
+            .map_err(|e| Error::Config(e.to_string()))
+    }
+
     fn key_of(&self, path: &ObjectPath) -> String {
         let s = path.as_ref();
         if self.config.prefix.is_empty() {
@@ -349,21 +364,7 @@ impl Backend for S3Backend {
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<Entry>> {
-        check_prefix(&self.location(), prefix)?;
-        let full = match (self.config.prefix.is_empty(), prefix.is_empty()) {
-            (true, true) => None,
-            (true, false) => Some(prefix.trim_end_matches('/').to_string()),
-            (false, true) => Some(self.config.prefix.clone()),
-            (false, false) => Some(format!(
-                "{}/{}",
-                self.config.prefix,
-                prefix.trim_end_matches('/')
-            )),
-        };
-        let full = full
-            .map(ObjectPath::parse)
-            .transpose()
-            .map_err(|e| Error::Config(e.to_string()))?;
+        let full = self.folder(prefix)?;
         self.counters.list.fetch_add(1, Ordering::Relaxed);
         let mut out = self.runtime.block_on(async {
             let mut stream = self.store.list(full.as_ref());
@@ -387,21 +388,7 @@ impl Backend for S3Backend {
     }
 
     fn list_folders(&self, prefix: &str) -> Result<Vec<String>> {
-        check_prefix(&self.location(), prefix)?;
-        let full = match (self.config.prefix.is_empty(), prefix.is_empty()) {
-            (true, true) => None,
-            (true, false) => Some(prefix.trim_end_matches('/').to_string()),
-            (false, true) => Some(self.config.prefix.clone()),
-            (false, false) => Some(format!(
-                "{}/{}",
-                self.config.prefix,
-                prefix.trim_end_matches('/')
-            )),
-        };
-        let full = full
-            .map(ObjectPath::parse)
-            .transpose()
-            .map_err(|e| Error::Config(e.to_string()))?;
+        let full = self.folder(prefix)?;
         self.counters.list.fetch_add(1, Ordering::Relaxed);
         let listed = self
             .runtime

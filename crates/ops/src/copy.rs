@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use kyrodb_backup_format::repo::{BackupType, ChunkRef, ContentHash};
 use kyrodb_backup_storage::backend::Location;
-use kyrodb_backup_storage::{lease_for_create, Repository, StoredBackup};
+use kyrodb_backup_storage::{lease_for_create, parallel_map as parallel, Repository, StoredBackup};
 use serde::Serialize;
 
 use crate::catalog::open_repo;
@@ -293,26 +293,4 @@ fn selection(
         });
     }
     Ok(out)
-}
-
-/// Runs `f` over `items`, up to `width` at a time, results in order.
-fn parallel<T: Sync, R: Send>(items: &[T], width: usize, f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let slots: Vec<std::sync::Mutex<Option<R>>> =
-        items.iter().map(|_| std::sync::Mutex::new(None)).collect();
-    let f = &f;
-    std::thread::scope(|s| {
-        for _ in 0..width.min(items.len()) {
-            let (next, slots) = (&next, &slots);
-            s.spawn(move || loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(item) = items.get(i) else { break };
-                *slots[i].lock().expect("lock") = Some(f(item));
-            });
-        }
-    });
-    slots
-        .into_iter()
-        .map(|m| m.into_inner().expect("lock").expect("every item mapped"))
-        .collect()
 }

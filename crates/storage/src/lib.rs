@@ -46,7 +46,7 @@ pub use kyrodb_backup_backend as backend;
 pub use lease::{lease_for_create, lease_for_prune, Lease, LEASE_TTL};
 pub use progress::{NoProgress, Progress, ProgressWriter};
 pub use prune::{prune_backups, PruneReport};
-pub use repository::{Listing, Repository, StoredBackup};
+pub use repository::{parallel_map, Listing, Repository, StoredBackup};
 pub use restore::{
     restore, restore_backup, Expectation, PlannedContent, PlannedFile, RestoreOptions,
     RestoreReport, RestoreSet,

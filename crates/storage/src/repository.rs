@@ -492,8 +492,9 @@ impl Repository {
     }
 }
 
-/// Runs `f` over `items` with up to `width` at a time, results in order.
-pub(crate) fn parallel_map<T: Sync, R: Send>(
+/// Runs `f` over `items` with up to `width` at a time on scoped threads, results in order:
+/// what lets a store's round trips overlap.
+pub fn parallel_map<T: Sync, R: Send>(
     items: &[T],
     width: usize,
     f: impl Fn(&T) -> R + Sync,
