@@ -460,7 +460,7 @@ impl ChainStore {
             width: if self.is_local() {
                 READ_AHEAD
             } else {
-                2 * READ_AHEAD
+                READ_AHEAD + READ_AHEAD / 2
             },
         }
     }

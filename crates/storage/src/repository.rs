@@ -360,7 +360,7 @@ impl Repository {
     /// # Errors
     ///
     /// When the store cannot be listed.
-    pub(crate) fn manifest_keys(&self) -> Result<Vec<(String, Vec<String>)>> {
+    pub(crate) fn manifest_keys(&self) -> Result<Vec<(String, Vec<(String, u64)>)>> {
         let chains: Vec<String> = self
             .backend
             .list_folders(&format!("{CHAINS_DIR}/"))?
@@ -373,13 +373,13 @@ impl Repository {
             self.backend.list(&prefix).map(|entries| {
                 entries
                     .into_iter()
-                    .map(|e| e.key)
-                    .filter(|k| {
+                    .map(|e| (e.key, e.size))
+                    .filter(|(k, _)| {
                         k.strip_prefix(&prefix)
                             .and_then(|n| n.strip_suffix(MANIFEST_EXT))
                             .is_some_and(is_backup_id)
                     })
-                    .collect::<Vec<String>>()
+                    .collect::<Vec<(String, u64)>>()
             })
         });
         let mut out = Vec::with_capacity(chains.len());
@@ -408,8 +408,17 @@ impl Repository {
             }
             Err(e) => return Err(e),
         };
-        let keys: Vec<&String> = chains.iter().flat_map(|(_, k)| k).collect();
-        let loaded = parallel_map(&keys, 16, |k| self.load_manifest(k));
+        let keys: Vec<&String> = chains.iter().flat_map(|(_, k)| k).map(|(k, _)| k).collect();
+        // Many small reads hide an object store's round trips best when many are in flight;
+        // large manifests (over 1 MiB each) are read fewer at a time, to bound memory.
+        let largest = chains
+            .iter()
+            .flat_map(|(_, k)| k)
+            .map(|(_, size)| *size)
+            .max()
+            .unwrap_or(0);
+        let width = if largest <= 1 << 20 { 64 } else { 8 };
+        let loaded = parallel_map(&keys, width, |k| self.load_manifest(k));
         for (key, res) in keys.iter().zip(loaded) {
             match res {
                 Ok(b) => listing.backups.push(b),
@@ -423,7 +432,7 @@ impl Repository {
         // chain with manifests but without its full's is damage, not history.
         for (chain, keys) in &chains {
             let full = Self::manifest_key(chain, chain);
-            if !keys.is_empty() && !keys.contains(&full) {
+            if !keys.is_empty() && !keys.iter().any(|(k, _)| *k == full) {
                 listing.problems.push((
                     PathBuf::from(self.object_name(&full)),
                     Error::Damaged(format!(
