@@ -472,8 +472,9 @@ type Ahead = Vec<std::sync::mpsc::Receiver<Result<Vec<u8>>>>;
 
 /// How many threads read chunks ahead of the reader from a local disk, each with one chunk
 /// ready: several reads in flight keep the disk's queue full (one at a time leaves it idle
-/// between chunk files), and memory stays bounded by a few chunks. An object store gets twice
-/// as many, to hide its round trips.
+/// between chunk files), and memory stays bounded by a few chunks. An object store gets half as
+/// many again, to hide its round trips (more buys little on a 2-core machine and costs about
+/// 4 MiB each).
 const READ_AHEAD: usize = 8;
 
 /// Reads a stored file chunk by chunk; see [`ChainStore::reader`].
