@@ -488,10 +488,17 @@ fn a_locked_repository_is_refused_with_exit_4() {
         .success();
     // A stale prune lease (its holder gone: this host, a pid that is not running) is replaced.
     let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let space = format!(
+        "{}/{}",
+        fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .unwrap()
+            .trim(),
+        fs::read_link("/proc/self/ns/pid").unwrap().display()
+    );
     fs::write(
         e.repo.join("locks/prune.json"),
         format!(
-            r#"{{"kind":"prune","host":"{}","pid":4000000,"expires":18446744073709551615}}"#,
+            r#"{{"kind":"prune","host":"{}","pid_space":"{space}","pid":4000000,"expires":18446744073709551615}}"#,
             host.trim()
         ),
     )

@@ -131,6 +131,10 @@ fn every_command_works_on_a_bucket_and_the_objects_are_the_local_layout() {
     let data = b.tmp.path().join("data");
     let mut engine = engine_dir(&data);
     let repo = b.url("prod/kyrodb");
+    // A dry run writes nothing, not even the repository's marker.
+    let dry = create_in(&mut b.kb(), &data, &repo, &["--dry-run"]);
+    assert_eq!(dry["dry_run"], true);
+    assert!(b.keys("prod/kyrodb").is_empty());
     let full = create_in(&mut b.kb(), &data, &repo, &["--description", "nightly"]);
     assert_eq!(full["backup_type"], "Full");
     for i in 300..320 {

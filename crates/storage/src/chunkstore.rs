@@ -101,7 +101,7 @@ impl ChainStore {
         if self.is_local() {
             6
         } else {
-            12
+            16
         }
     }
 

@@ -8,9 +8,9 @@
 //! while a live prune holds it. Whichever of the two writes second sees the other, so a prune
 //! never deletes a chunk that a create which started before it will reference.
 //!
-//! A lease is live while its holder runs: on the same host, while its process (same pid, same
-//! start time) exists; elsewhere, until the expiry its holder wrote, which the holder moves
-//! forward while it runs. A lease whose create committed its backup is finished whatever the
+//! A lease is live while its holder runs: on the same host (same boot, same pid namespace),
+//! while its process (same pid, same start time) exists; elsewhere (another host, another
+//! container), until the expiry its holder wrote, which the holder moves forward while it runs. A lease whose create committed its backup is finished whatever the
 //! clock says. A killed run's lease is therefore stale at once on its own host, and after the
 //! time to live elsewhere; the next prune deletes it. Creates never need to delete anything:
 //! with credentials that cannot delete, a create's lease stays until a prune removes it.
@@ -45,6 +45,10 @@ pub(crate) struct LeaseRecord {
     pub backup_id: Option<String>,
     /// The holder's host name.
     pub host: String,
+    /// The holder's boot and pid namespace (`/proc/sys/kernel/random/boot_id` and
+    /// `/proc/self/ns/pid`): a pid means something only within both.
+    #[serde(default)]
+    pub pid_space: String,
     /// The holder's process id.
     pub pid: u32,
     /// The holder process's start time in clock ticks since boot (tells a reused pid apart).
@@ -62,6 +66,21 @@ pub(crate) fn host_name() -> String {
         .into_owned()
 }
 
+/// Which boot and pid namespace this process runs in (empty when `/proc` does not say): two
+/// processes with the same pid space can see each other's pids; containers that share a host
+/// name but not their pid namespace cannot.
+pub(crate) fn pid_space() -> String {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let ns = std::fs::read_link("/proc/self/ns/pid")
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    if boot.trim().is_empty() || ns.is_empty() {
+        String::new()
+    } else {
+        format!("{}/{ns}", boot.trim())
+    }
+}
+
 /// Start time of a process in clock ticks since boot, from `/proc/<pid>/stat`.
 fn process_start(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -71,9 +90,11 @@ fn process_start(pid: u32) -> Option<u64> {
 }
 
 impl LeaseRecord {
-    /// Whether the holder may still be running, as seen from `host` at Unix second `now`.
-    pub fn is_live(&self, host: &str, now: u64) -> bool {
-        if self.host == host {
+    /// Whether the holder may still be running, as seen from `host` (in `space`, see
+    /// [`pid_space`]) at Unix second `now`: by its process where its pid can be looked up,
+    /// else by its expiry.
+    pub fn is_live(&self, host: &str, space: &str, now: u64) -> bool {
+        if self.host == host && !space.is_empty() && self.pid_space == space {
             return process_start(self.pid).is_some_and(|s| s == self.pid_start);
         }
         now < self.expires
@@ -202,6 +223,7 @@ fn record(kind: &str, chain_id: Option<&str>, backup_id: Option<&str>) -> LeaseR
         chain_id: chain_id.map(str::to_string),
         backup_id: backup_id.map(str::to_string),
         host: host_name(),
+        pid_space: pid_space(),
         pid,
         pid_start: process_start(pid).unwrap_or(0),
         expires: 0,
@@ -227,7 +249,7 @@ fn live_prune(backend: &dyn Backend, now: u64) -> Result<Option<LeaseRecord>> {
     match backend.read(PRUNE_KEY, MAX_LEASE) {
         Ok(b) => Ok(serde_json::from_slice::<LeaseRecord>(&b)
             .ok()
-            .filter(|r| r.is_live(&host_name(), now))),
+            .filter(|r| r.is_live(&host_name(), &pid_space(), now))),
         Err(e) if e.is_not_found() => Ok(None),
         Err(e) => Err(e.into()),
     }
@@ -318,7 +340,7 @@ pub(crate) fn create_leases(
     now: u64,
     committed: &dyn Fn(&str, &str) -> bool,
 ) -> Result<CreateLeases> {
-    let host = host_name();
+    let (host, space) = (host_name(), pid_space());
     let mut out = CreateLeases {
         busy_chains: std::collections::BTreeSet::new(),
         stale: Vec::new(),
@@ -334,7 +356,7 @@ pub(crate) fn create_leases(
                     .backup_id
                     .as_deref()
                     .is_some_and(|id| committed(&chain, id));
-                if !done && r.is_live(&host, now) {
+                if !done && r.is_live(&host, &space, now) {
                     out.busy_chains.insert(chain);
                 } else {
                     out.stale.push(key);

@@ -360,7 +360,7 @@ impl Repository {
     /// # Errors
     ///
     /// When the store cannot be listed.
-    pub(crate) fn manifest_keys(&self) -> Result<Vec<(String, Vec<(String, u64)>)>> {
+    pub(crate) fn manifest_keys(&self) -> Result<Vec<(String, Vec<SizedKey>)>> {
         let chains: Vec<String> = self
             .backend
             .list_folders(&format!("{CHAINS_DIR}/"))?
@@ -379,7 +379,7 @@ impl Repository {
                             .and_then(|n| n.strip_suffix(MANIFEST_EXT))
                             .is_some_and(is_backup_id)
                     })
-                    .collect::<Vec<(String, u64)>>()
+                    .collect::<Vec<SizedKey>>()
             })
         });
         let mut out = Vec::with_capacity(chains.len());
@@ -525,6 +525,9 @@ pub fn parallel_map<T: Sync, R: Send>(
         .map(|m| m.into_inner().expect("lock").expect("every item mapped"))
         .collect()
 }
+
+/// An object's key and size, as a listing gives them.
+type SizedKey = (String, u64);
 
 /// A manifest checked and encoded, and the backup it makes (checksum, size).
 fn encoded(manifest: &BackupManifest) -> Result<(Vec<u8>, StoredBackup)> {
