@@ -201,6 +201,17 @@ fn copy_chain(
             .collect();
         let results = parallel(&refs, 8, |r| dst_store.copy_from(&src_store, r));
         for r in results {
+            // A chunk missing at the source because a prune deleted this backup meanwhile is
+            // not damage: say so (nothing of it was committed at the target).
+            let r = r.map_err(|e| {
+                let e = Error::from(e);
+                match source.has_manifest(chain_id, &m.id) {
+                    Ok(false) if e.kind() == crate::ErrorKind::Integrity => {
+                        Error::Vanished(m.id.clone())
+                    }
+                    _ => e,
+                }
+            });
             match r? {
                 0 => report.chunks_present += 1,
                 n => {
