@@ -101,7 +101,7 @@ impl ChainStore {
         if self.is_local() {
             6
         } else {
-            16
+            10
         }
     }
 
@@ -329,8 +329,8 @@ impl ChainStore {
     }
 
     /// Splits a file into content-defined chunks, stores the ones the chain lacks, and returns
-    /// the file's entry. The chunker runs on this thread; six workers hash, encode, write and
-    /// fsync chunks behind a bounded queue, so writes overlap chunking and memory stays bounded
+    /// the file's entry. The chunker runs on this thread; six workers (ten on an object store,
+    /// behind a queue of four) hash, encode, write and fsync chunks behind a bounded queue, so writes overlap chunking and memory stays bounded
     /// by a dozen chunks. More workers than cores because most of a worker's time is spent
     /// waiting for its fsync; several in flight let the file system commit them together.
     ///
@@ -368,7 +368,12 @@ impl ChainStore {
         let mut whole = Xxh3::new();
         let mut size = 0u64;
         let mut results: Vec<Option<Result<(ChunkRef, u64)>>> = Vec::new();
-        let (jobs, queue) = std::sync::mpsc::sync_channel::<(usize, SharedChunk)>(workers);
+        let (jobs, queue) =
+            std::sync::mpsc::sync_channel::<(usize, SharedChunk)>(if self.is_local() {
+                workers
+            } else {
+                4
+            });
         let queue = std::sync::Mutex::new(queue);
         let (done, finished) = std::sync::mpsc::channel();
         let read_error = std::thread::scope(|s| {
@@ -460,7 +465,7 @@ impl ChainStore {
             width: if self.is_local() {
                 READ_AHEAD
             } else {
-                READ_AHEAD + READ_AHEAD / 2
+                READ_AHEAD + READ_AHEAD / 4
             },
         }
     }
@@ -472,8 +477,8 @@ type Ahead = Vec<std::sync::mpsc::Receiver<Result<Vec<u8>>>>;
 
 /// How many threads read chunks ahead of the reader from a local disk, each with one chunk
 /// ready: several reads in flight keep the disk's queue full (one at a time leaves it idle
-/// between chunk files), and memory stays bounded by a few chunks. An object store gets half as
-/// many again, to hide its round trips (more buys little on a 2-core machine and costs about
+/// between chunk files), and memory stays bounded by a few chunks. An object store gets a quarter
+/// more, to hide its round trips (more buys little on a 2-core machine and costs about
 /// 4 MiB each).
 const READ_AHEAD: usize = 8;
 
