@@ -76,6 +76,27 @@ impl Bucket {
         c
     }
 
+    /// `list --format json` of a repository.
+    fn list(&self, repo: &str) -> serde_json::Value {
+        json(
+            &self
+                .kb()
+                .backup_dir(repo)
+                .args(["list", "--format", "json"])
+                .output()
+                .unwrap(),
+        )
+    }
+
+    /// `verify --all` of a repository passes.
+    fn verify_ok(&self, repo: &str) {
+        self.kb()
+            .backup_dir(repo)
+            .args(["verify", "--all"])
+            .assert()
+            .success();
+    }
+
     /// The keys of the repository under `prefix`, with sizes.
     fn keys(&self, prefix: &str) -> Vec<(String, u64)> {
         self.server
@@ -170,13 +191,7 @@ fn every_command_works_on_a_bucket_and_the_objects_are_the_local_layout() {
         .iter()
         .any(|(k, _)| k.starts_with(&format!("chains/{chain}/chunks/"))));
 
-    let list = json(
-        &b.kb()
-            .backup_dir(&repo)
-            .args(["list", "--format", "json"])
-            .output()
-            .unwrap(),
-    );
+    let list = b.list(&repo);
     assert_eq!(list.as_array().unwrap().len(), 2);
     b.kb()
         .backup_dir(&repo)
@@ -427,19 +442,9 @@ fn creates_and_verifies_run_side_by_side_on_s3_and_on_disk() {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        let list = json(
-            &b.kb()
-                .backup_dir(&repo)
-                .args(["list", "--format", "json"])
-                .output()
-                .unwrap(),
-        );
+        let list = b.list(&repo);
         assert_eq!(list.as_array().unwrap().len(), 4, "{repo}");
-        b.kb()
-            .backup_dir(&repo)
-            .args(["verify", "--all"])
-            .assert()
-            .success();
+        b.verify_ok(&repo);
     }
 }
 
@@ -501,11 +506,7 @@ fn credentials_that_cannot_delete_create_and_read_but_prune_fails_clearly() {
         .keys("nodelete")
         .iter()
         .all(|(k, _)| !k.starts_with("locks/")));
-    b.kb()
-        .backup_dir(&repo)
-        .args(["verify", "--all"])
-        .assert()
-        .success();
+    b.verify_ok(&repo);
 }
 
 #[test]
@@ -521,11 +522,7 @@ fn server_faults_are_retried_or_reported_in_one_line() {
     proxy.fail_matching("PUT", "/chunks/", 2, 500);
     proxy.drop_next(1);
     let full = create_in(&mut b.kb_via(&proxy.endpoint()), &data, &repo, &[]);
-    b.kb()
-        .backup_dir(&repo)
-        .args(["verify", "--all"])
-        .assert()
-        .success();
+    b.verify_ok(&repo);
     // A missing bucket.
     b.kb()
         .backup_dir("s3://no-such-bucket/x")
@@ -585,13 +582,7 @@ fn server_faults_are_retried_or_reported_in_one_line() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!target.exists());
-    let list = json(
-        &b.kb()
-            .backup_dir(&repo)
-            .args(["list", "--format", "json"])
-            .output()
-            .unwrap(),
-    );
+    let list = b.list(&repo);
     assert_eq!(list.as_array().unwrap().len(), 1);
 }
 
@@ -749,18 +740,7 @@ fn the_server_stopping_mid_create_mid_restore_and_mid_prune_loses_nothing() {
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 2, "{err}");
-    let listed = |b: &Bucket| {
-        json(
-            &b.kb()
-                .backup_dir(&repo)
-                .args(["list", "--format", "json"])
-                .output()
-                .unwrap(),
-        )
-        .as_array()
-        .unwrap()
-        .len()
-    };
+    let listed = |b: &Bucket| b.list(&repo).as_array().unwrap().len();
     assert_eq!(listed(&b), 1, "the interrupted create left no backup");
     // Mid-restore: the target is not created.
     let target = b.tmp.path().join("target");
@@ -784,18 +764,10 @@ fn the_server_stopping_mid_create_mid_restore_and_mid_prune_loses_nothing() {
     let (seen, out) = run_until_stopped(&prune, None);
     assert!(seen > 3, "the stop landed after {seen} requests");
     assert_ne!(out.status.code(), Some(0));
-    b.kb()
-        .backup_dir(&repo)
-        .args(["verify", "--all"])
-        .assert()
-        .success();
+    b.verify_ok(&repo);
     b.kb().backup_dir(&repo).args(prune).assert().success();
     assert_eq!(listed(&b), 1);
-    b.kb()
-        .backup_dir(&repo)
-        .args(["verify", "--all"])
-        .assert()
-        .success();
+    b.verify_ok(&repo);
 }
 
 /// Credentials and the endpoint from a profile in `~/.aws`, as the AWS CLI takes them; a
@@ -944,13 +916,7 @@ fn a_create_killed_mid_upload_leaves_no_backup_and_the_next_reuses_its_chunks() 
         keys.iter().all(|(k, _)| !k.contains("/manifests/")),
         "{keys:?}"
     );
-    let list = json(
-        &b.kb()
-            .backup_dir(&repo)
-            .args(["list", "--format", "json"])
-            .output()
-            .unwrap(),
-    );
+    let list = b.list(&repo);
     assert_eq!(list, serde_json::json!([]));
     // The next create (a new chain) cannot reuse the killed one's chain, but an incremental
     // of a chain reuses what a killed incremental uploaded: check both.
@@ -1021,9 +987,5 @@ fn a_create_killed_mid_upload_leaves_no_backup_and_the_next_reuses_its_chunks() 
         added - partial,
         "{inc}"
     );
-    b.kb()
-        .backup_dir(&repo)
-        .args(["verify", "--all"])
-        .assert()
-        .success();
+    b.verify_ok(&repo);
 }

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use anyhow::{ensure, Context, Result};
 
-use crate::util::{build_binary, drop_caches, du, median, root};
+use crate::util::{build_binary, drop_caches, du, median, peak_rss_kib, root};
 use crate::{append_wal, gen_data};
 
 /// Arguments of `cargo xtask bench`.
@@ -44,11 +44,7 @@ fn timed(cmd: &str) -> Result<(f64, u64)> {
         "{cmd} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let rss = String::from_utf8_lossy(&out.stderr)
-        .lines()
-        .last()
-        .and_then(|l| l.trim().parse().ok())
-        .unwrap_or(0);
+    let rss = peak_rss_kib(&out.stderr);
     Ok((secs, rss))
 }
 

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 
-use crate::util::{build_binary, drop_caches, du, fixtures, median, root};
+use crate::util::{build_binary, drop_caches, du, fixtures, median, peak_rss_kib, root};
 use crate::{append_wal, gen_data};
 
 /// Arguments of `cargo xtask bench-s3`.
@@ -200,11 +200,7 @@ fn timed(bin: &Path, moto: &Moto, args: &[&str]) -> Result<(f64, u64, String)> {
         "{args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let rss = String::from_utf8_lossy(&out.stderr)
-        .lines()
-        .last()
-        .and_then(|l| l.trim().parse().ok())
-        .unwrap_or(0);
+    let rss = peak_rss_kib(&out.stderr);
     Ok((secs, rss, String::from_utf8_lossy(&out.stdout).into_owned()))
 }
 
