@@ -98,14 +98,6 @@ impl Error {
     pub fn is_not_found(&self) -> bool {
         matches!(self, Error::NotFound { .. })
     }
-
-    /// Whether the disk is full (a local repository).
-    pub fn is_no_space(&self) -> bool {
-        match self {
-            Error::Io(e) => e.io_error().raw_os_error() == Some(28),
-            _ => false,
-        }
-    }
 }
 
 /// The result of an object operation.

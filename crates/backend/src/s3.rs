@@ -171,11 +171,6 @@ impl S3Backend {
         })
     }
 
-    /// The settings.
-    pub fn config(&self) -> &S3Config {
-        &self.config
-    }
-
     fn object(&self, key: &str) -> Result<ObjectPath> {
         check_key(&self.location(), key)?;
         let full = if self.config.prefix.is_empty() {

@@ -427,3 +427,23 @@ impl BackupSummary {
         }
     }
 }
+
+/// `e`, or [`Error::Vanished`] when it is damage that a prune deleting one of `backups` while
+/// a command read it explains (its manifest is gone now): not damage, and nothing of it was
+/// restored or copied.
+pub(crate) fn vanished(
+    repo: &Repository,
+    backups: &[kyrodb_backup_storage::StoredBackup],
+    e: Error,
+) -> Error {
+    if e.kind() != crate::ErrorKind::Integrity {
+        return e;
+    }
+    for b in backups {
+        let m = &b.manifest;
+        if matches!(repo.has_manifest(&m.chain_id, &m.id), Ok(false)) {
+            return Error::Vanished(m.id.clone());
+        }
+    }
+    e
+}

@@ -5,10 +5,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use kyrodb_backup_format::repo::{BackupType, ChunkRef, ContentHash};
 use kyrodb_backup_storage::backend::Location;
-use kyrodb_backup_storage::{lease_for_create, parallel_map as parallel, Repository, StoredBackup};
+use kyrodb_backup_storage::{
+    lease_for_create, parallel_map as parallel, Repository, StoredBackup, PRUNE_WAIT,
+};
 use serde::Serialize;
 
-use crate::catalog::open_repo;
+use crate::catalog::{open_repo, vanished};
 use crate::error::{Error, Result};
 use crate::model::Now;
 
@@ -105,9 +107,7 @@ pub fn copy(
         }
     }
     let wanted = selection(&listing, opts)?;
-    let target = Repository::open_or_init_on(
-        kyrodb_backup_storage::backend::open(&to).map_err(kyrodb_backup_storage::Error::from)?,
-    )?;
+    let target = Repository::open_or_init_at(&to)?;
     let mut report = CopyReport {
         from: source.location(),
         to: target.location(),
@@ -169,7 +169,7 @@ fn copy_chain(
         chain_id,
         &newest.manifest.id,
         now.secs,
-        std::time::Duration::from_secs(300),
+        PRUNE_WAIT,
     )?;
     let src_store = source.chain_store(chain_id)?;
     let dst_store = target.chain_store(chain_id)?;
@@ -203,15 +203,7 @@ fn copy_chain(
         for r in results {
             // A chunk missing at the source because a prune deleted this backup meanwhile is
             // not damage: say so (nothing of it was committed at the target).
-            let r = r.map_err(|e| {
-                let e = Error::from(e);
-                match source.has_manifest(chain_id, &m.id) {
-                    Ok(false) if e.kind() == crate::ErrorKind::Integrity => {
-                        Error::Vanished(m.id.clone())
-                    }
-                    _ => e,
-                }
-            });
+            let r = r.map_err(|e| vanished(source, std::slice::from_ref(b), e.into()));
             match r? {
                 0 => report.chunks_present += 1,
                 n => {

@@ -93,16 +93,11 @@ pub fn create(
     progress: &dyn Progress,
 ) -> Result<CreateReport> {
     let backup_dir = &backup_dir.into();
-    let backend = kyrodb_backup_storage::backend::open(backup_dir)
-        .map_err(kyrodb_backup_storage::Error::from)?;
     let (repo, leftovers_removed) = if opts.dry_run {
-        (Repository::open_for_preview_on(backend)?, 0)
+        (Repository::open_for_preview_at(backup_dir)?, 0)
     } else {
-        let repo = Repository::open_or_init_on(backend)?;
-        // Temporary files of a run killed more than an hour ago; a create running now keeps
-        // its own.
-        let leftovers =
-            repo.remove_leftovers(now.system_time() - std::time::Duration::from_secs(3600))?;
+        let repo = Repository::open_or_init_at(backup_dir)?;
+        let leftovers = repo.remove_leftovers(now.system_time())?;
         (repo, leftovers)
     };
     let parent = match &opts.reference {

@@ -118,7 +118,7 @@ pub fn prune(
     let decided = plan(&infos, &opts.policy, now.secs);
     let done = prune_backups(&repo, &decided.pruned, opts.dry_run, now.secs)?;
     if !opts.dry_run {
-        repo.remove_leftovers(now.system_time() - std::time::Duration::from_secs(3600))?;
+        repo.remove_leftovers(now.system_time())?;
     }
     let pruned: Vec<String> = decided
         .pruned

@@ -15,7 +15,8 @@ use kyrodb_backup_storage::{
 use serde::Serialize;
 
 use crate::catalog::{
-    builtin_chain, chain_view, check_builtin, extracted, open_repo, BuiltinBackup, Catalog,
+    builtin_chain, chain_view, check_builtin, extracted, open_repo, vanished, BuiltinBackup,
+    Catalog,
 };
 use crate::error::{Error, Result};
 use crate::model::{FileSize, Now};
@@ -377,20 +378,4 @@ fn pitr_set<'a>(
         expect: Expectation::LastSeq(plan.last_seq),
         also_check: Vec::new(),
     })
-}
-
-/// `e`, or [`Error::Vanished`] when it is damage that a prune deleting one of `backups` while
-/// the restore read it explains (its manifest is gone now): not damage, and nothing was
-/// restored.
-fn vanished(repo: &kyrodb_backup_storage::Repository, backups: &[StoredBackup], e: Error) -> Error {
-    if e.kind() != crate::ErrorKind::Integrity {
-        return e;
-    }
-    for b in backups {
-        let m = &b.manifest;
-        if matches!(repo.has_manifest(&m.chain_id, &m.id), Ok(false)) {
-            return Error::Vanished(m.id.clone());
-        }
-    }
-    e
 }

@@ -20,9 +20,6 @@ use crate::chunkstore::{ChainStore, SharedChunk, StoreStats};
 use crate::error::{Error, Result};
 use crate::repository::{Repository, StoredBackup};
 
-/// How long a create waits for a running prune to finish before it gives up.
-const PRUNE_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
-
 /// What `create` is asked to do. The caller supplies the id and the clock.
 #[derive(Debug, Clone)]
 pub struct CreateOptions {
@@ -261,8 +258,13 @@ pub fn create_backup(
         None
     } else {
         // Announced before anything of the chain is read, so a prune leaves the chain alone.
-        let lease =
-            crate::lease_for_create(repo.backend(), &chain_id, &opts.id, opts.now, PRUNE_WAIT)?;
+        let lease = crate::lease_for_create(
+            repo.backend(),
+            &chain_id,
+            &opts.id,
+            opts.now,
+            crate::PRUNE_WAIT,
+        )?;
         if let Some(p) = &opts.parent {
             if !repo.has_manifest(&p.chain_id, &p.id)? {
                 return Err(Error::ParentGone(p.id.clone()));

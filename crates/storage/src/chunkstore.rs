@@ -224,7 +224,6 @@ impl ChainStore {
             };
             return Ok((r, size));
         }
-        let key = self.chunk_key(hash);
         #[cfg(test)]
         if let Some(left) = &self.writes_before_full {
             let full = left
@@ -242,24 +241,8 @@ impl ChainStore {
             }
         }
         let encoded = encode_chunk(plain)?;
-        // Missing: written create-only (another create may write the same chunk at the same
-        // time; either copy is the chunk). Present but visibly damaged (wrong header or size):
-        // the bytes in hand are its true content, so replacing it repairs the chain.
-        let present = if self.is_local() {
-            self.backend.read_head(&key, 0).is_ok()
-        } else {
-            self.known().contains_key(&hash)
-        };
         let stored = encoded.bytes.len() as u64;
-        let written = if present {
-            self.backend.write(&key, &encoded.bytes)?;
-            Written::Existed
-        } else {
-            self.backend.write_new_owned(&key, encoded.bytes)?
-        };
-        if written == Written::Created {
-            self.created.lock().expect("lock").push(key);
-        }
+        self.write_stored(hash, encoded.bytes)?;
         tracing::trace!(chunk = %hash, plain = plain.len(), stored, "chunk written");
         Ok((r, stored))
     }
@@ -280,19 +263,23 @@ impl ChainStore {
         let stored = source.read_stored(r)?;
         decode_chunk(&stored, r.hash, r.size)
             .map_err(|e| Error::Damaged(format!("{}: {e}", source.chunk_path(r.hash).display())))?;
-        let key = self.chunk_key(r.hash);
         let size = stored.len() as u64;
-        let present = if self.is_local() {
-            self.backend.read_head(&key, 0).is_ok()
-        } else {
-            self.known().contains_key(&r.hash)
-        };
-        if present {
-            self.backend.write(&key, &stored)?;
-        } else if self.backend.write_new_owned(&key, stored)? == Written::Created {
+        self.write_stored(r.hash, stored)?;
+        Ok(size)
+    }
+
+    /// Writes a chunk's stored bytes (already checked to be that chunk). Missing: written
+    /// create-only (another create may write the same chunk at the same time; either copy is
+    /// the chunk), and remembered as created. Present but visibly damaged (wrong header or
+    /// size): the bytes in hand are its true content, so replacing it repairs the chain.
+    fn write_stored(&self, hash: ContentHash, bytes: Vec<u8>) -> Result<()> {
+        let key = self.chunk_key(hash);
+        if self.contains(hash) {
+            self.backend.write(&key, &bytes)?;
+        } else if self.backend.write_new_owned(&key, bytes)? == Written::Created {
             self.created.lock().expect("lock").push(key);
         }
-        Ok(size)
+        Ok(())
     }
 
     /// A chunk's stored bytes, unchecked (bounded by the largest a chunk of its size can be).

@@ -29,6 +29,10 @@ pub(crate) const LOCKS: &str = "locks/";
 const PRUNE_KEY: &str = "locks/prune.json";
 const MAX_LEASE: u64 = 64 * 1024;
 
+/// How long a create (or a copy into a repository) waits for a running prune to finish before
+/// it gives up.
+pub const PRUNE_WAIT: Duration = Duration::from_secs(300);
+
 /// How long a lease of a run on another host stays live without being renewed.
 pub const LEASE_TTL: Duration = Duration::from_secs(10 * 60);
 
@@ -110,9 +114,6 @@ pub struct Lease {
     renewer: Option<std::thread::JoinHandle<()>>,
     /// When the last write of the lease succeeded.
     renewed: Arc<Mutex<Instant>>,
-    /// Whether dropping it deletes it (a create with credentials that may not delete leaves
-    /// it for prune).
-    delete_on_drop: bool,
 }
 
 impl Lease {
@@ -171,7 +172,6 @@ impl Lease {
             stop,
             renewer: handle,
             renewed,
-            delete_on_drop: true,
         }))
     }
 
@@ -192,11 +192,6 @@ impl Lease {
         }
         Ok(())
     }
-
-    /// Leaves the lease object in place when dropped (for prune to remove).
-    pub fn keep_on_drop(&mut self) {
-        self.delete_on_drop = false;
-    }
 }
 
 impl Drop for Lease {
@@ -206,12 +201,11 @@ impl Drop for Lease {
             h.thread().unpark();
             let _ = h.join();
         }
-        if self.delete_on_drop {
-            if let Err(e) = self.backend.delete(&self.key) {
-                tracing::debug!(%e, key = %self.key, "lease left for prune to remove");
-            } else {
-                let _ = self.backend.sync();
-            }
+        // With credentials that may not delete, the lease stays for a prune to remove.
+        if let Err(e) = self.backend.delete(&self.key) {
+            tracing::debug!(%e, key = %self.key, "lease left for prune to remove");
+        } else {
+            let _ = self.backend.sync();
         }
     }
 }
@@ -332,7 +326,16 @@ pub fn lease_for_prune(backend: &Arc<dyn Backend>, now: u64) -> Result<Lease> {
 /// creates write to, and the lease objects of runs that are gone or finished.
 pub(crate) struct CreateLeases {
     pub busy_chains: std::collections::BTreeSet<String>,
+    /// A lease could not be read: which chain it protects is unknown, so every chain is busy.
+    pub all_busy: bool,
     pub stale: Vec<String>,
+}
+
+impl CreateLeases {
+    /// Whether a live create may be writing to `chain`.
+    pub fn is_busy(&self, chain: &str) -> bool {
+        self.all_busy || self.busy_chains.contains(chain)
+    }
 }
 
 pub(crate) fn create_leases(
@@ -343,6 +346,7 @@ pub(crate) fn create_leases(
     let (host, space) = (host_name(), pid_space());
     let mut out = CreateLeases {
         busy_chains: std::collections::BTreeSet::new(),
+        all_busy: false,
         stale: Vec::new(),
     };
     for (key, rec) in read_leases(backend)? {
@@ -365,7 +369,7 @@ pub(crate) fn create_leases(
             // Unreadable or unknown: a lease being written, or from a newer tool. Leave it, and
             // collect nothing that could be its.
             _ => {
-                out.busy_chains.insert("*".into());
+                out.all_busy = true;
             }
         }
     }

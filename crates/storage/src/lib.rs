@@ -43,10 +43,10 @@ pub use chunkstore::{
 };
 pub use error::{Error, Result};
 pub use kyrodb_backup_backend as backend;
-pub use lease::{lease_for_create, lease_for_prune, Lease, LEASE_TTL};
+pub use lease::{lease_for_create, lease_for_prune, Lease, LEASE_TTL, PRUNE_WAIT};
 pub use progress::{NoProgress, Progress, ProgressWriter};
 pub use prune::{prune_backups, PruneReport};
-pub use repository::{parallel_map, Listing, Repository, StoredBackup};
+pub use repository::{parallel_map, Listing, Repository, StoredBackup, LEFTOVER_AGE};
 pub use restore::{
     restore, restore_backup, Expectation, PlannedContent, PlannedFile, RestoreOptions,
     RestoreReport, RestoreSet,

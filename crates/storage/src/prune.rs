@@ -66,7 +66,6 @@ pub fn prune_backups(
     let leases = create_leases(backend.as_ref(), now, &|chain, id| {
         repo.has_manifest(chain, id).unwrap_or(false)
     })?;
-    let busy = |chain: &str| leases.busy_chains.contains(chain) || leases.busy_chains.contains("*");
     let listing = repo.list()?;
     let doomed: BTreeSet<&str> = ids.iter().map(String::as_str).collect();
     // (3) manifests
@@ -75,7 +74,7 @@ pub fn prune_backups(
         if !doomed.contains(m.id.as_str()) {
             continue;
         }
-        if busy(&m.chain_id) {
+        if leases.is_busy(&m.chain_id) {
             report.left_busy.push(m.id.clone());
             continue;
         }
@@ -109,7 +108,7 @@ pub fn prune_backups(
         if !is_backup_id(&chain_id) {
             continue;
         }
-        if busy(&chain_id) {
+        if leases.is_busy(&chain_id) {
             report
                 .chains_not_collected
                 .push((chain_id, "a create is writing to this chain".into()));

@@ -19,6 +19,10 @@ const MANIFEST_EXT: &str = ".manifest";
 /// Largest config object read.
 const MAX_CONFIG: u64 = 64 * 1024;
 
+/// Age after which a temporary file is a leftover even when its writer's pid runs (a pid
+/// reused, or a writer on another host of a shared file system).
+pub const LEFTOVER_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
 #[derive(Serialize, Deserialize)]
 struct Config {
     repository: String,
@@ -175,37 +179,38 @@ impl Repository {
         Self::open_on(backend)
     }
 
-    /// Opens the local repository at `root`, creating it (mode 0700) if the directory is
-    /// missing or holds no repository yet.
+    /// Opens the repository at `location`, making it (an empty one; a local directory with
+    /// mode 0700) if there is none yet.
+    ///
+    /// # Errors
+    ///
+    /// As [`Repository::open_or_init_on`].
+    pub fn open_or_init_at(location: &Location) -> Result<Self> {
+        Self::open_or_init_on(kyrodb_backup_backend::open(location)?)
+    }
+
+    /// [`Repository::open_or_init_at`] a local directory.
     ///
     /// # Errors
     ///
     /// As [`Repository::open_or_init_on`].
     pub fn open_or_init(root: &Path) -> Result<Self> {
-        Self::open_or_init_on(kyrodb_backup_backend::open(&Location::local(root))?)
+        Self::open_or_init_at(&Location::local(root))
     }
 
-    /// The repository on `backend` for a look that writes nothing (a dry run): opened when it
+    /// The repository at `location` for a look that writes nothing (a dry run): opened when it
     /// exists; otherwise a handle on the repository that would be made there, which lists no
     /// backup.
     ///
     /// # Errors
     ///
     /// As [`Repository::open_on`], for a repository that exists.
-    pub fn open_for_preview_on(backend: Arc<dyn Backend>) -> Result<Self> {
+    pub fn open_for_preview_at(location: &Location) -> Result<Self> {
+        let backend = kyrodb_backup_backend::open(location)?;
         match Self::open_on(Arc::clone(&backend)) {
             Err(Error::NotARepository(_)) => Ok(Self::with(backend)),
             other => other,
         }
-    }
-
-    /// [`Repository::open_for_preview_on`] a local directory.
-    ///
-    /// # Errors
-    ///
-    /// As [`Repository::open_on`], for a repository that exists.
-    pub fn open_for_preview(root: &Path) -> Result<Self> {
-        Self::open_for_preview_on(kyrodb_backup_backend::open(&Location::local(root))?)
     }
 
     /// Whether the local directory `root` holds a repository.
@@ -462,13 +467,17 @@ impl Repository {
 
     /// Removes temporary files that an interrupted run left in a local repository: only files
     /// carrying this tool's temporary marker, whose writer (the process id in the name) is not
-    /// running on this host, or that were last written before `cutoff`. A run that is still
-    /// writing keeps its own. An object store has none: its writes are whole.
+    /// running on this host, or that were last written more than [`LEFTOVER_AGE`] before
+    /// `now`. A run that is still writing keeps its own. An object store has none: its writes
+    /// are whole.
     ///
     /// # Errors
     ///
     /// When a leftover cannot be removed.
-    pub fn remove_leftovers(&self, cutoff: std::time::SystemTime) -> Result<u64> {
+    pub fn remove_leftovers(&self, now: std::time::SystemTime) -> Result<u64> {
+        let cutoff = now
+            .checked_sub(LEFTOVER_AGE)
+            .unwrap_or(std::time::UNIX_EPOCH);
         let Some(root) = self.backend.local_root() else {
             return Ok(0);
         };
