@@ -39,6 +39,7 @@ fn prune_at(
         keep_weekly: keep[2],
         keep_monthly: keep[3],
         min_age_days,
+        keep_within_secs: 0,
     });
     opts.dry_run = dry_run;
     kyrodb_backup_ops::prune(repo, &opts, Now::at(now)).unwrap()

@@ -618,6 +618,7 @@ fn prunes_racing_creates_never_lose_a_chunk_a_backup_needs() {
         keep_weekly: 0,
         keep_monthly: 0,
         min_age_days: 0,
+        keep_within_secs: 0,
     };
     let now = || Now::from_system_time(std::time::SystemTime::now());
     let mut rng = Rng::new(20_261_129);

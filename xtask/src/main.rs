@@ -4,7 +4,9 @@
 //! command line and dispatches. `cargo xtask --help` lists the tasks.
 
 mod append_wal;
+mod archive_soak;
 mod bench;
+mod bench_archive;
 mod bench_s3;
 mod crash;
 mod dist;
@@ -47,6 +49,10 @@ enum Task {
     Bench(bench::Args),
     /// Benchmark create, restore, incremental and list on a bucket of a local S3 server vs a local repository
     BenchS3(bench_s3::Args),
+    /// Benchmark `archive`: recovery point, highest rate followed, CPU, memory, requests, objects after a soak
+    BenchArchive(bench_archive::Args),
+    /// The continuous archive's kill-and-restore soak (--secs N, default 600; --s3 for a bucket too)
+    ArchiveSoak(archive_soak::Args),
     /// Shell completions (bash, zsh, fish) and man pages into target/dist
     Dist(dist::Args),
     /// The whole corruption matrix (every stored file x every damage)
@@ -65,6 +71,8 @@ fn main() -> Result<()> {
         Task::Fuzz(args) => fuzz::run(args),
         Task::Bench(args) => bench::run(args),
         Task::BenchS3(args) => bench_s3::run(args),
+        Task::BenchArchive(args) => bench_archive::run(args),
+        Task::ArchiveSoak(args) => archive_soak::run(args),
         Task::Dist(args) => dist::run(args),
         Task::Faults(args) => faults::run(args),
         Task::Crash(args) => crash::run(args),

@@ -18,6 +18,15 @@
 //! - `T` is exact when the next captured entry exists and is after `T`, or when the run ends
 //!   where some backup's capture ends and that backup was taken at a second greater than `T`.
 //!
+//! Continuous archives add timelines ([`TimelineView`]): an archiver follows a live data
+//! directory and stores its WAL frames in pieces (runs of consecutive frames) and the engine's
+//! snapshots as bases. The same rule holds on a timeline, over piece summaries (first and last
+//! sequence number, first and last entry timestamp) rather than single entries, with markers of
+//! what the archiver had seen (and the pieces themselves) proving where a run ends instead of
+//! backup times; [`timeline_windows`] and [`timeline_gaps`] name what a timeline can and cannot
+//! rebuild, and [`resolve_all`] and [`recoverable_windows_all`] weigh backup chains and timelines
+//! together (the newest start wins, backups on a tie).
+//!
 //! ```
 //! use kyrodb_backup_chain::{resolve, BackupView, PitrOptions, SegmentView, SnapshotView};
 //!
@@ -40,6 +49,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+
+mod timeline;
+
+pub use timeline::{
+    recoverable_windows_all, resolve_all, timeline_gaps, timeline_windows, BaseView, PieceView,
+    Resolved, TimelinePlan, TimelineView,
+};
 
 /// What the point-in-time rule needs to know of one backup: its chain, when it was taken, the
 /// snapshot it captured and the WAL entries it captured, per segment.
@@ -191,7 +207,7 @@ struct Segment {
 
 /// Everything one chain captured, pooled.
 #[derive(Debug)]
-struct ChainView {
+pub(crate) struct ChainView {
     chain_id: String,
     snaps: Vec<Snap>,
     segments: Vec<Segment>,
@@ -300,7 +316,7 @@ impl ChainView {
         p
     }
 
-    fn windows(&self) -> Vec<Window> {
+    pub(crate) fn windows(&self) -> Vec<Window> {
         let points: Vec<u64> = self.breakpoints().into_iter().collect();
         let mut out: Vec<Window> = Vec::new();
         for (i, &p) in points.iter().enumerate() {
@@ -317,7 +333,7 @@ impl ChainView {
         out
     }
 
-    fn plan(&self, target: u64, recovered_to: u64) -> Option<PitrPlan> {
+    pub(crate) fn plan(&self, target: u64, recovered_to: u64) -> Option<PitrPlan> {
         let (snap, start_seq, last_seq) = self.exact(recovered_to)?;
         let mut segments = Vec::new();
         for s in &self.segments {
@@ -351,7 +367,7 @@ impl ChainView {
     }
 }
 
-fn chains(backups: &[BackupView]) -> Result<Vec<ChainView>, Error> {
+pub(crate) fn chains(backups: &[BackupView]) -> Result<Vec<ChainView>, Error> {
     let mut by_chain: BTreeMap<&str, Vec<&BackupView>> = BTreeMap::new();
     for b in backups {
         by_chain.entry(b.chain_id.as_str()).or_default().push(b);

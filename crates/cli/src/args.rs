@@ -71,8 +71,11 @@ pub enum Command {
         #[command(subcommand)]
         action: GoldenAction,
     },
-    /// Monitoring: fail when the newest backup is older than a limit.
+    /// Monitoring: fail when the newest backup, or the continuous archive, is older than a limit.
     Check(CheckArgs),
+    /// Follow --data-dir and store every WAL frame and snapshot the engine writes, until
+    /// stopped (SIGTERM or Ctrl-C: what was read is stored, then exit 0).
+    Archive(ArchiveArgs),
     /// Copy backups (whole chains, in order) between repositories, checking every chunk.
     Copy(CopyArgs),
 }
@@ -172,9 +175,31 @@ pub struct PruneArgs {
     /// Never delete a backup younger than this many days.
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub min_age_days: u32,
+    /// Keep every second of this last stretch restorable from the continuous archive, e.g.
+    /// `7d` (without it, the archive keeps what the oldest kept backup onward needs).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub keep_within: Option<u64>,
     /// Show the decisions, delete nothing.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+/// `archive` options.
+#[derive(Debug, Args)]
+pub struct ArchiveArgs {
+    /// Store what the engine wrote at most this often while it writes (nothing while idle),
+    /// e.g. `1s`, `500ms`, `5s`.
+    #[arg(long, default_value = "1s", value_name = "DURATION", value_parser = parse_interval)]
+    pub interval: std::time::Duration,
+    /// How often to say, in the repository, up to where the archive is complete.
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_interval, hide = true)]
+    pub heartbeat: std::time::Duration,
+    /// How often to merge small pieces.
+    #[arg(long, default_value = "60s", value_name = "DURATION", value_parser = parse_interval, hide = true)]
+    pub merge_every: std::time::Duration,
+    /// How many consecutive pieces are merged into one.
+    #[arg(long, default_value_t = 60, value_name = "N", hide = true)]
+    pub merge_fan_in: usize,
 }
 
 /// `migrate` options.
@@ -223,10 +248,37 @@ pub struct GoldenCreateArgs {
 
 /// `check` options.
 #[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("limits").required(true).multiple(true).args(["max_age", "max_lag"]))]
 pub struct CheckArgs {
     /// Oldest acceptable age of the newest backup, e.g. `90m`, `26h`, `7d`, `1h30m`.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub max_age: u64,
+    pub max_age: Option<u64>,
+    /// Longest acceptable delay of the continuous archive, e.g. `30s`: its archiver must have
+    /// reported within it, and no WAL frame of --data-dir (when it exists here) may have
+    /// waited longer to be stored.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub max_lag: Option<u64>,
+}
+
+/// Parses an interval: `500ms`, or a duration as [`parse_duration`] reads it.
+///
+/// # Errors
+///
+/// A message naming what is not an interval.
+pub fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
+    let d = if let Some(ms) = s.trim().strip_suffix("ms") {
+        let ms: u64 = ms
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?} is not an interval like 500ms, 1s or 5s"))?;
+        std::time::Duration::from_millis(ms)
+    } else {
+        std::time::Duration::from_secs(parse_duration(s)?)
+    };
+    if d < std::time::Duration::from_millis(10) {
+        return Err(format!("{s:?} is too short: 10ms at least"));
+    }
+    Ok(d)
 }
 
 /// Parses a point in time: Unix seconds, or RFC 3339 (`2025-10-20T14:30:00Z`, any offset).

@@ -73,6 +73,9 @@ fn render(e: &Error, cli: &Cli) -> (String, Option<String>) {
             "check --backup-dir, or run `kyrodb_backup create` to start a repository there",
         ),
         Error::UnsupportedRepository { .. } => plain("upgrade kyrodb_backup"),
+        Error::Locked(m) if m.contains("an archiver") => plain(
+            "one archiver follows a repository: stop the other one (its process is named above), or wait until its host is gone and its lease expires",
+        ),
         Error::Locked(_) => plain(
             "wait for the other run to finish: one prune runs at a time, and a create waits for a prune",
         ),

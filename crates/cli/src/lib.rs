@@ -39,3 +39,10 @@ pub enum Outcome {
     /// It ran, and found damage, a mismatch or no fresh backup (exit code 3).
     Integrity,
 }
+
+/// This host's name, for the records an archiver leaves.
+pub(crate) fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}

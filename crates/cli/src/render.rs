@@ -77,6 +77,26 @@ pub fn create(r: &CreateReport) {
 }
 
 pub fn list(r: &ListReport, dir: &Path, boxed: bool) {
+    list_backups(r, dir, boxed);
+    for t in &r.timelines {
+        outln!(
+            "archived WAL: timeline {} (since {}), frames {} in {} pieces; recoverable {}{}",
+            t.timeline,
+            utc(t.started_at),
+            t.last_seq
+                .map_or_else(|| "none".into(), |l| format!("to {l}")),
+            t.pieces,
+            windows_text(&t.recoverable_windows),
+            if t.gaps.is_empty() {
+                String::new()
+            } else {
+                format!("; gaps {}", windows_text(&t.gaps))
+            }
+        );
+    }
+}
+
+fn list_backups(r: &ListReport, dir: &Path, boxed: bool) {
     if r.backups.is_empty() {
         outln!("no backups in {}", dir.display());
         return;
@@ -123,6 +143,61 @@ pub fn show(r: &Shown, boxed: bool) {
     match r {
         Shown::Repository(r) => show_repository(r, boxed),
         Shown::Builtin(r) => show_builtin(r),
+        Shown::Timeline(r) => show_timeline(r),
+    }
+}
+
+fn windows_text(ws: &[kyrodb_backup_ops::types::Window]) -> String {
+    if ws.is_empty() {
+        return "none".into();
+    }
+    ws.iter()
+        .map(|w| {
+            if w.to == u64::MAX {
+                format!("{} ({}) onward", w.from, utc(w.from))
+            } else {
+                format!("{} ({}) to {} ({})", w.from, utc(w.from), w.to, utc(w.to))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn show_timeline(r: &kyrodb_backup_ops::TimelineReport) {
+    outln!("timeline    {} (continuous archive)", r.timeline);
+    outln!("started     {} ({})", utc(r.started_at), r.started_at);
+    if let (Some(a), Some(b)) = (r.first_seq, r.last_seq) {
+        outln!(
+            "frames      {a} to {b} in {} pieces ({})",
+            r.pieces,
+            human_bytes(r.piece_bytes)
+        );
+    } else {
+        outln!("frames      none yet");
+    }
+    outln!("bases       {}", r.bases.len());
+    for b in &r.bases {
+        outln!(
+            "  {}  snapshot of {} through frame {}",
+            b.id,
+            utc(b.snapshot_timestamp),
+            b.last_wal_seq
+        );
+    }
+    if let Some(h) = &r.heartbeat {
+        outln!(
+            "heartbeat   {} by {} (pid {}): complete through frame {}, {}s behind, {} pending",
+            utc(h.written_at),
+            h.host,
+            h.pid,
+            h.last_seq,
+            h.lag_seconds,
+            human_bytes(h.pending_bytes)
+        );
+    }
+    outln!("recoverable {}", windows_text(&r.recoverable_windows));
+    if !r.gaps.is_empty() {
+        outln!("gaps        {}", windows_text(&r.gaps));
     }
 }
 
@@ -335,7 +410,27 @@ pub fn verify(r: &VerifyReport) {
     for u in &r.unreadable {
         outln!("DAMAGED  {}: {}", u.path.display(), u.problem);
     }
-    if r.backups.is_empty() && r.unreadable.is_empty() && r.builtin.is_empty() {
+    for t in &r.archive {
+        if t.ok {
+            outln!(
+                "ok       timeline {}: {} pieces ({} frames), {} bases",
+                t.timeline,
+                t.pieces,
+                t.frames,
+                t.bases
+            );
+        } else {
+            outln!("DAMAGED  timeline {}", t.timeline);
+            for p in &t.problems {
+                outln!("  {}: {}", p.file.as_deref().unwrap_or("-"), p.message);
+            }
+        }
+    }
+    if r.backups.is_empty()
+        && r.unreadable.is_empty()
+        && r.builtin.is_empty()
+        && r.archive.is_empty()
+    {
         outln!("no backups to verify");
     }
 }
@@ -367,6 +462,21 @@ pub fn prune(r: &PruneReport) {
     );
     for c in &r.chains_not_collected {
         outln!("chain {}: chunks not collected ({})", c.chain_id, c.reason);
+    }
+    if let Some(a) = &r.archive {
+        let verb = if r.dry_run { "would remove" } else { "removed" };
+        outln!(
+            "archived WAL kept restorable from {} ({}): {verb} {} pieces, {} bases, {} chunks, {} timelines",
+            a.plan.window_from,
+            utc(a.plan.window_from),
+            a.plan.pieces_removed.len(),
+            a.plan.bases_removed.len(),
+            a.chunks_removed,
+            a.plan.timelines_removed.len()
+        );
+        for t in &a.chunks_deferred {
+            outln!("timeline {t}: chunks not collected (an archiver is storing a base)");
+        }
     }
 }
 
@@ -477,15 +587,100 @@ pub fn golden_check(r: &GoldenCheckReport) {
 }
 
 pub fn check(r: &CheckReport, dir: &Path) {
-    if let (Some(id), Some(age)) = (&r.newest_id, r.age_seconds) {
-        outln!(
-            "{}: newest backup {id} is {} old (limit {})",
-            if r.ok { "OK" } else { "ALERT" },
-            human_age(age),
-            human_age(r.max_age_seconds)
-        );
-    } else {
-        outln!("ALERT: no backup in {}", dir.display());
+    if let Some(max) = r.max_age_seconds {
+        if let (Some(id), Some(age)) = (&r.newest_id, r.age_seconds) {
+            outln!(
+                "{}: newest backup {id} is {} old (limit {})",
+                if age <= max { "OK" } else { "ALERT" },
+                human_age(age),
+                human_age(max)
+            );
+        } else {
+            outln!("ALERT: no backup in {}", dir.display());
+        }
+    }
+    if let Some(a) = &r.archive {
+        match &a.problem {
+            None => outln!(
+                "OK: archived WAL of timeline {} is {} behind (limit {}); last frame {}",
+                a.timeline.as_deref().unwrap_or("-"),
+                human_age(a.lag_seconds.unwrap_or(0)),
+                human_age(a.max_lag_seconds),
+                a.last_seq
+            ),
+            Some(p) => outln!(
+                "ALERT: archived WAL in {}: {p} (limit {})",
+                dir.display(),
+                human_age(a.max_lag_seconds)
+            ),
+        }
+    }
+}
+
+/// One line for an event of `archive` (status lines only when `verbose`).
+pub(crate) fn archive_event(e: &kyrodb_backup_ops::ArchiveEvent, verbose: bool) -> Option<String> {
+    use kyrodb_backup_ops::ArchiveEvent as E;
+    Some(match e {
+        E::Timeline {
+            timeline,
+            reason,
+            next_seq,
+        } => {
+            let why = match reason.as_str() {
+                "new" => "a new timeline",
+                "resumed" => "resuming timeline",
+                _ => "the data dir's history is not the archived one: a new timeline",
+            };
+            format!("archiving: {why} {timeline}, from WAL frame {next_seq}")
+        }
+        E::Gap(g) => format!(
+            "warning: gap in timeline {}: frames after {} were compacted away while nothing archived them; seconds {} ({}) to {} ({}) cannot be restored exactly; a new base is taken from the snapshot after frame {}",
+            g.timeline,
+            g.after_seq,
+            g.from,
+            crate::output::utc(g.from),
+            g.to,
+            crate::output::utc(g.to),
+            g.resumes_after_seq
+        ),
+        E::Base {
+            snapshot,
+            last_wal_seq,
+            stored_bytes,
+            seconds,
+            ..
+        } => format!(
+            "base stored: {snapshot} (through frame {last_wal_seq}), {} new in {seconds:.1}s",
+            human_bytes(*stored_bytes)
+        ),
+        E::Merged { pieces, into, .. } if verbose => format!("merged {pieces} pieces into {into}"),
+        E::Status(s) if verbose => format!(
+            "status: frame {} stored, lag {}s, {} pending, {} pieces, {} requests",
+            s.last_seq,
+            s.lag_seconds,
+            human_bytes(s.pending_bytes),
+            s.pieces,
+            s.requests
+        ),
+        E::Warning { message } => format!("warning: {message}"),
+        _ => return None,
+    })
+}
+
+/// `archive`, when stopped.
+pub(crate) fn archive(r: &kyrodb_backup_ops::ArchiveReport) {
+    outln!(
+        "archive stopped: {} frames in {} pieces ({}), {} bases, {} merges; last frame {} of timeline {}",
+        r.status.frames,
+        r.status.pieces,
+        human_bytes(r.status.bytes),
+        r.status.bases,
+        r.status.merges,
+        r.status.last_seq,
+        r.status.timeline
+    );
+    for g in &r.gaps {
+        outln!("gap: {} to {} in timeline {}", g.from, g.to, g.timeline);
     }
 }
 

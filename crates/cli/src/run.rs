@@ -5,14 +5,15 @@ use std::time::SystemTime;
 
 use kyrodb_backup_ops::types::{MetricSource, RetentionPolicy};
 use kyrodb_backup_ops::{
-    CheckOptions, CopyOptions, CreateOptions, GoldenCreateOptions, Location, MigrateOptions, Now,
-    PruneOptions, Reference, RestoreOptions, RestoreSource, S3Config, VerifyOptions,
+    ArchiveEvent, ArchiveOptions, CheckOptions, CopyOptions, CreateOptions, GoldenCreateOptions,
+    Location, MigrateOptions, Now, PruneOptions, Reference, RestoreOptions, RestoreSource,
+    S3Config, VerifyOptions,
 };
 use serde::Serialize;
 
 use crate::args::{
-    CheckArgs, Cli, Command, CopyArgs, CreateArgs, Format, GoldenAction, MigrateArgs, PruneArgs,
-    RestoreArgs, VerifyArgs,
+    ArchiveArgs, CheckArgs, Cli, Command, CopyArgs, CreateArgs, Format, GoldenAction, MigrateArgs,
+    PruneArgs, RestoreArgs, VerifyArgs,
 };
 use crate::hints::Failure;
 use crate::output::{print_json, Bar};
@@ -151,6 +152,7 @@ fn dispatch(ctx: &Ctx) -> kyrodb_backup_ops::Result<Outcome> {
         Command::Golden { action } => golden(ctx, action),
         Command::Check(a) => check(ctx, a),
         Command::Copy(a) => copy(ctx, a),
+        Command::Archive(a) => archive(ctx, a),
     }
 }
 
@@ -232,9 +234,11 @@ fn prune(ctx: &Ctx, a: &PruneArgs) -> kyrodb_backup_ops::Result<Outcome> {
         keep_weekly: a.keep_weekly,
         keep_monthly: a.keep_monthly,
         min_age_days: a.min_age_days,
+        keep_within_secs: a.keep_within.unwrap_or(0),
     };
     let mut opts = PruneOptions::new(policy);
     opts.dry_run = a.dry_run;
+    opts.keep_within = a.keep_within;
     let r = kyrodb_backup_ops::prune(&location_of(&ctx.cli.backup_dir)?, &opts, now())?;
     for u in &r.unreadable {
         ctx.note(format!(
@@ -277,10 +281,77 @@ fn golden(ctx: &Ctx, action: &GoldenAction) -> kyrodb_backup_ops::Result<Outcome
 }
 
 fn check(ctx: &Ctx, a: &CheckArgs) -> kyrodb_backup_ops::Result<Outcome> {
-    let r = kyrodb_backup_ops::check(
-        &location_of(&ctx.cli.backup_dir)?,
-        &CheckOptions::max_age(a.max_age),
-        now(),
-    )?;
+    let mut opts = CheckOptions::default();
+    opts.max_age = a.max_age;
+    opts.max_lag = a.max_lag;
+    // The data dir is compared with the archive only where it exists (check may run on
+    // another host than the database).
+    opts.data_dir = Some(ctx.cli.data_dir.clone()).filter(|d| d.join("MANIFEST").is_file());
+    let r = kyrodb_backup_ops::check(&location_of(&ctx.cli.backup_dir)?, &opts, now())?;
     Ok(ctx.emit(&r, outcome(r.ok), |r| render::check(r, &ctx.cli.backup_dir)))
+}
+
+/// The system clock, for long-running commands.
+struct SystemClock;
+
+impl kyrodb_backup_ops::Clock for SystemClock {
+    fn now(&self) -> Now {
+        now()
+    }
+}
+
+/// Sets `flag` on SIGTERM or SIGINT (a thread waits for them).
+fn stop_on_signals(flag: std::sync::Arc<std::sync::atomic::AtomicBool>) -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    let (mut term, mut int) = rt.block_on(async {
+        Ok::<_, std::io::Error>((
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+        ))
+    })?;
+    std::thread::Builder::new()
+        .name("kyrodb-backup-signals".into())
+        .spawn(move || {
+            rt.block_on(async {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            });
+            flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        })?;
+    Ok(())
+}
+
+fn archive(ctx: &Ctx, a: &ArchiveArgs) -> kyrodb_backup_ops::Result<Outcome> {
+    let mut opts = ArchiveOptions::new(&ctx.cli.data_dir);
+    opts.interval = a.interval;
+    opts.heartbeat = a.heartbeat;
+    opts.merge_every = a.merge_every;
+    opts.merge_fan_in = a.merge_fan_in;
+    opts.host = crate::host_name();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    stop_on_signals(std::sync::Arc::clone(&stop)).map_err(|e| kyrodb_backup_ops::Error::Io {
+        path: ctx.cli.data_dir.clone(),
+        source: e,
+    })?;
+    let mut on_event = |e: &ArchiveEvent| {
+        if ctx.json {
+            // One compact line per event, so a pipe reads them as they come.
+            crate::output::outln!("{}", serde_json::to_string(e).expect("events serialize"));
+        } else if let Some(line) = render::archive_event(e, ctx.cli.verbose > 0) {
+            ctx.note(line);
+        }
+    };
+    let r = kyrodb_backup_ops::archive(
+        &location_of(&ctx.cli.backup_dir)?,
+        &opts,
+        &SystemClock,
+        &stop,
+        &mut on_event,
+    )?;
+    Ok(ctx.emit(&r, Outcome::Done, render::archive))
 }

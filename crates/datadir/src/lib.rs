@@ -4,6 +4,9 @@
 //! - [`capture`]: opening one consistent state of a directory the engine is writing (the
 //!   MANIFEST read once, every file it names opened before the engine can delete it, WAL
 //!   segments cut at their last whole frame);
+//! - [`follow`]: following the WAL of a live directory frame by frame for a continuous
+//!   archiver (segments held open until read to their end, torn tails waited for, snapshots,
+//!   compaction gaps and a swapped-in directory reported);
 //! - [`target`]: replacing a directory whole: refusing a non-empty target unless allowed, or
 //!   one a process still uses; building the new contents in a staging directory beside it;
 //!   swapping them in with one atomic rename; keeping or deleting the old contents;
@@ -34,6 +37,7 @@
 
 pub mod capture;
 mod error;
+pub mod follow;
 pub mod golden;
 pub mod migrate;
 pub mod target;

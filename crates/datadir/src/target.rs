@@ -37,6 +37,12 @@ pub fn target_is_empty(target: &Path) -> Result<bool> {
 
 /// A process (other than this one) holding a file inside `dir` open, found through `/proc`:
 /// its pid and command name.
+///
+/// This tool's own continuous archiver (argv\[0\] named `kyrodb_backup*`, with an `archive`
+/// argument) is not counted when every descriptor it has into `dir` is read-only: it only
+/// reads, and it notices itself that another directory was swapped in at the path it follows
+/// (it then starts again), so a restore into the data directory it follows must not be
+/// refused because of it.
 pub fn process_using(dir: &Path) -> Option<(u32, String)> {
     let dir = fs::canonicalize(dir).ok()?;
     let me = std::process::id();
@@ -54,16 +60,55 @@ pub fn process_using(dir: &Path) -> Option<(u32, String)> {
         let Ok(fds) = fs::read_dir(proc_entry.path().join("fd")) else {
             continue;
         };
+        let mut uses = false;
+        let mut only_reads = true;
         for fd in fds.flatten() {
             if fs::read_link(fd.path()).is_ok_and(|t| t.starts_with(&dir)) {
-                let command = fs::read_to_string(proc_entry.path().join("comm"))
-                    .map(|s| s.trim().to_string())
-                    .unwrap_or_default();
-                return Some((pid, command));
+                uses = true;
+                let info = proc_entry.path().join("fdinfo").join(fd.file_name());
+                if !fs::read_to_string(info).is_ok_and(|s| fdinfo_read_only(&s) == Some(true)) {
+                    only_reads = false;
+                    break;
+                }
             }
         }
+        if !uses {
+            continue;
+        }
+        if only_reads
+            && fs::read(proc_entry.path().join("cmdline")).is_ok_and(|c| is_archiver_cmdline(&c))
+        {
+            continue;
+        }
+        let command = fs::read_to_string(proc_entry.path().join("comm"))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default();
+        return Some((pid, command));
     }
     None
+}
+
+/// Whether a `/proc/<pid>/cmdline` (arguments separated by NUL bytes) is this tool's
+/// archiver: argv\[0\]'s file name starts with `kyrodb_backup` and an argument is `archive`.
+fn is_archiver_cmdline(cmdline: &[u8]) -> bool {
+    let mut args = cmdline.split(|b| *b == 0);
+    let Some(argv0) = args.next() else {
+        return false;
+    };
+    let program = argv0.rsplit(|b| *b == b'/').next().unwrap_or(argv0);
+    program.starts_with(b"kyrodb_backup") && args.any(|a| a == b"archive")
+}
+
+/// Whether a `/proc/<pid>/fdinfo/<fd>` describes a descriptor opened read-only (its `flags:`
+/// line, octal, has access mode `O_RDONLY`); `None` when there is no such line.
+fn fdinfo_read_only(fdinfo: &str) -> Option<bool> {
+    const ACCESS_MODE: u32 = 0o3;
+    let flags = fdinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("flags:"))?
+        .trim();
+    let flags = u32::from_str_radix(flags, 8).ok()?;
+    Some(flags & ACCESS_MODE == 0)
 }
 
 /// Fails with [`Error::InUse`] when a process holds files of `dir` open.
@@ -418,6 +463,53 @@ mod tests {
         drop(s);
         assert_eq!(files(tmp.path()), ["data"]);
         assert_eq!(files(&t), ["old"]);
+    }
+
+    #[test]
+    fn the_archiver_is_recognized_by_its_command_line() {
+        assert!(is_archiver_cmdline(
+            b"/usr/local/bin/kyrodb_backup\0--data-dir\0/d\0archive\0"
+        ));
+        assert!(is_archiver_cmdline(b"kyrodb_backup-x86_64\0archive"));
+        assert!(!is_archiver_cmdline(
+            b"/usr/local/bin/kyrodb_backup\0restore\0"
+        ));
+        assert!(!is_archiver_cmdline(b"kyrodb_backup\0archived\0"));
+        assert!(!is_archiver_cmdline(
+            b"/opt/kyrodb_backup/bin/kyrodb\0archive\0"
+        ));
+        assert!(!is_archiver_cmdline(b"archive\0kyrodb_backup\0"));
+        assert!(!is_archiver_cmdline(b""));
+    }
+
+    #[test]
+    fn fdinfo_flags_tell_read_only_descriptors() {
+        assert_eq!(
+            fdinfo_read_only("pos:\t0\nflags:\t0100000\nmnt_id:\t30\nino:\t12\n"),
+            Some(true)
+        );
+        assert_eq!(fdinfo_read_only("pos:\t0\nflags:\t02100002\n"), Some(false));
+        assert_eq!(fdinfo_read_only("flags:\t0100001\n"), Some(false));
+        assert_eq!(fdinfo_read_only("pos:\t0\n"), None);
+        assert_eq!(fdinfo_read_only("flags:\tzz\n"), None);
+    }
+
+    #[test]
+    fn this_process_fdinfo_of_a_read_only_and_a_writable_descriptor() {
+        use std::os::fd::AsRawFd;
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("f");
+        fs::write(&p, b"x").unwrap();
+        let info =
+            |f: &File| fs::read_to_string(format!("/proc/self/fdinfo/{}", f.as_raw_fd())).unwrap();
+        let ro = File::open(&p).unwrap();
+        let rw = OpenOptions::new().read(true).write(true).open(&p).unwrap();
+        let wo = OpenOptions::new().append(true).open(&p).unwrap();
+        assert_eq!(fdinfo_read_only(&info(&ro)), Some(true));
+        assert_eq!(fdinfo_read_only(&info(&rw)), Some(false));
+        assert_eq!(fdinfo_read_only(&info(&wo)), Some(false));
+        // This process holds a read-only descriptor into the directory: never counted itself.
+        assert_eq!(process_using(tmp.path()), None);
     }
 
     #[test]

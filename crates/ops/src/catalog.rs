@@ -7,7 +7,9 @@ use std::fs;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use kyrodb_backup_chain::{BackupView, SegmentView, SnapshotView};
+use kyrodb_backup_chain::{
+    BackupView, BaseView, PieceView, SegmentView, SnapshotView, TimelineView,
+};
 use kyrodb_backup_durable::open_no_follow;
 use kyrodb_backup_format::engine::{
     builtin_meta_id, is_wal_file_name, read_members, recover, BuiltinMeta, DataDirManifest,
@@ -130,6 +132,41 @@ pub(crate) fn chain_view(m: &BackupManifest) -> BackupView {
                     entries: f.wal_index.as_ref()?.iter().collect(),
                 })
             })
+            .collect(),
+    }
+}
+
+/// What the point-in-time rule sees of an archived timeline.
+pub(crate) fn timeline_view(t: &kyrodb_backup_storage::ArchivedTimeline) -> TimelineView {
+    TimelineView {
+        id: t.id.to_string(),
+        not_before: t.id.started_at,
+        bases: t
+            .bases
+            .iter()
+            .map(|b| BaseView {
+                key: b.key.clone(),
+                timestamp: b.name.snapshot_ts,
+                last_wal_seq: b.name.last_wal_seq,
+            })
+            .collect(),
+        pieces: t
+            .pieces
+            .iter()
+            .map(|p| PieceView {
+                key: p.key.clone(),
+                first_seq: p.name.first_seq,
+                last_seq: p.name.last_seq,
+                first_ts: p.name.first_ts,
+                last_ts: p.name.last_ts,
+                observed_at: p.name.observed_at,
+            })
+            .collect(),
+        observed: t
+            .observed
+            .iter()
+            .filter(|o| o.timeline == t.id.to_string())
+            .map(|o| (o.observed_at, o.last_seq))
             .collect(),
     }
 }

@@ -54,6 +54,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod archive;
 mod catalog;
 mod check;
 mod copy;
@@ -67,8 +68,11 @@ mod prune;
 mod restore;
 mod verify;
 
+pub use archive::{
+    archive, ArchiveEvent, ArchiveGap, ArchiveOptions, ArchiveReport, ArchiveStatus, Clock,
+};
 pub use catalog::BuiltinBackup;
-pub use check::{check, CheckOptions, CheckReport};
+pub use check::{check, ArchiveCheck, CheckOptions, CheckReport};
 pub use copy::{copy, CopiedBackup, CopyOptions, CopyReport};
 pub use create::{create, CreateOptions, CreateReport, Reference};
 pub use error::{Error, ErrorKind, Result};
@@ -76,12 +80,15 @@ pub use golden::{
     golden_check_file, golden_create_file, GoldenCheckReport, GoldenCreateOptions,
     GoldenCreateReport,
 };
-pub use list::{list, show, BuiltinShowReport, ListReport, ShowReport, Shown, ShownFile, Windows};
+pub use list::{
+    list, show, BuiltinShowReport, ListReport, ShowReport, Shown, ShownFile, TimelineBase,
+    TimelineReport, Windows,
+};
 pub use migrate::{migrate, MigrateOptions, MigrateReport, MigratedSnapshot};
 pub use model::{BackupSummary, ChainLink, FileSize, Now, SnapshotRef, WalCoverage};
 pub use prune::{prune, ChainNotCollected, KeptBackup, PruneOptions, PruneReport};
 pub use restore::{restore, Migrated, RestoreOptions, RestoreReport, RestoreSource};
-pub use verify::{verify, BuiltinCheck, Unreadable, VerifyOptions, VerifyReport};
+pub use verify::{verify, BuiltinCheck, TimelineCheck, Unreadable, VerifyOptions, VerifyReport};
 
 /// Types that appear in options and reports, from the crates underneath.
 pub mod types {

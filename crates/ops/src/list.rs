@@ -3,12 +3,14 @@
 use kyrodb_backup_storage::backend::Location;
 use std::path::PathBuf;
 
-use kyrodb_backup_chain::{recoverable_windows, Window};
+use kyrodb_backup_chain::{recoverable_windows, timeline_gaps, timeline_windows, Window};
 use kyrodb_backup_format::repo::{ContentHash, FileKind, SkippedFile};
 use kyrodb_backup_storage::StoredBackup;
 use serde::Serialize;
 
-use crate::catalog::{builtin_chain, builtin_state, chain_view, members, open_repo, Catalog};
+use crate::catalog::{
+    builtin_chain, builtin_state, chain_view, members, open_repo, timeline_view, Catalog,
+};
 use crate::error::Result;
 use crate::model::{BackupSummary, ChainLink, FileSize};
 
@@ -21,6 +23,80 @@ pub struct ListReport {
     /// What could not be read, one line each.
     #[serde(skip)]
     pub warnings: Vec<String>,
+    /// The continuous archive's timelines, oldest first (not part of the JSON array: `show
+    /// <timeline>` gives each in full).
+    #[serde(skip)]
+    pub timelines: Vec<TimelineReport>,
+}
+
+/// One timeline of the continuous archive.
+#[derive(Debug, Clone, Serialize)]
+pub struct TimelineReport {
+    /// Its id (`<started at>-<tag>`).
+    pub timeline: String,
+    /// The Unix second it started: no second before it is restored from it.
+    pub started_at: u64,
+    /// Its bases (snapshots), oldest first.
+    pub bases: Vec<TimelineBase>,
+    /// Pieces of WAL frames stored.
+    pub pieces: usize,
+    /// Their bytes.
+    pub piece_bytes: u64,
+    /// The first and last frame stored.
+    pub first_seq: Option<u64>,
+    /// The last frame stored.
+    pub last_seq: Option<u64>,
+    /// The archiver's last word: when it reported, how far behind it was.
+    pub heartbeat: Option<kyrodb_backup_storage::ObservedRecord>,
+    /// The seconds it restores exactly, oldest first.
+    pub recoverable_windows: Vec<Window>,
+    /// The seconds from its start to its last recoverable one that it cannot restore:
+    /// frames compacted away while no archiver ran.
+    pub gaps: Vec<Window>,
+}
+
+/// A base of a timeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TimelineBase {
+    /// Its id.
+    pub id: String,
+    /// When the engine took its snapshot.
+    pub snapshot_timestamp: u64,
+    /// The last WAL frame the snapshot holds.
+    pub last_wal_seq: u64,
+}
+
+/// What the continuous archive of a repository holds, per timeline.
+pub(crate) fn timeline_reports(
+    repo: &kyrodb_backup_storage::Repository,
+) -> Result<Vec<TimelineReport>> {
+    Ok(repo
+        .archive_timelines()?
+        .iter()
+        .map(|t| {
+            let view = timeline_view(t);
+            TimelineReport {
+                timeline: t.id.to_string(),
+                started_at: t.id.started_at,
+                bases: t
+                    .bases
+                    .iter()
+                    .map(|b| TimelineBase {
+                        id: b.name.id.clone(),
+                        snapshot_timestamp: b.name.snapshot_ts,
+                        last_wal_seq: b.name.last_wal_seq,
+                    })
+                    .collect(),
+                pieces: t.pieces.len(),
+                piece_bytes: t.pieces.iter().map(|p| p.size).sum(),
+                first_seq: t.pieces.iter().map(|p| p.name.first_seq).min(),
+                last_seq: t.pieces.iter().map(|p| p.name.last_seq).max(),
+                heartbeat: t.observed.clone(),
+                recoverable_windows: timeline_windows(&view),
+                gaps: timeline_gaps(&view),
+            }
+        })
+        .collect())
 }
 
 /// Lists the backups of `backup_dir`. A directory without a repository lists none.
@@ -34,7 +110,18 @@ pub fn list(backup_dir: impl Into<Location>) -> Result<ListReport> {
     let (backups, unreadable) = catalog.summaries();
     let mut warnings = catalog.warnings;
     warnings.extend(unreadable);
-    Ok(ListReport { backups, warnings })
+    let timelines = match open_repo(backup_dir) {
+        Ok(repo) => timeline_reports(&repo).unwrap_or_else(|e| {
+            warnings.push(format!("the continuous archive cannot be listed: {e}"));
+            Vec::new()
+        }),
+        Err(_) => Vec::new(),
+    };
+    Ok(ListReport {
+        backups,
+        warnings,
+        timelines,
+    })
 }
 
 /// A stored file of a backup.
@@ -106,6 +193,8 @@ pub enum Shown {
     Repository(ShowReport),
     /// One of the built-in tool's.
     Builtin(BuiltinShowReport),
+    /// A timeline of the continuous archive.
+    Timeline(TimelineReport),
 }
 
 /// Shows one backup (id or unique prefix of 8+ characters) of either kind.
@@ -138,6 +227,14 @@ pub fn show(backup_dir: impl Into<Location>, id: &str) -> Result<Shown> {
                 .collect(),
             archive: b.archive.clone(),
         }));
+    }
+    if kyrodb_backup_format::repo::TimelineId::parse(id).is_some() {
+        let repo = open_repo(backup_dir)?;
+        return timeline_reports(&repo)?
+            .into_iter()
+            .find(|t| t.timeline == id)
+            .map(Shown::Timeline)
+            .ok_or_else(|| crate::Error::NotFound(id.to_string()));
     }
     // One listing serves both the lookup and the chain.
     let listing = open_repo(backup_dir)?.list()?;

@@ -4,7 +4,7 @@ use kyrodb_backup_storage::backend::Location;
 
 use kyrodb_backup_format::repo::BackupType;
 use kyrodb_backup_retention::{plan, BackupInfo, RetentionPolicy};
-use kyrodb_backup_storage::{lease_for_prune, prune_backups};
+use kyrodb_backup_storage::{lease_for_prune, prune_archive, prune_backups, ArchivePruneReport};
 use serde::Serialize;
 
 use crate::catalog::open_repo;
@@ -19,6 +19,9 @@ pub struct PruneOptions {
     pub policy: RetentionPolicy,
     /// Decide and report only; delete nothing.
     pub dry_run: bool,
+    /// Keep every second of this many last seconds restorable from the continuous archive
+    /// (`None`: the archive keeps what the oldest kept backup onward needs).
+    pub keep_within: Option<u64>,
 }
 
 impl PruneOptions {
@@ -27,6 +30,7 @@ impl PruneOptions {
         Self {
             policy,
             dry_run: false,
+            keep_within: None,
         }
     }
 }
@@ -72,6 +76,9 @@ pub struct PruneReport {
     /// their chain (the next prune takes them).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub deferred: Vec<String>,
+    /// What was removed from the continuous archive (absent when the repository has none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archive: Option<ArchivePruneReport>,
     /// When each pruned backup was taken, in the order of `pruned`.
     #[serde(skip)]
     pub pruned_timestamps: Vec<u64>,
@@ -127,7 +134,20 @@ pub fn prune(
         .cloned()
         .collect();
     let ts_of = |id: &str| infos.iter().find(|b| b.id == id).map_or(0, |b| b.timestamp);
+    // The archive keeps the window asked for, or else what the oldest kept backup onward
+    // needs; with neither (no backups kept, no window), it is left as it is.
+    let window_from = opts.keep_within.map_or_else(
+        || decided.kept.iter().map(|k| ts_of(&k.id)).min(),
+        |d| Some(now.secs.saturating_sub(d)),
+    );
+    let archive = match window_from {
+        Some(from) if repo.has_archive()? => {
+            Some(prune_archive(&repo, from, now.secs, opts.dry_run)?)
+        }
+        _ => None,
+    };
     Ok(PruneReport {
+        archive,
         dry_run: opts.dry_run,
         kept: decided
             .kept

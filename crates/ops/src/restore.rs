@@ -3,7 +3,9 @@
 use kyrodb_backup_storage::backend::Location;
 use std::path::PathBuf;
 
-use kyrodb_backup_chain::{resolve, BackupView, PitrOptions, PitrPlan};
+use kyrodb_backup_chain::{
+    resolve_all, BackupView, PitrOptions, PitrPlan, Resolved, TimelinePlan, TimelineView,
+};
 use kyrodb_backup_datadir::migrate::{MetricEvidence, MetricSource};
 use kyrodb_backup_datadir::target::Target;
 use kyrodb_backup_format::engine::{survey_snapshot, DataDirManifest, DistanceMetric};
@@ -15,8 +17,8 @@ use kyrodb_backup_storage::{
 use serde::Serialize;
 
 use crate::catalog::{
-    builtin_chain, chain_view, check_builtin, extracted, open_repo, vanished, BuiltinBackup,
-    Catalog,
+    builtin_chain, chain_view, check_builtin, extracted, open_repo, timeline_view, vanished,
+    BuiltinBackup, Catalog,
 };
 use crate::error::{Error, Result};
 use crate::model::{FileSize, Now};
@@ -108,6 +110,10 @@ pub struct RestoreReport {
     pub dry_run: bool,
     /// How a legacy state was (or, dry, would be) migrated to the current layouts.
     pub migrated: Option<Migrated>,
+    /// The archived timeline the state came from, for a point in time the continuous archive
+    /// rebuilt (`backup_id` is then its base).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<String>,
     /// What could not be read in the backup directory, one line each.
     #[serde(skip)]
     pub warnings: Vec<String>,
@@ -166,13 +172,31 @@ pub fn restore(
             let repo = open_repo(backup_dir)?;
             let backups = repo.list()?.backups;
             let views: Vec<BackupView> = backups.iter().map(|b| chain_view(&b.manifest)).collect();
-            let plan = resolve(
+            let timelines = repo.archive_timelines()?;
+            let tviews: Vec<TimelineView> = timelines.iter().map(timeline_view).collect();
+            let resolved = resolve_all(
                 &views,
+                &tviews,
                 &PitrOptions {
                     target: *at,
                     nearest: *nearest,
                 },
             )?;
+            let plan = match resolved {
+                Resolved::Backups(plan) => plan,
+                Resolved::Timeline(plan) => {
+                    let (r, timeline) =
+                        restore_archived(&repo, &timelines, &plan, &target, &sopts, progress)?;
+                    return Ok(report(
+                        opts,
+                        r,
+                        plan.recovered_to,
+                        None,
+                        warnings,
+                        Some(timeline),
+                    ));
+                }
+            };
             let snap_distance = plan.snapshot.as_ref().and_then(|s| {
                 backups
                     .iter()
@@ -199,12 +223,23 @@ pub fn restore(
             )
         }
     };
+    Ok(report(opts, r, recovered_to, would_migrate, warnings, None))
+}
+
+fn report(
+    opts: &RestoreOptions,
+    r: kyrodb_backup_storage::RestoreReport,
+    recovered_to: u64,
+    would_migrate: Option<Migrated>,
+    warnings: Vec<String>,
+    timeline: Option<String>,
+) -> RestoreReport {
     let migrated = match r.migrated {
         Some((distance, source)) => Some(Migrated { distance, source }),
         None if r.dry_run => would_migrate,
         None => None,
     };
-    Ok(RestoreReport {
+    RestoreReport {
         backup_id: r.backup_id,
         point_in_time: match opts.source {
             RestoreSource::PointInTime { at, .. } => Some(at),
@@ -223,8 +258,111 @@ pub fn restore(
         previous: r.previous,
         dry_run: r.dry_run,
         migrated,
+        timeline,
         warnings,
-    })
+    }
+}
+
+/// Restores a point in time from an archived timeline: the base's snapshot, one WAL segment
+/// of the archived frames after it up to the second, and a MANIFEST naming both. Returns the
+/// storage report and the timeline.
+fn restore_archived(
+    repo: &kyrodb_backup_storage::Repository,
+    timelines: &[kyrodb_backup_storage::ArchivedTimeline],
+    plan: &TimelinePlan,
+    target: &Target,
+    sopts: &kyrodb_backup_storage::RestoreOptions,
+    progress: &dyn Progress,
+) -> Result<(kyrodb_backup_storage::RestoreReport, String)> {
+    let tl = timelines
+        .iter()
+        .find(|t| t.id.to_string() == plan.timeline_id)
+        .ok_or_else(|| Error::Damaged(format!("timeline {} vanished", plan.timeline_id)))?;
+    let store = repo.archive_store(tl.id);
+    let base = match &plan.base {
+        Some(b) => {
+            let archived = tl
+                .bases
+                .iter()
+                .find(|a| a.key == b.key)
+                .ok_or_else(|| Error::Damaged(format!("base {} vanished", b.key)))?;
+            Some(repo.load_base(archived)?)
+        }
+        None => None,
+    };
+    let pieces: Vec<kyrodb_backup_storage::ArchivedPiece> = plan
+        .pieces
+        .iter()
+        .filter_map(|p| tl.pieces.iter().find(|a| a.key == p.key).cloned())
+        .collect();
+    // The last frame replayed: every planned piece but the last is replayed whole; the last
+    // is cut at the first frame after the second.
+    let mut last_seq = plan.start_seq;
+    if let Some((tail, whole)) = pieces.split_last() {
+        if let Some(p) = whole.last() {
+            last_seq = last_seq.max(p.name.last_seq);
+        }
+        let piece = repo.read_piece(&tail.key, &tail.name)?;
+        for f in &piece.frames {
+            if f.timestamp > plan.cut_after_ts {
+                break;
+            }
+            last_seq = last_seq.max(f.seq);
+        }
+    }
+    let segment = format!("wal_{}.wal", plan.recovered_to.saturating_mul(1_000_000));
+    let mut files = Vec::new();
+    let mut snapshot_name = None;
+    if let Some(m) = &base {
+        let entry = m
+            .files
+            .iter()
+            .find(|f| f.kind == FileKind::Snapshot)
+            .ok_or_else(|| Error::Damaged(format!("base {} holds no snapshot", m.id)))?;
+        snapshot_name = Some(entry.name.clone());
+        files.push(PlannedFile {
+            name: entry.name.clone(),
+            content: PlannedContent::Stored {
+                store: &store,
+                entry,
+                keep_frames: None,
+            },
+        });
+    }
+    files.push(PlannedFile {
+        name: segment.clone(),
+        content: PlannedContent::Archived {
+            repo,
+            pieces,
+            skip_through: plan.start_seq,
+            until_ts: plan.cut_after_ts,
+        },
+    });
+    let manifest = DataDirManifest::modern(
+        snapshot_name.clone(),
+        snapshot_name.as_ref().map(|_| plan.start_seq),
+        vec![segment],
+        plan.recovered_to,
+    );
+    files.insert(
+        0,
+        PlannedFile {
+            name: "MANIFEST".into(),
+            content: PlannedContent::Generated(manifest.to_bytes()),
+        },
+    );
+    let set = RestoreSet {
+        backup_id: base
+            .as_ref()
+            .map_or_else(|| plan.timeline_id.clone(), |m| m.id.clone()),
+        files,
+        expect: Expectation::LastSeq(last_seq),
+        also_check: Vec::new(),
+    };
+    Ok((
+        restore_set(&set, target, sopts, progress)?,
+        plan.timeline_id.clone(),
+    ))
 }
 
 /// Restores a chain of the built-in tool: its archives extracted in order into staging,

@@ -182,9 +182,78 @@ fn one_catalog_finds_both_kinds_of_backup() {
                 (b.id.as_str(), Some("builtin"))
             ),
             Shown::Repository(s) => assert_eq!(s.backup.id, ours.backup.id),
+            Shown::Timeline(t) => panic!("a backup id showed timeline {}", t.timeline),
         }
     }
     let v = verify(&dir, &VerifyOptions::all(), &NoProgress).unwrap();
     assert!(v.ok);
     assert_eq!((v.backups.len(), v.builtin.len()), (1, 2));
+}
+
+/// A clock that stays where the test puts it.
+struct Pinned(std::sync::atomic::AtomicU64);
+
+impl kyrodb_backup_ops::Clock for Pinned {
+    fn now(&self) -> Now {
+        Now::at(self.0.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+#[test]
+fn archive_and_check_max_lag_at_pinned_seconds() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    copy_dir(&fixtures().join("kyrodb/v4-rotated/data"), &data);
+    let backups = tmp.path().join("backups");
+    let clock = Pinned(AtomicU64::new(T));
+    let stop = AtomicBool::new(false);
+    let mut opts = kyrodb_backup_ops::ArchiveOptions::new(&data);
+    opts.interval = std::time::Duration::from_millis(50);
+    opts.heartbeat = std::time::Duration::from_millis(100);
+    let events = std::sync::Mutex::new(Vec::new());
+    let report = std::thread::scope(|s| {
+        let run = s.spawn(|| {
+            kyrodb_backup_ops::archive(&backups, &opts, &clock, &stop, &mut |e| {
+                events.lock().unwrap().push(e.clone());
+            })
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !events
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| matches!(e, kyrodb_backup_ops::ArchiveEvent::Base { .. }))
+        {
+            assert!(std::time::Instant::now() < deadline, "no base stored");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        stop.store(true, Ordering::Relaxed);
+        run.join().unwrap().unwrap()
+    });
+    // The timeline is named by the pinned second it started at.
+    assert_eq!(report.timelines.len(), 1);
+    assert!(report.timelines[0].starts_with(&T.to_string()));
+    assert!(report.status.frames > 0);
+    // The heartbeat was written at T: within 30 s until T + 30, not after.
+    let lag = CheckOptions::max_lag(30);
+    let r = check(&backups, &lag, Now::at(T + 30)).unwrap();
+    assert!(r.ok, "{r:?}");
+    let r = check(&backups, &lag, Now::at(T + 31)).unwrap();
+    assert!(!r.ok);
+    let a = r.archive.unwrap();
+    assert_eq!(a.heartbeat_age_seconds, Some(31));
+    assert!(a
+        .problem
+        .unwrap()
+        .contains("no archiver has reported for 31s"));
+    // With the data dir: every frame of it is archived, so nothing waits.
+    let mut with_dir = CheckOptions::max_lag(30);
+    with_dir.data_dir = Some(data.clone());
+    let r = check(&backups, &with_dir, Now::at(T + 5)).unwrap();
+    assert_eq!(r.archive.unwrap().lag_seconds, Some(0));
+    // Without --max-lag the archive is not looked at.
+    let r = check(&backups, &CheckOptions::max_age(10), Now::at(T + 5)).unwrap();
+    assert!(r.archive.is_none());
 }

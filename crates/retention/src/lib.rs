@@ -18,7 +18,9 @@
 //!    `hourly 2025-10-20T14`, `daily 2025-10-20`, `weekly 2025-W43` (ISO week-numbering year),
 //!    `monthly 2025-10`.
 //! 3. A backup younger than `min_age_days` days is kept (`min-age`), one dated after `now` is
-//!    kept (`future`), and the newest is always kept (`newest`).
+//!    kept (`future`), and the newest is always kept (`newest`). With `keep_within_secs W`,
+//!    every backup taken in the last `W` seconds is kept (`within`), and so is the newest one
+//!    taken at or before `now - W` (`window start`): the window's first seconds restore from it.
 //! 4. A kept incremental keeps the full backup of its chain, if present (`chain of <id>`), but
 //!    not the incrementals between them: each manifest is complete.
 //! 5. Everything else is pruned.

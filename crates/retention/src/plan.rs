@@ -94,6 +94,19 @@ pub fn plan(backups: &[BackupInfo], policy: &RetentionPolicy, now: u64) -> Prune
         reasons.add(&b.id, "min-age".into());
     }
 
+    if policy.keep_within_secs > 0 {
+        let start = now.saturating_sub(policy.keep_within_secs);
+        for b in order
+            .iter()
+            .filter(|b| b.timestamp <= now && b.timestamp > start)
+        {
+            reasons.add(&b.id, "within".into());
+        }
+        // The newest backup at or before the window's start restores its first seconds.
+        if let Some(b) = order.iter().find(|b| b.timestamp <= start) {
+            reasons.add(&b.id, "window start".into());
+        }
+    }
     for (period, count) in [
         (Period::Hour, policy.keep_hourly),
         (Period::Day, policy.keep_daily),
@@ -165,12 +178,59 @@ pub fn plan(backups: &[BackupInfo], policy: &RetentionPolicy, now: u64) -> Prune
 mod tests {
     use super::*;
 
+    #[test]
+    fn keep_within_keeps_the_window_and_the_backup_it_starts_from() {
+        let now = 1_000_000;
+        let b = |id: &str, age: u64| BackupInfo {
+            id: id.into(),
+            chain_id: id.into(),
+            timestamp: now - age,
+            subsec_nanos: 0,
+            full: true,
+        };
+        // Backups 10 s, 50 s, 100 s, 150 s and 300 s old; a 120 s window.
+        let all = [
+            b("a", 10),
+            b("b", 50),
+            b("c", 100),
+            b("d", 150),
+            b("e", 300),
+        ];
+        let policy = RetentionPolicy {
+            keep_within_secs: 120,
+            ..OFF
+        };
+        let p = plan(&all, &policy, now);
+        let kept: Vec<(&str, &[String])> = p
+            .kept
+            .iter()
+            .map(|k| (k.id.as_str(), k.reasons.as_slice()))
+            .collect();
+        assert_eq!(
+            kept,
+            vec![
+                ("a", &["newest".to_string(), "within".to_string()][..]),
+                ("b", &["within".to_string()][..]),
+                ("c", &["within".to_string()][..]),
+                ("d", &["window start".to_string()][..]),
+            ]
+        );
+        assert_eq!(p.pruned, vec!["e".to_string()]);
+        // A backup exactly at the window's start is the one it starts from.
+        let p = plan(&[b("x", 120), b("y", 121)], &policy, now);
+        assert_eq!(p.pruned, vec!["y".to_string()]);
+        // Off, nothing of it applies.
+        let p = plan(&all, &OFF, now);
+        assert_eq!(p.kept.len(), 1);
+    }
+
     const OFF: RetentionPolicy = RetentionPolicy {
         keep_hourly: 0,
         keep_daily: 0,
         keep_weekly: 0,
         keep_monthly: 0,
         min_age_days: 0,
+        keep_within_secs: 0,
     };
 
     fn b(id: &str, chain: &str, t: u64, full: bool) -> BackupInfo {
@@ -249,6 +309,7 @@ mod tests {
             keep_weekly: u32::MAX,
             keep_monthly: u32::MAX,
             min_age_days: u32::MAX,
+            keep_within_secs: 0,
         };
         let backups = [b("a", "a", 0, true), b("z", "z", u64::MAX, true)];
         let p = plan(&backups, &policy, u64::MAX);

@@ -25,6 +25,9 @@ pub struct RetentionPolicy {
     pub keep_monthly: u32,
     /// Backups younger than this many days (`now - timestamp < min_age_days * 86400`) are kept.
     pub min_age_days: u32,
+    /// Every second of this many last seconds stays restorable: backups younger than it are
+    /// kept, and so is the newest one taken at or before its start. 0 turns it off.
+    pub keep_within_secs: u64,
 }
 
 impl Default for RetentionPolicy {
@@ -36,11 +39,19 @@ impl Default for RetentionPolicy {
             keep_weekly: 4,
             keep_monthly: 6,
             min_age_days: 0,
+            keep_within_secs: 0,
         }
     }
 }
 
-const KEYS: [&str; 5] = ["hourly", "daily", "weekly", "monthly", "min-age-days"];
+const KEYS: [&str; 6] = [
+    "hourly",
+    "daily",
+    "weekly",
+    "monthly",
+    "min-age-days",
+    "within-secs",
+];
 
 impl RetentionPolicy {
     fn field(&mut self, key: &str) -> Option<&mut u32> {
@@ -65,7 +76,11 @@ impl fmt::Display for RetentionPolicy {
             self.keep_weekly,
             self.keep_monthly,
             self.min_age_days
-        )
+        )?;
+        if self.keep_within_secs > 0 {
+            write!(f, ",within-secs={}", self.keep_within_secs)?;
+        }
+        Ok(())
     }
 }
 
@@ -85,6 +100,7 @@ impl FromStr for RetentionPolicy {
             keep_weekly: 0,
             keep_monthly: 0,
             min_age_days: 0,
+            keep_within_secs: 0,
         };
         let mut seen = [false; KEYS.len()];
         for item in s.split(',').map(str::trim) {
@@ -100,6 +116,12 @@ impl FromStr for RetentionPolicy {
             };
             if std::mem::replace(&mut seen[slot], true) {
                 return Err(invalid(format!("`{key}` given twice")));
+            }
+            if key == "within-secs" {
+                policy.keep_within_secs = value
+                    .parse::<u64>()
+                    .map_err(|e| invalid(format!("`{key}={value}`: {e}")))?;
+                continue;
             }
             let n = value
                 .parse::<u32>()
@@ -131,8 +153,13 @@ mod tests {
                 keep_weekly: 0,
                 keep_monthly: 12,
                 min_age_days: 7,
+                keep_within_secs: 0,
             }
         );
+        let w: RetentionPolicy = "daily=1,within-secs=604800".parse().unwrap();
+        assert_eq!(w.keep_within_secs, 604_800);
+        assert_eq!(w.to_string().parse::<RetentionPolicy>(), Ok(w));
+        assert!(w.to_string().ends_with(",within-secs=604800"));
     }
 
     #[test]

@@ -37,6 +37,7 @@ const OFF: RetentionPolicy = RetentionPolicy {
     keep_weekly: 0,
     keep_monthly: 0,
     min_age_days: 0,
+    keep_within_secs: 0,
 };
 
 fn ids(p: &PrunePlan) -> Vec<&str> {
@@ -189,6 +190,7 @@ fn newest_future_and_min_age() {
         &b,
         &RetentionPolicy {
             min_age_days: 3,
+            keep_within_secs: 0,
             ..OFF
         },
         now,
@@ -243,6 +245,7 @@ fn period_labels_at_the_edges() {
         keep_weekly: 1,
         keep_monthly: 1,
         min_age_days: 0,
+        keep_within_secs: 0,
     };
     // The instant, then its hour, day, ISO week and month.
     let table = [
@@ -348,6 +351,7 @@ fn now_exactly_at_a_period_start() {
             keep_weekly: 2,
             keep_monthly: 2,
             min_age_days: 0,
+            keep_within_secs: 0,
         },
         now,
     );
@@ -460,6 +464,7 @@ fn min_age_is_strict_and_now_itself_is_not_future() {
         &b,
         &RetentionPolicy {
             min_age_days: 2,
+            keep_within_secs: 0,
             ..OFF
         },
         now,
@@ -522,6 +527,7 @@ fn reasons_come_in_the_fixed_order() {
         keep_weekly: 2,
         keep_monthly: 2,
         min_age_days: 1,
+        keep_within_secs: 0,
     };
     let p = plan(&b, &policy, now);
     assert_eq!(ids(&p), ["j", "i", "F"]);
@@ -577,6 +583,7 @@ fn the_default_policy_is_the_contracts() {
             keep_weekly: 4,
             keep_monthly: 6,
             min_age_days: 0,
+            keep_within_secs: 0,
         }
     );
 }

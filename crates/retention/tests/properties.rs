@@ -231,6 +231,7 @@ fn policy(rng: &mut Rng) -> RetentionPolicy {
         keep_weekly: rng.count(7),
         keep_monthly: rng.count(9),
         min_age_days: rng.count(4),
+        keep_within_secs: 0,
     }
 }
 
@@ -362,6 +363,7 @@ fn policy_text_round_trips() {
             keep_weekly: rng.count(100),
             keep_monthly: rng.next() as u32,
             min_age_days: rng.count(1000),
+            keep_within_secs: 0,
         };
         assert_eq!(p.to_string().parse::<RetentionPolicy>(), Ok(p));
     }

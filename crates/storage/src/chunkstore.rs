@@ -562,7 +562,7 @@ impl Read for FileReader<'_> {
 /// A read that failed because the store did (unreachable, denied), carried inside an
 /// [`io::Error`] by [`FileReader`]; see [`store_failure`].
 #[derive(Debug)]
-struct StoreFailure(String);
+pub(crate) struct StoreFailure(pub(crate) String);
 
 impl std::fmt::Display for StoreFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -271,6 +271,16 @@ pub fn lease_for_create(
         false,
     )?
     .expect("an overwriting write always takes the lease");
+    wait_for_prune(backend, now, wait)?;
+    Ok(lease)
+}
+
+/// Waits (up to `wait`) while a live prune holds its lease.
+///
+/// # Errors
+///
+/// [`Error::Locked`] when a prune still runs after `wait`; the store's errors.
+pub fn wait_for_prune(backend: &Arc<dyn Backend>, now: u64, wait: Duration) -> Result<()> {
     let deadline = Instant::now() + wait;
     let mut pause = Duration::from_millis(50);
     while let Some(p) = live_prune(backend.as_ref(), now)? {
@@ -286,7 +296,7 @@ pub fn lease_for_create(
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_secs(2));
     }
-    Ok(lease)
+    Ok(())
 }
 
 /// Takes the prune lease: one prune at a time. A stale one (its holder gone) is replaced.
@@ -318,6 +328,70 @@ pub fn lease_for_prune(backend: &Arc<dyn Backend>, now: u64) -> Result<Lease> {
     }
     Err(Error::Locked(format!(
         "repository {} is locked: other prunes keep taking it",
+        backend.location()
+    )))
+}
+
+const ARCHIVE_KEY: &str = "locks/archive.json";
+
+/// Who holds the archive lease: its host and pid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveHolder {
+    /// Its host.
+    pub host: String,
+    /// Its process id.
+    pub pid: u32,
+}
+
+/// The archive lease, if one exists and its holder may be running.
+///
+/// # Errors
+///
+/// When the store fails.
+pub fn archive_holder(backend: &dyn Backend, now: u64) -> Result<Option<ArchiveHolder>> {
+    match backend.read(ARCHIVE_KEY, MAX_LEASE) {
+        Ok(b) => Ok(serde_json::from_slice::<LeaseRecord>(&b)
+            .ok()
+            .filter(|r| r.is_live(&host_name(), &pid_space(), now))
+            .map(|r| ArchiveHolder {
+                host: r.host,
+                pid: r.pid,
+            })),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Takes the archive lease: one archiver per repository. A stale one (its holder gone) is
+/// replaced.
+///
+/// # Errors
+///
+/// [`Error::Locked`] while another archiver runs; the store's errors.
+pub fn lease_for_archive(backend: &Arc<dyn Backend>, now: u64) -> Result<Lease> {
+    for _ in 0..3 {
+        if let Some(lease) = Lease::start(
+            backend,
+            ARCHIVE_KEY.into(),
+            record("archive", None, None),
+            now,
+            true,
+        )? {
+            return Ok(lease);
+        }
+        if let Some(h) = archive_holder(backend.as_ref(), now)? {
+            return Err(Error::Locked(format!(
+                "repository {} is locked: an archiver (process {} on {}) already follows it",
+                backend.location(),
+                h.pid,
+                h.host
+            )));
+        }
+        tracing::info!("removing the stale archive lease of an archiver that is gone");
+        backend.delete(ARCHIVE_KEY)?;
+    }
+    Err(Error::Locked(format!(
+        "repository {} is locked: other archivers keep taking it",
         backend.location()
     )))
 }
@@ -366,6 +440,8 @@ pub(crate) fn create_leases(
                     out.stale.push(key);
                 }
             }
+            // The archiver's lease protects no chain (its bases take create leases).
+            Some(r) if r.kind == "archive" => {}
             // Unreadable or unknown: a lease being written, or from a newer tool. Leave it, and
             // collect nothing that could be its.
             _ => {

@@ -28,6 +28,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod archive;
 mod capture;
 mod chunkstore;
 mod error;
@@ -37,13 +38,20 @@ mod prune;
 mod repository;
 mod restore;
 
+pub use archive::{
+    plan_archive_prune, prune_archive, ArchivePrunePlan, ArchivePruneReport, ArchivedBase,
+    ArchivedPiece, ArchivedTimeline, ObservedRecord, ARCHIVE_DIR,
+};
 pub use capture::{create_backup, wal_summary, CreateOptions, CreateReport};
 pub use chunkstore::{
     store_failure, ChainStore, FileReader, SharedChunk, StoreStats, AVG_CHUNK, MAX_CHUNK, MIN_CHUNK,
 };
 pub use error::{Error, Result};
 pub use kyrodb_backup_backend as backend;
-pub use lease::{lease_for_create, lease_for_prune, Lease, LEASE_TTL, PRUNE_WAIT};
+pub use lease::{
+    archive_holder, lease_for_archive, lease_for_create, lease_for_prune, wait_for_prune,
+    ArchiveHolder, Lease, LEASE_TTL, PRUNE_WAIT,
+};
 pub use progress::{NoProgress, Progress, ProgressWriter};
 pub use prune::{prune_backups, PruneReport};
 pub use repository::{parallel_map, Listing, Repository, StoredBackup, LEFTOVER_AGE};

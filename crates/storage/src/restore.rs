@@ -89,6 +89,20 @@ pub enum PlannedContent<'a> {
     },
     /// Bytes made for this restore (a MANIFEST naming exactly the restored files).
     Generated(Vec<u8>),
+    /// A WAL segment made of archived frames: the frames of `pieces` in order, less those
+    /// with a sequence number up to `skip_through` (the snapshot holds them), up to the first
+    /// whose timestamp is after `until_ts`. Every piece is checked whole before its frames are
+    /// written.
+    Archived {
+        /// The repository holding the pieces.
+        repo: &'a crate::Repository,
+        /// The pieces, in replay order.
+        pieces: Vec<crate::ArchivedPiece>,
+        /// Frames up to this sequence number are left out.
+        skip_through: u64,
+        /// Frames after the first one later than this second are left out.
+        until_ts: u64,
+    },
     /// A range of a file outside the repository (a member of a built-in backup's archive).
     FileRange {
         /// The file.
@@ -245,6 +259,7 @@ pub fn restore(
             PlannedContent::Stored { entry, .. } => entry.size,
             PlannedContent::Generated(b) => b.len() as u64,
             PlannedContent::FileRange { len, .. } => *len,
+            PlannedContent::Archived { pieces, .. } => pieces.iter().map(|p| p.size).sum(),
         })
         .sum();
     progress.start("restore", total);
@@ -346,6 +361,48 @@ fn write_content(content: &PlannedContent<'_>, out: &mut impl Write) -> io::Resu
         PlannedContent::Generated(bytes) => {
             out.write_all(bytes)?;
             Ok(bytes.len() as u64)
+        }
+        PlannedContent::Archived {
+            repo,
+            pieces,
+            skip_through,
+            until_ts,
+        } => {
+            out.write_all(&kyrodb_backup_format::engine::WAL_MAGIC.to_le_bytes())?;
+            let mut written = 4u64;
+            let mut next = None;
+            'pieces: for p in pieces {
+                let piece = repo.read_piece(&p.key, &p.name).map_err(|e| match e {
+                    Error::Backend(b) => {
+                        io::Error::other(crate::chunkstore::StoreFailure(b.to_string()))
+                    }
+                    e => io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
+                })?;
+                for f in &piece.frames {
+                    // Frames the snapshot holds, or an overlapping piece already gave.
+                    let expected = next.unwrap_or(skip_through + 1);
+                    if f.seq < expected {
+                        continue;
+                    }
+                    if f.timestamp > *until_ts {
+                        break 'pieces;
+                    }
+                    if f.seq != expected {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!(
+                                "archived frames jump to {} where {expected} was next",
+                                f.seq
+                            ),
+                        ));
+                    }
+                    next = Some(f.seq + 1);
+                    let bytes = &piece.body()[f.range.clone()];
+                    out.write_all(bytes)?;
+                    written += bytes.len() as u64;
+                }
+            }
+            Ok(written)
         }
         PlannedContent::FileRange { path, offset, len } => {
             let mut f = kyrodb_backup_durable::open_no_follow(path)?;

@@ -2,9 +2,14 @@
 //! snapshot id lists incrementals count from. Each carries its own checksum, so a repository
 //! copied anywhere can be checked without other state.
 
+mod archive;
 mod encoding;
 pub(crate) mod id_list;
 
+pub use archive::{
+    decode_piece, encode_piece, piece_frames, BaseName, Piece, PieceFrame, PieceName, TimelineId,
+    MAX_PIECE_SIZE,
+};
 pub use encoding::{
     chunk_header, decode_chunk, decode_manifest, encode_chunk, encode_manifest, is_backup_id,
     manifest_checksum, BackupManifest, BackupType, ChunkRef, ContentHash, EncodedChunk, FileEntry,
