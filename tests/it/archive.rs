@@ -293,14 +293,67 @@ fn restore_at(repo: &Repo, target: &Path, t: u64) -> Option<serde_json::Value> {
     Some(serde_json::from_slice(&out.stdout).unwrap())
 }
 
+/// What an engine wrote: the state it started from, and its log as it grows.
+pub(crate) struct History {
+    base: FullState,
+    base_seq: u64,
+    log: crate::support::engine::Log,
+}
+
+impl History {
+    pub(crate) fn of(engine: &Engine) -> Self {
+        Self {
+            base: engine.base_state.clone(),
+            base_seq: engine.base_seq,
+            log: Arc::clone(&engine.log),
+        }
+    }
+
+    /// The engine's state at second `t` by its own log.
+    pub(crate) fn state_at(&self, t: u64) -> FullState {
+        state_at(&self.base, self.base_seq, &self.log.lock().unwrap(), t)
+    }
+
+    fn entries(&self) -> Vec<WalEntry> {
+        self.log.lock().unwrap().clone()
+    }
+
+    fn first_ts(&self) -> u64 {
+        self.log.lock().unwrap().first().unwrap().timestamp
+    }
+
+    fn last_ts(&self) -> u64 {
+        self.log.lock().unwrap().last().unwrap().timestamp
+    }
+}
+
+/// Restores each of `seconds` into a fresh directory and compares it with `history`.
+fn assert_restores(
+    repo: &Repo,
+    work: &Path,
+    history: &History,
+    seconds: impl IntoIterator<Item = u64>,
+    what: &str,
+) {
+    for t in seconds {
+        let target = work.join(format!("{what}-{t}"));
+        restore_at(repo, &target, t).unwrap_or_else(|| panic!("{what} second {t}"));
+        assert_same(
+            &recovered_state(&target),
+            &history.state_at(t),
+            &format!("{what} second {t}"),
+        );
+        std::fs::remove_dir_all(&target).unwrap();
+    }
+}
+
 /// The soak: a writer for `secs` seconds, the archiver killed `kills` times at random
 /// instants (every other time only after a compaction while it is down), then every second
 /// checked. Returns (seconds checked, gap seconds).
 pub(crate) fn soak(repo: &Repo, work: &Path, secs: u64, kills: u64, seed: u64) -> (u64, u64) {
     let data = work.join("data");
     let engine = Engine::open(&data, 4);
-    let (base_state, base_seq) = (engine.base_state.clone(), engine.base_seq);
-    let log = Arc::clone(&engine.log);
+    let history = History::of(&engine);
     let writer = Writer::start(engine, 200, 500);
     std::thread::sleep(Duration::from_millis(1200));
     let first_start = now();
@@ -334,8 +387,8 @@ pub(crate) fn soak(repo: &Repo, work: &Path, secs: u64, kills: u64, seed: u64) -
     let engine = writer.finish();
     std::thread::sleep(Duration::from_millis(2500));
     events.extend(archiver.stop());
-    let log = log.lock().unwrap().clone();
-    let last_ts = log.last().unwrap().timestamp;
+    let log = history.entries();
+    let last_ts = history.last_ts();
     assert!(
         events.iter().any(|e| e["event"] == "base"),
         "bases were stored"
@@ -370,7 +423,7 @@ pub(crate) fn soak(repo: &Repo, work: &Path, secs: u64, kills: u64, seed: u64) -
         assert_eq!(r["recovered_to"], t);
         assert_same(
             &recovered_state(&target),
-            &state_at(&base_state, base_seq, &log, t),
+            &history.state_at(t),
             &format!("second {t}"),
         );
         std::fs::remove_dir_all(&target).unwrap();
@@ -488,15 +541,13 @@ fn restore_into_the_followed_dir(repo: &Repo, work: &Path) {
     let tmp = work;
     let data = tmp.join("data");
     let engine = Engine::open(&data, 4);
-    let (base1, seq1) = (engine.base_state.clone(), engine.base_seq);
-    let log1 = Arc::clone(&engine.log);
+    let old = History::of(&engine);
     let writer = Writer::start(engine, 100, 1_000_000);
     let archiver = Archiver::start(repo, &data, &[]);
     std::thread::sleep(Duration::from_millis(3500));
-    let old = writer.finish();
-    drop(old);
+    drop(writer.finish());
     std::thread::sleep(Duration::from_millis(2500));
-    let log1 = log1.lock().unwrap().clone();
+    let log1 = old.entries();
     // Bring back an earlier second into the followed dir while the archiver runs.
     let point = log1[log1.len() / 2].timestamp;
     let restore_started = now();
@@ -515,8 +566,7 @@ fn restore_into_the_followed_dir(repo: &Repo, work: &Path) {
     std::thread::sleep(Duration::from_millis(1500));
     // The engine starts on the restored dir and writes another history.
     let engine = Engine::open(&data, 4);
-    let (base2, seq2) = (engine.base_state.clone(), engine.base_seq);
-    let log2 = Arc::clone(&engine.log);
+    let new = History::of(&engine);
     let writer = Writer::start(engine, 100, 1_000_000);
     assert!(archiver.wait_for(20, |e| e["event"] == "timeline"
         && e["reason"] == "diverged"));
@@ -524,7 +574,6 @@ fn restore_into_the_followed_dir(repo: &Repo, work: &Path) {
     drop(writer.finish());
     std::thread::sleep(Duration::from_millis(2500));
     let events = archiver.stop();
-    let log2 = log2.lock().unwrap().clone();
     let timelines: Vec<&serde_json::Value> =
         events.iter().filter(|e| e["event"] == "timeline").collect();
     assert_eq!(timelines.len(), 2, "{timelines:?}");
@@ -537,25 +586,15 @@ fn restore_into_the_followed_dir(repo: &Repo, work: &Path) {
         restored_at - restore_started <= 2,
         "the restore took too long to test this"
     );
-    for t in log1.last().unwrap().timestamp - 1..restore_started - 1 {
-        let target = tmp.join(format!("old-{t}"));
-        restore_at(repo, &target, t).unwrap_or_else(|| panic!("old second {t}"));
-        assert_same(
-            &recovered_state(&target),
-            &state_at(&base1, seq1, &log1, t),
-            &format!("old history at {t}"),
-        );
-    }
+    assert_restores(
+        repo,
+        tmp,
+        &old,
+        old.last_ts() - 1..restore_started - 1,
+        "old",
+    );
     // ... and seconds after the new timeline started from the second one.
-    for t in second_started..=log2.last().unwrap().timestamp {
-        let target = tmp.join(format!("new-{t}"));
-        restore_at(repo, &target, t).unwrap_or_else(|| panic!("new second {t}"));
-        assert_same(
-            &recovered_state(&target),
-            &state_at(&base2, seq2, &log2, t),
-            &format!("new history at {t}"),
-        );
-    }
+    assert_restores(repo, tmp, &new, second_started..=new.last_ts(), "new");
 }
 
 #[test]
@@ -576,8 +615,7 @@ fn prune_racing_the_archiver(repo: &Repo, work: &Path) {
     let tmp = work;
     let data = tmp.join("data");
     let engine = Engine::open(&data, 4);
-    let (base, base_seq) = (engine.base_state.clone(), engine.base_seq);
-    let log = Arc::clone(&engine.log);
+    let history = History::of(&engine);
     // Snapshots every 1.5 s (new bases), so older bases and pieces become prunable.
     let writer = Writer::start(engine, 200, 300);
     let archiver = Archiver::start(repo, &data, &[]);
@@ -608,17 +646,14 @@ fn prune_racing_the_archiver(repo: &Repo, work: &Path) {
     std::thread::sleep(Duration::from_millis(2500));
     archiver.stop();
     assert!(removed > 0, "prunes removed pieces");
-    let log = log.lock().unwrap().clone();
     // Every second of the window the last prune kept restores exactly.
-    for t in last_prune - 4..=log.last().unwrap().timestamp {
-        let target = tmp.join(format!("at-{t}"));
-        restore_at(repo, &target, t).unwrap_or_else(|| panic!("second {t}"));
-        assert_same(
-            &recovered_state(&target),
-            &state_at(&base, base_seq, &log, t),
-            &format!("{t}"),
-        );
-    }
+    assert_restores(
+        repo,
+        tmp,
+        &history,
+        last_prune - 4..=history.last_ts(),
+        "window",
+    );
     eprintln!("{prunes} prunes removed {removed} pieces");
 }
 
@@ -712,8 +747,7 @@ fn a_store_that_fails_for_a_while_loses_nothing_and_an_archiver_without_delete_r
     }
     let data = tmp.path().join("data");
     let engine = Engine::open(&data, 4);
-    let (base, base_seq) = (engine.base_state.clone(), engine.base_seq);
-    let log = Arc::clone(&engine.log);
+    let history = History::of(&engine);
     let writer = Writer::start(engine, 200, 400);
     let archiver = Archiver::start(&repo, &data, &[]);
     assert!(archiver.wait_for(30, |e| e["event"] == "timeline"));
@@ -730,17 +764,13 @@ fn a_store_that_fails_for_a_while_loses_nothing_and_an_archiver_without_delete_r
         "the failures were reported"
     );
     proxy.deny_deletes(false);
-    let log = log.lock().unwrap().clone();
-    let first = log.first().unwrap().timestamp + 1;
-    for t in first..=log.last().unwrap().timestamp {
-        let target = tmp.path().join(format!("at-{t}"));
-        restore_at(&repo, &target, t).unwrap_or_else(|| panic!("second {t}"));
-        assert_same(
-            &recovered_state(&target),
-            &state_at(&base, base_seq, &log, t),
-            &format!("second {t}"),
-        );
-    }
+    assert_restores(
+        &repo,
+        tmp.path(),
+        &history,
+        history.first_ts() + 1..=history.last_ts(),
+        "after",
+    );
 }
 
 /// The long soak (`cargo xtask archive-soak`): `KYRODB_SOAK_SECS` of writing (default 300)

@@ -33,8 +33,7 @@ mod engine;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -48,6 +47,7 @@ use kyrodb_backup_storage::backend::{Location, S3Config};
 use kyrodb_backup_storage::Repository;
 use serde_json::{json, Value};
 
+use crate::bench_s3::Moto;
 use crate::util::{build_binary, median, root};
 use engine::{state_after, Engine};
 
@@ -310,20 +310,36 @@ impl Writer {
     /// and the last frame.
     fn pause(&self) -> (u64, u64) {
         self.shared.rate.store(0, Ordering::Relaxed);
-        // A batch under way ends well within this.
-        std::thread::sleep(Duration::from_millis(50));
+        // Until a batch under way (a rotation in it, say) is over.
+        let mut frames = self.frames();
+        loop {
+            std::thread::sleep(Duration::from_millis(50));
+            let now = self.frames();
+            if now == frames {
+                break;
+            }
+            frames = now;
+        }
         let last = now_secs();
         self.shared.wanted.lock().unwrap().insert(last);
         (last, self.shared.last_seq.load(Ordering::Relaxed))
     }
 
     /// Stops the thread; returns the states kept.
-    fn finish(mut self) -> BTreeMap<u64, FullState> {
+    fn finish(self) -> BTreeMap<u64, FullState> {
+        let shared = Arc::clone(&self.shared);
+        drop(self);
+        let kept = std::mem::take(&mut *shared.expected.lock().unwrap());
+        kept
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Relaxed);
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
-        std::mem::take(&mut *self.shared.expected.lock().unwrap())
     }
 }
 
@@ -339,121 +355,10 @@ fn wal_bytes(data: &Path) -> u64 {
 }
 
 // ----------------------------------------------------------------------------------------
-// The S3 server (as bench-s3 starts it)
-// ----------------------------------------------------------------------------------------
-
-/// moto or s3s-fs on a free port of 127.0.0.1, killed on drop.
-struct Server {
-    child: Child,
-    port: u16,
-    /// s3s-fs's directory of buckets.
-    root: Option<PathBuf>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `name` on `PATH`, else the first of `fallbacks` that exists.
-fn find_tool(name: &str, fallbacks: &[PathBuf]) -> Result<PathBuf> {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .map(|d| d.join(name))
-        .chain(fallbacks.iter().cloned())
-        .find(|p| p.is_file())
-        .with_context(|| format!("{name} not found on PATH or at {fallbacks:?}"))
-}
-
-impl Server {
-    fn start(dir: &Path, kind: &str) -> Result<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let log = fs::File::create(dir.join(format!("{kind}.log")))?;
-        let (mut cmd, root) = match kind {
-            "moto" => {
-                let server = match std::env::var_os("MOTO_SERVER") {
-                    Some(p) => PathBuf::from(p),
-                    None => find_tool(
-                        "moto_server",
-                        &[root().join("target/tmp/moto-venv/bin/moto_server")],
-                    )
-                    .context(
-                        "`pip install 'moto[server]'` (or run the S3 tests once, which install \
-                         it under target/tmp)",
-                    )?,
-                };
-                let mut cmd = Command::new(server);
-                cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
-                (cmd, None)
-            }
-            "s3s-fs" => {
-                let tools = std::env::var_os("KYRODB_BENCH_TOOLS")
-                    .map_or_else(|| root().join("target/tools"), PathBuf::from);
-                let server = find_tool("s3s-fs", &[tools.join("bin/s3s-fs")])
-                    .context("`cargo install s3s-fs@0.14.1 --features binary`")?;
-                let root = dir.join("s3s-root");
-                fs::create_dir_all(&root)?;
-                let mut cmd = Command::new(server);
-                cmd.args(["--host", "127.0.0.1", "--port", &port.to_string()])
-                    .args(["--access-key", "testing", "--secret-key", "testing"])
-                    .arg(&root);
-                (cmd, Some(root))
-            }
-            other => bail!("unknown --server {other}: moto or s3s-fs"),
-        };
-        let child = cmd
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {kind}"))?;
-        let server = Self { child, port, root };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            ensure!(
-                Instant::now() < deadline,
-                "{kind} did not start on port {port}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(server)
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn create_bucket(&self, name: &str) -> Result<()> {
-        if let Some(root) = &self.root {
-            fs::create_dir_all(root.join(name))?;
-            return Ok(());
-        }
-        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
-        write!(
-            s,
-            "PUT /{name} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        )?;
-        let mut answer = String::new();
-        s.read_to_string(&mut answer)?;
-        ensure!(
-            answer.starts_with("HTTP/1.1 200"),
-            "create bucket: {answer}"
-        );
-        Ok(())
-    }
-}
-
-// ----------------------------------------------------------------------------------------
 // Repositories and the archiver
 // ----------------------------------------------------------------------------------------
 
 /// A repository: how the binary names it, and how this process lists it.
-#[derive(Clone)]
 struct Repo {
     /// `local` or `bucket`.
     kind: &'static str,
@@ -1368,7 +1273,7 @@ pub(crate) fn run(args: Args) -> Result<()> {
     let _ = fs::remove_dir_all(&base);
     fs::create_dir_all(&base)?;
     let server = if args.s3 {
-        let s = Server::start(&base, &args.server)?;
+        let s = Moto::start(&base, &args.server)?;
         s.create_bucket("bench")?;
         Some(s)
     } else {

@@ -42,7 +42,7 @@ pub(crate) struct Args {
 
 /// An S3 server on a free loopback port (moto, its requests logged to a file; or s3s-fs,
 /// its objects under `root`).
-struct Moto {
+pub(crate) struct Moto {
     child: Child,
     port: u16,
     log: PathBuf,
@@ -58,7 +58,7 @@ impl Drop for Moto {
 }
 
 impl Moto {
-    fn start(dir: &Path, kind: &str) -> Result<Self> {
+    pub(crate) fn start(dir: &Path, kind: &str) -> Result<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
@@ -103,11 +103,11 @@ impl Moto {
         Ok(moto)
     }
 
-    fn endpoint(&self) -> String {
+    pub(crate) fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    fn create_bucket(&self, name: &str) -> Result<()> {
+    pub(crate) fn create_bucket(&self, name: &str) -> Result<()> {
         if let Some(root) = &self.root {
             fs::create_dir_all(root.join(name))?;
             return Ok(());

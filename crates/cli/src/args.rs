@@ -191,8 +191,10 @@ pub struct ArchiveArgs {
     /// e.g. `1s`, `500ms`, `5s`.
     #[arg(long, default_value = "1s", value_name = "DURATION", value_parser = parse_interval)]
     pub interval: std::time::Duration,
-    /// How often to say, in the repository, up to where the archive is complete.
-    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_interval, hide = true)]
+    /// How often to record, in the repository, up to where the archive is complete, also
+    /// while idle (one small write each): `check --max-lag` reads it, and while the engine is
+    /// idle the newest seconds restore exactly once it is written.
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_interval)]
     pub heartbeat: std::time::Duration,
     /// How often to merge small pieces.
     #[arg(long, default_value = "60s", value_name = "DURATION", value_parser = parse_interval, hide = true)]

@@ -18,7 +18,6 @@ use kyrodb_backup_datadir::follow::{Follower, Resume, SnapshotSeen, Start};
 use kyrodb_backup_format::engine::{DataDirManifest, SnapshotReader};
 use kyrodb_backup_format::repo::{
     BackupManifest, BackupType, BaseName, FileKind, PieceName, SnapshotSummary, TimelineId,
-    MAX_PIECE_SIZE,
 };
 use kyrodb_backup_storage::backend::Location;
 use kyrodb_backup_storage::{
@@ -60,13 +59,13 @@ pub struct ArchiveOptions {
 
 impl ArchiveOptions {
     /// Follows `data_dir` with the defaults: 1 s interval, 10 s heartbeat, pieces up to
-    /// 16 MiB, 60 pieces merged into one, merges looked for every minute.
+    /// 8 MiB, 60 pieces merged into one, merges looked for every minute.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             data_dir: data_dir.into(),
             interval: Duration::from_secs(1),
             heartbeat: Duration::from_secs(10),
-            max_piece: 16 << 20,
+            max_piece: 8 << 20,
             merge_fan_in: 60,
             merge_every: Duration::from_secs(60),
             host: String::new(),
@@ -179,6 +178,9 @@ pub struct ArchiveReport {
     pub gaps: Vec<ArchiveGap>,
 }
 
+/// The largest piece a merge writes: merging holds it in memory.
+const MERGE_LIMIT: u64 = 32 << 20;
+
 fn requests(backend: &dyn kyrodb_backup_storage::backend::Backend) -> u64 {
     backend.requests().iter().map(|(_, n)| n).sum()
 }
@@ -243,6 +245,7 @@ pub fn archive(
         jobs,
         requests_at_start: requests(&*backend),
         unstored: std::collections::VecDeque::new(),
+        inflight_bytes: 0,
     };
     let worker = {
         let repo = Arc::clone(&repo);
@@ -288,6 +291,8 @@ struct Run<'a> {
     requests_at_start: u64,
     /// First timestamps of the pieces handed to the uploader and not stored yet, in order.
     unstored: std::collections::VecDeque<u64>,
+    /// Bytes of those pieces.
+    inflight_bytes: u64,
 }
 
 impl Run<'_> {
@@ -481,12 +486,12 @@ impl Run<'_> {
         let mut pending = Pending::default();
         let tick =
             (self.opts.interval / 4).clamp(Duration::from_millis(10), Duration::from_millis(250));
-        let backlog = 4 * self.opts.max_piece as u64;
-        let mut inflight_bytes = 0u64;
-        let mut inflight = 0usize;
+        // Read frames wait in memory for the uploader up to this much (then reading pauses).
+        let backlog = 2 * self.opts.max_piece as u64;
         let mut last_seal = Instant::now();
         let mut last_beat: Option<Instant> = None;
         let mut last_merge = Instant::now();
+        let mut merged_at = 0u64;
         let mut last_warning: Option<(String, Instant)> = None;
         let mut quiet_at = 0u64;
         let mut stopping_since: Option<Instant> = None;
@@ -497,8 +502,7 @@ impl Run<'_> {
                         self.status.pieces += 1;
                         self.status.frames += name.last_seq - name.first_seq + 1;
                         self.status.bytes += bytes as u64;
-                        inflight -= 1;
-                        inflight_bytes -= bytes as u64;
+                        self.inflight_bytes -= bytes as u64;
                         self.unstored.pop_front();
                     }
                     Uploaded::Failed(message) => {
@@ -526,7 +530,7 @@ impl Run<'_> {
             let read_at = self.clock.now().secs;
             let room = self.opts.max_piece.saturating_sub(pending.bytes.len());
             let mut more = false;
-            if room > 0 && inflight_bytes < backlog && stopping_since.is_none() {
+            if room > 0 && self.inflight_bytes < backlog && stopping_since.is_none() {
                 let mut out = std::mem::take(&mut pending.bytes);
                 let poll = follower.poll(&mut out, self.opts.max_piece);
                 pending.bytes = out;
@@ -543,15 +547,9 @@ impl Run<'_> {
                 }
                 if poll.diverged {
                     // The old history as far as the last poll that saw it, then the new one.
-                    self.seal(
-                        &mut pending,
-                        &mut current,
-                        up,
-                        &mut inflight,
-                        &mut inflight_bytes,
-                    );
+                    self.seal(&mut pending, &mut current, up);
                     current.observed_at = current.observed_at.max(quiet_at);
-                    self.beat(&follower, &current, &pending, inflight, up, on_event);
+                    self.beat(&follower, &current, &pending, up, on_event);
                     let (f, c) = self.begin(on_event)?;
                     (follower, current) = (f, c);
                     quiet_at = 0;
@@ -568,13 +566,7 @@ impl Run<'_> {
                 pending.observed_at = pending.last_ts.max(quiet_at);
                 if let Some(snapshot) = poll.gap {
                     // Frames before the gap and after it never share a piece.
-                    self.seal(
-                        &mut pending,
-                        &mut current,
-                        up,
-                        &mut inflight,
-                        &mut inflight_bytes,
-                    );
+                    self.seal(&mut pending, &mut current, up);
                     self.gap(&current, &snapshot, on_event);
                     current.last_seq = snapshot.last_wal_seq;
                     current.last_crc = 0;
@@ -589,13 +581,7 @@ impl Run<'_> {
                 || pending.bytes.len() >= self.opts.max_piece
                 || stopping;
             if !pending.bytes.is_empty() && due {
-                self.seal(
-                    &mut pending,
-                    &mut current,
-                    up,
-                    &mut inflight,
-                    &mut inflight_bytes,
-                );
+                self.seal(&mut pending, &mut current, up);
                 last_seal = Instant::now();
             }
             if pending.bytes.is_empty() && !more {
@@ -604,16 +590,19 @@ impl Run<'_> {
             if last_beat.is_none_or(|b| b.elapsed() >= self.opts.heartbeat)
                 || (stopping && stopping_since.is_none())
             {
-                self.beat(&follower, &current, &pending, inflight, up, on_event);
+                self.beat(&follower, &current, &pending, up, on_event);
                 last_beat = Some(Instant::now());
             }
-            if last_merge.elapsed() >= self.opts.merge_every {
+            // Merges are looked for only after new pieces: an idle archiver makes no request
+            // but its heartbeat.
+            if last_merge.elapsed() >= self.opts.merge_every && self.status.pieces > merged_at {
+                merged_at = self.status.pieces;
                 let _ = self.jobs.send(Job::Merge(current.tl));
                 last_merge = Instant::now();
             }
             if stopping {
                 let since = *stopping_since.get_or_insert_with(Instant::now);
-                if inflight == 0 && pending.bytes.is_empty() {
+                if self.unstored.is_empty() && pending.bytes.is_empty() {
                     // Give the last heartbeat a moment to land (it follows the pieces).
                     std::thread::sleep(Duration::from_millis(50));
                     for _ in done.try_iter() {}
@@ -622,7 +611,8 @@ impl Run<'_> {
                 if since.elapsed() > Duration::from_secs(30) {
                     abandon.store(true, Ordering::Relaxed);
                     return Err(Error::Unavailable(format!(
-                        "{inflight_bytes} bytes of WAL read could not be stored before stopping"
+                        "{} bytes of WAL read could not be stored before stopping",
+                        self.inflight_bytes
                     )));
                 }
                 std::thread::sleep(Duration::from_millis(20));
@@ -636,14 +626,7 @@ impl Run<'_> {
 
     /// Hands the pending frames to the uploader as one piece, and takes them as stored for
     /// what follows (the uploader stores in order and retries until it succeeds).
-    fn seal(
-        &mut self,
-        pending: &mut Pending,
-        current: &mut Current,
-        up: &mpsc::Sender<Upload>,
-        inflight: &mut usize,
-        inflight_bytes: &mut u64,
-    ) {
+    fn seal(&mut self, pending: &mut Pending, current: &mut Current, up: &mpsc::Sender<Upload>) {
         if pending.bytes.is_empty() {
             return;
         }
@@ -656,8 +639,7 @@ impl Run<'_> {
             level: 0,
         };
         let frames = std::mem::take(&mut pending.bytes);
-        *inflight += 1;
-        *inflight_bytes += frames.len() as u64;
+        self.inflight_bytes += frames.len() as u64;
         self.unstored.push_back(name.first_ts);
         current.last_seq = name.last_seq;
         current.last_crc = pending.last_crc;
@@ -677,7 +659,6 @@ impl Run<'_> {
         follower: &Follower,
         current: &Current,
         pending: &Pending,
-        inflight: usize,
         up: &mpsc::Sender<Upload>,
         on_event: &mut dyn FnMut(&ArchiveEvent),
     ) {
@@ -690,7 +671,6 @@ impl Run<'_> {
             .copied()
             .or((!pending.bytes.is_empty()).then_some(pending.first_ts));
         self.status.lag_seconds = oldest.map_or(0, |ts| now.saturating_sub(ts));
-        let _ = inflight;
         self.status.pending_bytes = follower.pending_bytes() + pending.bytes.len() as u64;
         self.status.requests = requests(self.repo.backend().as_ref()) - self.requests_at_start;
         let rec = ObservedRecord {
@@ -958,14 +938,11 @@ fn store_base(
 }
 
 /// Merges runs of `fan_in` consecutive pieces of one level into one piece of the next level
-/// (at most [`MAX_PIECE_SIZE`] of frames), and deletes pieces that a larger one covers.
+/// (at most [`MERGE_LIMIT`] bytes), and deletes pieces that a larger one covers.
 /// Returns (pieces merged, new piece) per merge.
 fn merge(repo: &Repository, opts: &ArchiveOptions, tl: TimelineId) -> Result<Vec<(usize, String)>> {
     let fan_in = opts.merge_fan_in.max(2);
-    let Some(timeline) = repo.archive_timelines()?.into_iter().find(|t| t.id == tl) else {
-        return Ok(Vec::new());
-    };
-    let mut pieces = timeline.pieces;
+    let mut pieces = repo.archive_timeline(tl)?.pieces;
     // Pieces inside a larger one (a merge whose clean-up was cut short) go first.
     let covered: Vec<String> = pieces
         .iter()
@@ -996,7 +973,7 @@ fn merge(repo: &Repository, opts: &ArchiveOptions, tl: TimelineId) -> Result<Vec
             while j < of_level.len()
                 && j - i < fan_in
                 && of_level[j].name.first_seq == of_level[j - 1].name.last_seq + 1
-                && size + of_level[j].size <= MAX_PIECE_SIZE as u64
+                && size + of_level[j].size <= MERGE_LIMIT
             {
                 size += of_level[j].size;
                 j += 1;
@@ -1005,7 +982,7 @@ fn merge(repo: &Repository, opts: &ArchiveOptions, tl: TimelineId) -> Result<Vec
             // (a heavy writer's pieces are large: merging fewer of them still bounds the count).
             let full_by_size = j < of_level.len()
                 && of_level[j].name.first_seq == of_level[j - 1].name.last_seq + 1
-                && size + of_level[j].size > MAX_PIECE_SIZE as u64;
+                && size + of_level[j].size > MERGE_LIMIT;
             if j - i < fan_in && !(full_by_size && j - i >= 2) {
                 i = j;
                 continue;

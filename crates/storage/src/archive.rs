@@ -173,11 +173,16 @@ impl Repository {
             .filter_map(|f| TimelineId::parse(f))
             .collect();
         ids.sort();
-        let listed = crate::parallel_map(&ids, 8, |tl| self.timeline(*tl));
+        let listed = crate::parallel_map(&ids, 8, |tl| self.archive_timeline(*tl));
         listed.into_iter().collect()
     }
 
-    fn timeline(&self, tl: TimelineId) -> Result<ArchivedTimeline> {
+    /// One timeline, from its listing (and one read of its `observed.json`).
+    ///
+    /// # Errors
+    ///
+    /// When the store cannot be listed.
+    pub fn archive_timeline(&self, tl: TimelineId) -> Result<ArchivedTimeline> {
         let prefix = Self::timeline_prefix(tl);
         let mut out = ArchivedTimeline {
             id: tl,

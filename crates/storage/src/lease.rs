@@ -238,15 +238,50 @@ pub(crate) fn read_leases(backend: &dyn Backend) -> Result<Vec<(String, Option<L
     Ok(out)
 }
 
-/// The prune lease, if one exists and its holder may be running.
-fn live_prune(backend: &dyn Backend, now: u64) -> Result<Option<LeaseRecord>> {
-    match backend.read(PRUNE_KEY, MAX_LEASE) {
+/// The lease at `key`, if one exists and its holder may be running.
+fn live_holder(backend: &dyn Backend, key: &str, now: u64) -> Result<Option<LeaseRecord>> {
+    match backend.read(key, MAX_LEASE) {
         Ok(b) => Ok(serde_json::from_slice::<LeaseRecord>(&b)
             .ok()
             .filter(|r| r.is_live(&host_name(), &pid_space(), now))),
         Err(e) if e.is_not_found() => Ok(None),
         Err(e) => Err(e.into()),
     }
+}
+
+/// The prune lease, if one exists and its holder may be running.
+fn live_prune(backend: &dyn Backend, now: u64) -> Result<Option<LeaseRecord>> {
+    live_holder(backend, PRUNE_KEY, now)
+}
+
+/// Takes the lease at `key` that one run at a time holds, create-only; a stale one (its holder
+/// gone) is replaced. `busy` words the refusal from the live holder's record.
+fn exclusive_lease(
+    backend: &Arc<dyn Backend>,
+    key: &str,
+    kind: &str,
+    now: u64,
+    busy: impl Fn(&LeaseRecord) -> String,
+) -> Result<Lease> {
+    for _ in 0..3 {
+        if let Some(lease) = Lease::start(backend, key.into(), record(kind, None, None), now, true)?
+        {
+            return Ok(lease);
+        }
+        if let Some(holder) = live_holder(backend.as_ref(), key, now)? {
+            return Err(Error::Locked(format!(
+                "repository {} is locked: {}",
+                backend.location(),
+                busy(&holder)
+            )));
+        }
+        tracing::info!(key, "removing the stale lease of a run that is gone");
+        backend.delete(key)?;
+    }
+    Err(Error::Locked(format!(
+        "repository {} is locked: other runs keep taking {key}",
+        backend.location()
+    )))
 }
 
 /// Announces a create of backup `backup_id` in chain `chain_id`, then waits (up to `wait`)
@@ -305,31 +340,9 @@ pub fn wait_for_prune(backend: &Arc<dyn Backend>, now: u64, wait: Duration) -> R
 ///
 /// [`Error::Locked`] while another prune runs; the store's errors.
 pub fn lease_for_prune(backend: &Arc<dyn Backend>, now: u64) -> Result<Lease> {
-    for _ in 0..3 {
-        if let Some(lease) = Lease::start(
-            backend,
-            PRUNE_KEY.into(),
-            record("prune", None, None),
-            now,
-            true,
-        )? {
-            return Ok(lease);
-        }
-        if let Some(p) = live_prune(backend.as_ref(), now)? {
-            return Err(Error::Locked(format!(
-                "repository {} is locked: a prune by process {} on {} is running",
-                backend.location(),
-                p.pid,
-                p.host
-            )));
-        }
-        tracing::info!("removing the stale prune lease of a run that is gone");
-        backend.delete(PRUNE_KEY)?;
-    }
-    Err(Error::Locked(format!(
-        "repository {} is locked: other prunes keep taking it",
-        backend.location()
-    )))
+    exclusive_lease(backend, PRUNE_KEY, "prune", now, |p| {
+        format!("a prune by process {} on {} is running", p.pid, p.host)
+    })
 }
 
 const ARCHIVE_KEY: &str = "locks/archive.json";
@@ -349,17 +362,12 @@ pub struct ArchiveHolder {
 ///
 /// When the store fails.
 pub fn archive_holder(backend: &dyn Backend, now: u64) -> Result<Option<ArchiveHolder>> {
-    match backend.read(ARCHIVE_KEY, MAX_LEASE) {
-        Ok(b) => Ok(serde_json::from_slice::<LeaseRecord>(&b)
-            .ok()
-            .filter(|r| r.is_live(&host_name(), &pid_space(), now))
-            .map(|r| ArchiveHolder {
-                host: r.host,
-                pid: r.pid,
-            })),
-        Err(e) if e.is_not_found() => Ok(None),
-        Err(e) => Err(e.into()),
-    }
+    Ok(
+        live_holder(backend, ARCHIVE_KEY, now)?.map(|r| ArchiveHolder {
+            host: r.host,
+            pid: r.pid,
+        }),
+    )
 }
 
 /// Takes the archive lease: one archiver per repository. A stale one (its holder gone) is
@@ -369,31 +377,12 @@ pub fn archive_holder(backend: &dyn Backend, now: u64) -> Result<Option<ArchiveH
 ///
 /// [`Error::Locked`] while another archiver runs; the store's errors.
 pub fn lease_for_archive(backend: &Arc<dyn Backend>, now: u64) -> Result<Lease> {
-    for _ in 0..3 {
-        if let Some(lease) = Lease::start(
-            backend,
-            ARCHIVE_KEY.into(),
-            record("archive", None, None),
-            now,
-            true,
-        )? {
-            return Ok(lease);
-        }
-        if let Some(h) = archive_holder(backend.as_ref(), now)? {
-            return Err(Error::Locked(format!(
-                "repository {} is locked: an archiver (process {} on {}) already follows it",
-                backend.location(),
-                h.pid,
-                h.host
-            )));
-        }
-        tracing::info!("removing the stale archive lease of an archiver that is gone");
-        backend.delete(ARCHIVE_KEY)?;
-    }
-    Err(Error::Locked(format!(
-        "repository {} is locked: other archivers keep taking it",
-        backend.location()
-    )))
+    exclusive_lease(backend, ARCHIVE_KEY, "archive", now, |h| {
+        format!(
+            "an archiver (process {} on {}) already follows it",
+            h.pid, h.host
+        )
+    })
 }
 
 /// What the create leases say, as a prune holding its own lease sees them: the chains live
