@@ -414,6 +414,96 @@ fn compaction_of_segments_the_follower_never_opened_is_a_gap() {
 }
 
 #[test]
+fn segments_compacted_before_the_manifest_is_rewritten_are_a_gap() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut e = Engine::open(&data, 4);
+    writes(&mut e, 1, 2);
+    let mut f = fresh(&data);
+    let (out, p) = poll(&mut f);
+    check(&out, p.batch, &log(&e));
+    e.rotate();
+    writes(&mut e, 10, 3); // only in a segment the follower never opens
+    e.rotate();
+    writes(&mut e, 20, 2);
+    let listed = manifest(&data).wal_segments(&[]);
+    let covered = log(&e).last().unwrap().seq_no;
+    e.snapshot();
+    let name = manifest(&data).snapshot_file().unwrap();
+    let rewritten = fs::read(data.join("MANIFEST")).unwrap();
+
+    // What the engine leaves while it rewrites the MANIFEST without the segments it deleted
+    // (two fsyncs, which can take seconds under load): the MANIFEST names the snapshot and
+    // still lists them. They are covered by that snapshot, not a reason to fail.
+    let before = DataDirManifest::modern(Some(name.clone()), Some(covered), listed.clone(), 0);
+    fs::write(data.join("MANIFEST"), before.to_bytes()).unwrap();
+    let (out, p) = poll(&mut f);
+    assert!(out.is_empty() && p.batch.is_none() && !p.diverged, "{p:?}");
+    assert_eq!(p.gap.unwrap().last_wal_seq, covered);
+    assert_eq!(p.snapshot.unwrap().name, name);
+    assert_eq!(f.next_seq(), covered + 1);
+    assert_idle(&mut f);
+    fs::write(data.join("MANIFEST"), &rewritten).unwrap();
+    assert_idle(&mut f);
+    writes(&mut e, 30, 2);
+    let (out, p) = poll(&mut f);
+    check(&out, p.batch, &entries(&log(&e), covered + 1, u64::MAX));
+
+    // The engine never deletes its newest segment, nor one no snapshot covers: still errors.
+    let newest = listed.last().unwrap().clone();
+    for (snapshot, segs) in [
+        (
+            Some(name.clone()),
+            vec![newest.clone(), "wal_1.wal".to_string()],
+        ),
+        (None, vec!["wal_1.wal".to_string(), newest.clone()]),
+    ] {
+        let m = DataDirManifest::modern(snapshot, Some(covered), segs, 0);
+        fs::write(data.join("MANIFEST"), m.to_bytes()).unwrap();
+        let err = f.poll(&mut Vec::new(), ALL).unwrap_err().to_string();
+        assert!(err.contains("vanished"), "{err}");
+    }
+}
+
+#[test]
+fn a_snapshot_renamed_over_the_named_one_is_another_snapshot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut e = Engine::open(&data, 4);
+    writes(&mut e, 1, 2);
+    let mut f = fresh(&data);
+    let (out, p) = poll(&mut f);
+    check(&out, p.batch, &log(&e));
+    e.snapshot();
+    let first = manifest(&data).snapshot_file().unwrap();
+    assert_eq!(poll(&mut f).1.snapshot.unwrap().name, first);
+    e.rotate();
+    writes(&mut e, 10, 3); // only in a segment the follower never opens
+    e.rotate();
+    writes(&mut e, 20, 2);
+    let covered = log(&e).last().unwrap().seq_no;
+    e.snapshot();
+
+    // An engine that reuses a file name (ids from the clock, restarted within one second)
+    // renames its new snapshot over the one the MANIFEST named.
+    let m = manifest(&data);
+    fs::rename(data.join(m.snapshot_file().unwrap()), data.join(&first)).unwrap();
+    let renamed =
+        DataDirManifest::modern(Some(first.clone()), Some(covered), m.wal_segments(&[]), 0);
+    fs::write(data.join("MANIFEST"), renamed.to_bytes()).unwrap();
+    let (out, p) = poll(&mut f);
+    assert!(out.is_empty() && p.batch.is_none() && !p.diverged, "{p:?}");
+    let seen = p.snapshot.expect("reported as a new snapshot");
+    assert_eq!(
+        (seen.name.as_str(), seen.last_wal_seq),
+        (first.as_str(), covered)
+    );
+    assert_eq!(p.gap.unwrap().last_wal_seq, covered);
+    assert_eq!(f.next_seq(), covered + 1);
+    assert_idle(&mut f);
+}
+
+#[test]
 fn compaction_leaving_only_an_empty_segment_is_a_gap() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
@@ -781,15 +871,106 @@ fn a_manifest_without_the_snapshot_seq_is_completed_from_the_snapshot() {
     assert_eq!(frames(&out).len() as u64, batch.frames);
 }
 
+/// What [`follow_a_busy_engine`] returns: the frames, the next sequence number, and how many
+/// were skipped in gaps.
+type Followed = (Vec<WalEntry>, u64, u64);
+
+/// Polls until a poll that started after `done` was set finds nothing, checking every batch
+/// and gap; `seen` tells what the follower last saw, for a watchdog.
+fn follow_a_busy_engine(
+    mut f: Follower,
+    done: &std::sync::atomic::AtomicBool,
+    seen: &std::sync::Mutex<String>,
+    data: &Path,
+) -> Followed {
+    let mut got: Vec<WalEntry> = Vec::new();
+    let mut next = 1;
+    let mut skipped = 0;
+    let mut polls = 0u64;
+    let mut last = String::from("none");
+    loop {
+        let finished = done.load(std::sync::atomic::Ordering::SeqCst);
+        *seen.lock().unwrap() = format!(
+            "next_seq {}, {polls} polls (writer done: {finished}), the last poll {last}",
+            f.next_seq()
+        );
+        let mut out = Vec::new();
+        let p = f.poll(&mut out, 700).unwrap_or_else(|e| {
+            panic!(
+                "poll {polls} failed: {e}; next_seq {}, the last poll {last}; {}",
+                f.next_seq(),
+                dir_state(data)
+            )
+        });
+        polls += 1;
+        last = format!("{p:?}");
+        if polls.is_multiple_of(3) {
+            // A slower reader now and then, so compaction sometimes wins the race.
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        assert!(!p.diverged, "{last}; {}", dir_state(data));
+        let fr = frames(&out);
+        if let Some(b) = p.batch {
+            assert_eq!(b.first_seq, next, "{last}");
+            assert_eq!(b.frames as usize, fr.len(), "{last}");
+            next = b.last_seq + 1;
+        }
+        for (i, (x, _)) in fr.iter().enumerate() {
+            assert_eq!(x.seq_no, next - fr.len() as u64 + i as u64);
+        }
+        got.extend(fr.into_iter().map(|(x, _)| x));
+        if let Some(g) = &p.gap {
+            assert!(g.last_wal_seq >= next, "{last}");
+            skipped += g.last_wal_seq + 1 - next;
+            next = g.last_wal_seq + 1;
+        }
+        assert_eq!(f.next_seq(), next, "{last}");
+        if finished && !p.more && p.batch.is_none() && p.gap.is_none() {
+            return (got, next, skipped);
+        }
+    }
+}
+
+/// The data directory as the follower sees it: the segments the MANIFEST lists (with the
+/// snapshot it names) and every file with its size, for a failure message.
+fn dir_state(dir: &Path) -> String {
+    let listed = fs::read(dir.join("MANIFEST"))
+        .map_err(|e| e.to_string())
+        .and_then(|b| DataDirManifest::parse(&b).map_err(|e| e.to_string()))
+        .map(|m| format!("{:?} after {:?}", m.wal_segments(&[]), m.snapshot_file()));
+    let mut files: Vec<String> = fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| {
+                    let len = e.metadata().map_or(0, |m| m.len());
+                    format!("{} ({len} B)", e.file_name().to_string_lossy())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    format!("the MANIFEST lists {listed:?}; files {files:?}")
+}
+
 #[test]
 fn a_busy_engine_is_followed_without_losing_or_repeating_frames() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+    // However loaded the machine, the follower catches up soon after the writer stops. It runs
+    // on its own thread, watched from this one: a poll that spins or blocks fails the test with
+    // what the follower last saw instead of holding up the run.
+    const CATCH_UP: Duration = Duration::from_secs(60);
+    const IN_ALL: Duration = Duration::from_secs(600);
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let e = Engine::open(&data, 4);
     let the_log = e.log.clone();
-    let mut f = fresh(&data);
+    let f = fresh(&data);
+    let done = Arc::new(AtomicBool::new(false));
     let writer = {
         let mut e = e;
+        let done = Arc::clone(&done);
         std::thread::spawn(move || {
             for round in 0..40u64 {
                 writes(&mut e, round * 100 + 10, 5);
@@ -799,45 +980,46 @@ fn a_busy_engine_is_followed_without_losing_or_repeating_frames() {
                     _ => {}
                 }
             }
+            done.store(true, Ordering::SeqCst);
         })
     };
-    let mut got: Vec<WalEntry> = Vec::new();
-    let mut next = 1;
-    let mut skipped = 0;
-    let mut polls = 0u64;
-    loop {
-        let finished = writer.is_finished();
-        let mut out = Vec::new();
-        let p = f.poll(&mut out, 700).unwrap();
-        polls += 1;
-        if polls.is_multiple_of(3) {
-            // A slower reader now and then, so compaction sometimes wins the race.
-            std::thread::sleep(std::time::Duration::from_millis(2));
+    let seen = Arc::new(Mutex::new(String::from("no poll yet")));
+    let follower = {
+        let (done, seen, data) = (Arc::clone(&done), Arc::clone(&seen), data.clone());
+        std::thread::spawn(move || follow_a_busy_engine(f, &done, &seen, &data))
+    };
+    let started = Instant::now();
+    let mut stopped: Option<Instant> = None;
+    let mut writer = Some(writer);
+    while !follower.is_finished() {
+        if writer
+            .as_ref()
+            .is_some_and(std::thread::JoinHandle::is_finished)
+        {
+            if let Err(p) = writer.take().unwrap().join() {
+                std::panic::resume_unwind(p);
+            }
+            stopped = Some(Instant::now());
         }
-        assert!(!p.diverged);
-        let fr = frames(&out);
-        if let Some(b) = p.batch {
-            assert_eq!(b.first_seq, next);
-            assert_eq!(b.frames as usize, fr.len());
-            next = b.last_seq + 1;
-        }
-        for (i, (x, _)) in fr.iter().enumerate() {
-            assert_eq!(x.seq_no, next - fr.len() as u64 + i as u64);
-        }
-        got.extend(fr.into_iter().map(|(x, _)| x));
-        if let Some(g) = &p.gap {
-            assert!(g.last_wal_seq >= next);
-            skipped += g.last_wal_seq + 1 - next;
-            next = g.last_wal_seq + 1;
-        }
-        assert_eq!(f.next_seq(), next);
-        if finished && !p.more && p.batch.is_none() && p.gap.is_none() {
-            break;
-        }
+        let late = stopped.is_some_and(|t| t.elapsed() > CATCH_UP) || started.elapsed() > IN_ALL;
+        assert!(
+            !late,
+            "the follower did not catch up ({:?} since the start, writer done: {}): {}; {}",
+            started.elapsed(),
+            stopped.is_some(),
+            seen.lock().unwrap(),
+            dir_state(&data)
+        );
+        std::thread::sleep(Duration::from_millis(10));
     }
-    writer.join().unwrap();
+    let (got, next, skipped) = follower
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p));
+    if let Some(w) = writer {
+        w.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+    }
     let all = the_log.lock().unwrap().clone();
-    assert_eq!(next, all.last().unwrap().seq_no + 1);
+    assert_eq!(next, all.last().unwrap().seq_no + 1, "{}", dir_state(&data));
     for x in &got {
         assert_eq!(x, &all[(x.seq_no - 1) as usize]);
     }

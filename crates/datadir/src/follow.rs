@@ -8,7 +8,9 @@
 //! their end and a later one exists, so the engine's compaction after a snapshot cannot take
 //! frames away that the follower has already seen the segment of. Frames that were compacted
 //! away before the follower could open their segment are reported as a gap, with the snapshot
-//! that covers them.
+//! that covers them, also while the MANIFEST still lists the deleted segments (the engine
+//! rewrites it after deleting them, which can take long): a segment missing twice under the
+//! same MANIFEST, one naming a snapshot, is taken as compacted, not waited for.
 //!
 //! Only the current WAL layout (W3, with sequence numbers) can be followed.
 //!
@@ -144,8 +146,15 @@ pub struct Follower {
     next_seq: u64,
     /// Open segments, in MANIFEST order.
     segments: Vec<Segment>,
-    /// Listed segments read to their end and closed.
+    /// Listed segments not to open again: read to their end and closed, or compacted away
+    /// while the MANIFEST that still lists them was current.
     finished: Vec<String>,
+    /// Listed segments found missing under the current MANIFEST (cleared when it changes).
+    missing: Vec<String>,
+    /// The MANIFEST changed since the snapshot it names was last looked at: a snapshot of the
+    /// current one's name may be another file now (an engine that reuses a name renames a
+    /// new snapshot over the old one).
+    check_named: bool,
     /// The segments the last MANIFEST lists, in order.
     listed: Vec<String>,
     /// The snapshot it names, with its recorded `latest_snapshot_wal_seq`.
@@ -298,6 +307,8 @@ impl Follower {
             next_seq: 1,
             segments: Vec::new(),
             finished: Vec::new(),
+            missing: Vec::new(),
+            check_named: false,
             listed: Vec::new(),
             named: None,
             manifest: Vec::new(),
@@ -604,19 +615,47 @@ impl Follower {
             std::mem::swap(&mut self.manifest, &mut self.read_buf);
             let listed = &self.listed;
             self.finished.retain(|n| listed.contains(n));
+            self.missing.clear();
+            self.check_named = true;
         }
         // Segments first: a snapshot opened here is reported, so nothing may fail after it.
+        if !self.open_listed()? {
+            return Ok(Refreshed::Vanished);
+        }
+        self.open_snapshot()
+    }
+
+    /// Opens the listed segments not open yet; `false` when one vanished (read the MANIFEST
+    /// again).
+    fn open_listed(&mut self) -> Result<bool> {
         for i in 0..self.listed.len() {
             let name = &self.listed[i];
             if self.finished.contains(name) || self.segments.iter().any(|s| &s.name == name) {
                 continue;
             }
             let Some((file, meta)) = self.open_named(name)? else {
+                // Missing at an earlier read of this same MANIFEST, which is still current: it
+                // was deleted while this MANIFEST was current, which the engine does only to
+                // segments the snapshot it names covers (a compaction, before the MANIFEST is
+                // rewritten without them, which can take long under load). A gap, not a
+                // reason to wait. The newest segment is never compacted.
+                let compacted = self.named.is_some()
+                    && i + 1 < self.listed.len()
+                    && self.missing.contains(name);
+                if compacted {
+                    tracing::debug!(
+                        segment = %name,
+                        "a listed segment was compacted away before it was opened"
+                    );
+                    self.finished.push(name.clone());
+                    continue;
+                }
                 tracing::debug!(
                     segment = %name,
                     "a listed segment vanished; reading the MANIFEST again"
                 );
-                return Ok(Refreshed::Vanished);
+                self.missing.push(name.clone());
+                return Ok(false);
             };
             self.segments.push(Segment {
                 name: name.clone(),
@@ -627,18 +666,40 @@ impl Follower {
             });
             self.next_key += 1;
         }
+        Ok(true)
+    }
+
+    /// Opens the snapshot the MANIFEST names when it is another one than the current.
+    fn open_snapshot(&mut self) -> Result<Refreshed> {
         let Some((name, recorded)) = &self.named else {
+            self.check_named = false;
             return Ok(Refreshed::Ready(None));
         };
-        if self.snapshot.as_ref().is_some_and(|s| &s.name == name) {
+        let current = self.snapshot.as_ref().filter(|s| &s.name == name);
+        if current.is_some() && !self.check_named {
             return Ok(Refreshed::Ready(None));
         }
         let Some((file, meta)) = self.open_named(name)? else {
             return Ok(Refreshed::Vanished);
         };
-        let Some((kept, _)) = self.open_named(name)? else {
+        let id = (meta.dev(), meta.ino());
+        if let Some(cur) = current {
+            if cur.id == id && recorded.is_none_or(|r| r == cur.last_wal_seq) {
+                self.check_named = false;
+                return Ok(Refreshed::Ready(None));
+            }
+            tracing::debug!(
+                snapshot = %name,
+                "another snapshot was renamed over the one the MANIFEST named"
+            );
+        }
+        let Some((kept, kept_meta)) = self.open_named(name)? else {
             return Ok(Refreshed::Vanished);
         };
+        if (kept_meta.dev(), kept_meta.ino()) != id {
+            // Renamed over between the two opens: look again.
+            return Ok(Refreshed::Vanished);
+        }
         let (timestamp, last_wal_seq) = snapshot_facts(&file, meta.len(), name, *recorded)?;
         tracing::debug!(
             snapshot = %name,
@@ -650,9 +711,10 @@ impl Follower {
             name: name.clone(),
             timestamp,
             last_wal_seq,
-            id: (meta.dev(), meta.ino()),
+            id,
             file: kept,
         });
+        self.check_named = false;
         Ok(Refreshed::Ready(Some(SnapshotSeen {
             name: name.clone(),
             timestamp,

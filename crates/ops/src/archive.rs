@@ -245,6 +245,7 @@ pub fn archive(
         jobs,
         requests_at_start: requests(&*backend),
         unstored: std::collections::VecDeque::new(),
+        awaiting_base: None,
         inflight_bytes: 0,
     };
     let worker = {
@@ -293,6 +294,8 @@ struct Run<'a> {
     unstored: std::collections::VecDeque<u64>,
     /// Bytes of those pieces.
     inflight_bytes: u64,
+    /// A base that frames after it wait for (timeline, its last WAL seq).
+    awaiting_base: Option<(TimelineId, u64)>,
 }
 
 impl Run<'_> {
@@ -335,7 +338,7 @@ impl Run<'_> {
                     Start::Gap { snapshot } => {
                         self.started(tl.id, "resumed", follower.next_seq(), on_event);
                         self.gap(&current, &snapshot, on_event);
-                        let _ = self.jobs.send(Job::Base(tl.id, snapshot));
+                        self.base_first(tl.id, snapshot);
                         return Ok((follower, current));
                     }
                     Start::Diverged | Start::Fresh { .. } => {
@@ -385,7 +388,7 @@ impl Run<'_> {
             snapshot: Some(snapshot),
         } = start
         {
-            let _ = self.jobs.send(Job::Base(tl, snapshot));
+            self.base_first(tl, snapshot);
         }
         self.started(tl, reason, follower.next_seq(), on_event);
         let current = Current {
@@ -414,6 +417,12 @@ impl Run<'_> {
             },
             on_event,
         );
+    }
+
+    /// Hands a snapshot to the worker as a base that the frames after it wait for.
+    fn base_first(&mut self, tl: TimelineId, snapshot: SnapshotSeen) {
+        self.awaiting_base = Some((tl, snapshot.last_wal_seq));
+        let _ = self.jobs.send(Job::Base(tl, snapshot));
     }
 
     /// Reports the seconds between the last second the archive proves complete and the
@@ -523,6 +532,19 @@ impl Run<'_> {
                 }
             }
             for e in event_rx.try_iter() {
+                if let ArchiveEvent::Base {
+                    timeline,
+                    last_wal_seq,
+                    ..
+                } = &e
+                {
+                    let done = self.awaiting_base.is_some_and(|(tl, seq)| {
+                        tl.to_string() == *timeline && *last_wal_seq >= seq
+                    });
+                    if done {
+                        self.awaiting_base = None;
+                    }
+                }
                 self.emit(&e, on_event);
             }
             lease.check()?;
@@ -570,7 +592,7 @@ impl Run<'_> {
                     self.gap(&current, &snapshot, on_event);
                     current.last_seq = snapshot.last_wal_seq;
                     current.last_crc = 0;
-                    let _ = self.jobs.send(Job::Base(current.tl, snapshot));
+                    self.base_first(current.tl, snapshot);
                 }
                 if let Some(snapshot) = poll.snapshot {
                     let _ = self.jobs.send(Job::Base(current.tl, snapshot));
@@ -580,7 +602,10 @@ impl Run<'_> {
                 || more
                 || pending.bytes.len() >= self.opts.max_piece
                 || stopping;
-            if !pending.bytes.is_empty() && due {
+            // Frames after a gap (or of a new timeline) are stored only once the base they
+            // start from is: a run killed before that resumes before the gap and finds it again,
+            // instead of leaving frames that nothing can be replayed onto.
+            if !pending.bytes.is_empty() && due && self.awaiting_base.is_none() {
                 self.seal(&mut pending, &mut current, up);
                 last_seal = Instant::now();
             }
@@ -602,7 +627,23 @@ impl Run<'_> {
             }
             if stopping {
                 let since = *stopping_since.get_or_insert_with(Instant::now);
-                if self.unstored.is_empty() && pending.bytes.is_empty() {
+                if self.awaiting_base.is_some() && since.elapsed() > Duration::from_secs(30) {
+                    // The frames read stay in the data dir; the next run finds the gap again.
+                    self.emit(
+                        &ArchiveEvent::Warning {
+                            message: "stopping before the base a gap needs was stored: the next run takes it again".into(),
+                        },
+                        on_event,
+                    );
+                    return Ok(());
+                }
+                if self.unstored.is_empty()
+                    && (pending.bytes.is_empty() || self.awaiting_base.is_some())
+                {
+                    if self.awaiting_base.is_some() {
+                        std::thread::sleep(Duration::from_millis(50));
+                        continue;
+                    }
                     // Give the last heartbeat a moment to land (it follows the pieces).
                     std::thread::sleep(Duration::from_millis(50));
                     for _ in done.try_iter() {}
