@@ -441,20 +441,12 @@ pub(crate) fn soak(repo: &Repo, work: &Path, secs: u64, kills: u64, seed: u64) -
 
 #[test]
 fn every_second_restores_exactly_across_kills_on_a_local_repository() {
-    let tmp = tempfile::tempdir().unwrap();
-    let repo = Repo::local(&tmp.path().join("backups"));
-    let (checked, _) = soak(&repo, tmp.path(), 14, 3, 7);
-    assert!(checked >= 10);
+    on_disk(|repo, work| assert!(soak(repo, work, 14, 3, 7).0 >= 10));
 }
 
 #[test]
 fn every_second_restores_exactly_across_kills_on_a_bucket() {
-    let tmp = tempfile::tempdir().unwrap();
-    let server = S3Server::start();
-    server.create_bucket("backups");
-    let repo = Repo::bucket(&server, "prod", tmp.path());
-    let (checked, _) = soak(&repo, tmp.path(), 12, 2, 11);
-    assert!(checked >= 8);
+    on_bucket(|repo, work| assert!(soak(repo, work, 12, 2, 11).0 >= 8));
 }
 
 /// Pieces and bases of a local repository's archive.
@@ -523,18 +515,28 @@ fn idle_makes_no_objects_busy_makes_at_most_one_per_interval_and_small_ones_are_
     assert!(left.iter().any(|p| p.ends_with("-1.frames")), "{left:?}");
 }
 
+/// Runs `f` on a repository in a directory, in a scratch directory.
+fn on_disk(f: impl FnOnce(&Repo, &Path)) {
+    let tmp = tempfile::tempdir().unwrap();
+    f(&Repo::local(&tmp.path().join("backups")), tmp.path());
+}
+
+/// Runs `f` on a repository in a bucket of a fresh local S3 server, in a scratch directory.
+fn on_bucket(f: impl FnOnce(&Repo, &Path)) {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = S3Server::start();
+    server.create_bucket("backups");
+    f(&Repo::bucket(&server, "prod", tmp.path()), tmp.path());
+}
+
 #[test]
 fn a_restore_into_the_followed_dir_starts_a_new_timeline_and_both_histories_restore() {
-    let tmp = tempfile::tempdir().unwrap();
-    restore_into_the_followed_dir(&Repo::local(&tmp.path().join("backups")), tmp.path());
+    on_disk(restore_into_the_followed_dir);
 }
 
 #[test]
 fn a_restore_into_the_followed_dir_starts_a_new_timeline_on_a_bucket_too() {
-    let tmp = tempfile::tempdir().unwrap();
-    let server = S3Server::start();
-    server.create_bucket("backups");
-    restore_into_the_followed_dir(&Repo::bucket(&server, "prod", tmp.path()), tmp.path());
+    on_bucket(restore_into_the_followed_dir);
 }
 
 fn restore_into_the_followed_dir(repo: &Repo, work: &Path) {
@@ -599,16 +601,12 @@ fn restore_into_the_followed_dir(repo: &Repo, work: &Path) {
 
 #[test]
 fn prune_racing_the_archiver_never_removes_a_needed_frame() {
-    let tmp = tempfile::tempdir().unwrap();
-    prune_racing_the_archiver(&Repo::local(&tmp.path().join("backups")), tmp.path());
+    on_disk(prune_racing_the_archiver);
 }
 
 #[test]
 fn prune_racing_the_archiver_on_a_bucket_never_removes_a_needed_frame() {
-    let tmp = tempfile::tempdir().unwrap();
-    let server = S3Server::start();
-    server.create_bucket("backups");
-    prune_racing_the_archiver(&Repo::bucket(&server, "prod", tmp.path()), tmp.path());
+    on_bucket(prune_racing_the_archiver);
 }
 
 fn prune_racing_the_archiver(repo: &Repo, work: &Path) {

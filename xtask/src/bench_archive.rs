@@ -42,7 +42,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, ensure, Context, Result};
 use kyrodb_backup_format::engine::{recover, DirSource, FullState, RecoveryOptions, WalEntry};
-use kyrodb_backup_format::repo::{PieceName, MAX_PIECE_SIZE};
+use kyrodb_backup_format::repo::PieceName;
 use kyrodb_backup_storage::backend::{Location, S3Config};
 use kyrodb_backup_storage::Repository;
 use serde_json::{json, Value};
@@ -118,6 +118,8 @@ const PIECE_OVERHEAD: u64 = 12 + 68 + 16;
 /// `archive`'s default `--merge-fan-in`, which the soak runs with and extrapolates by.
 const MERGE_FAN_IN: u64 = 60;
 /// Seconds of the month extrapolated to (30 days).
+/// The archiver's largest merged piece (`MERGE_LIMIT` in `crates/ops/src/archive.rs`).
+const MERGE_LIMIT: u64 = 32 << 20;
 const MONTH_SECS: f64 = 30.0 * 86_400.0;
 
 fn unix_now() -> f64 {
@@ -966,20 +968,28 @@ fn objects_and_month(keys: &BTreeSet<String>, report: &Value, secs: f64, every: 
     }
     let pieces = report["pieces"].as_u64().unwrap_or(0);
     let bytes = report["bytes"].as_u64().unwrap_or(0);
-    // Level-0 pieces at the measured rate; `fan_in` of a level merge into one of the next
-    // while they fit in one piece; the top level grows, each level below keeps fewer than
-    // `fan_in`.
+    // Level-0 pieces at the measured rate. A merge takes `fan_in` consecutive pieces of a
+    // level, or fewer once they reach the archiver's merge limit (32 MiB), into one of the
+    // next level; the top level (where fewer than two would fit) grows, each level below it
+    // keeps fewer than a merge's worth.
     let per_sec = pieces as f64 / secs;
     let piece_bytes = bytes.checked_div(pieces).map_or(0, |b| b + PIECE_OVERHEAD);
     let fan = MERGE_FAN_IN as f64;
-    let mut top = 0i32;
-    while piece_bytes > 0
-        && top < 8
-        && piece_bytes as f64 * fan.powi(top + 1) <= MAX_PIECE_SIZE as f64
-    {
+    let (mut size, mut top, mut below) = (piece_bytes as f64, 0i32, 0.0);
+    while size > 0.0 && top < 8 {
+        let k = fan.min((MERGE_LIMIT as f64 / size).floor());
+        if k < 2.0 {
+            break;
+        }
+        below += k - 1.0;
+        size *= k;
         top += 1;
     }
-    let month_pieces = MONTH_SECS * per_sec / fan.powi(top) + f64::from(top) * (fan - 1.0);
+    let month_pieces = if size > 0.0 {
+        MONTH_SECS * per_sec * piece_bytes as f64 / size + below
+    } else {
+        0.0
+    };
     let month_bases = MONTH_SECS / every as f64 + 1.0;
     let chunks_per_base = if bases == 0 {
         0.0
@@ -997,11 +1007,11 @@ fn objects_and_month(keys: &BTreeSet<String>, report: &Value, secs: f64, every: 
             "other": other,
         },
         "month": {
-            "formula": "pieces = month_s * pieces_per_s / fan_in^L + L * (fan_in - 1), L = the highest level whose pieces (level0_piece_bytes * fan_in^L) fit in 64 MiB; bases = month_s / snapshot_every_s + 1 (the --soak-snapshot-every cadence); chunks = bases * chunks_left / bases_left; objects = pieces + bases + chunks + 1 (observed.json); no prune, writing all month at the soak's rate",
+            "formula": "pieces = month_s * pieces_per_s * level0_piece_bytes / top_level_piece_bytes + (pieces left below the top level), a merge taking fan_in pieces or fewer up to 32 MiB; bases = month_s / snapshot_every_s + 1 (the --soak-snapshot-every cadence); chunks = bases * chunks_left / bases_left; objects = pieces + bases + chunks + 1 (observed.json); no prune, writing all month at the soak's rate",
             "pieces_per_second": per_sec,
             "level0_piece_bytes": piece_bytes,
             "top_level": top,
-            "top_level_piece_bytes": piece_bytes as f64 * fan.powi(top),
+            "top_level_piece_bytes": size,
             "pieces": month_pieces,
             "bases": month_bases,
             "chunks": month_chunks,
