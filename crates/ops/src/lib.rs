@@ -4,9 +4,10 @@
 //! typed `*Report` that serializes to the command's JSON.
 //!
 //! What it is for: everything the command line can do, for another KyroDB crate or a test:
-//! [`create()`], [`list()`], [`show()`], [`restore()`] (a backup, a point in time, or a backup of
-//! the engine's built-in tool), [`verify()`], [`prune()`], [`check()`], [`copy()`] (between
-//! any two repositories), [`migrate()`],
+//! [`create()`], [`list()`], [`show()`], [`restore()`] (a backup, a point in time from backups
+//! and the continuous archive, or a backup of the engine's built-in tool), [`verify()`],
+//! [`prune()`], [`check()`], [`copy()`] (between any two repositories), [`archive()`] (follows
+//! a live data dir until stopped; it takes a [`Clock`] instead of a [`Now`]), [`migrate()`],
 //! [`golden_create_file`] and [`golden_check_file`]. Repository backups and the built-in
 //! tool's backups beside them are found through one catalog, so ids of either kind work
 //! everywhere. Failures are one [`Error`] whose [`Error::kind`] tells refusals for safety

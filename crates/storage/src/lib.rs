@@ -5,7 +5,9 @@
 //! What it is for: the chunk store of each chain (content-defined chunks named by their
 //! XXH3-128, LZ4 where it helps), backup manifests, the leases that let creates run beside each other and beside readers while prunes exclude
 //! them chain by chain, deleting backups and
-//! the chunks nobody needs, and the two pipelines between a data dir and the repository:
+//! the chunks nobody needs, the continuous archive's objects (timelines of WAL pieces and
+//! bases, [`Repository::archive_timelines`], [`prune_archive`]), and the two pipelines between
+//! a data dir and the repository:
 //! [`create_backup`] (through `kyrodb-backup-datadir`'s consistent capture) and [`restore`]
 //! (into its staging directory, checked, then swapped in).
 //! What it is not for: acting on a live data dir by itself (`kyrodb-backup-datadir`), deciding
