@@ -96,6 +96,27 @@ pub fn open_consistent(dir: &Path) -> Result<OpenedState> {
     }
 }
 
+/// What opening a file of the state gave: `None` when it vanished (the engine deleted it
+/// meanwhile); an error for anything but a regular file.
+pub(crate) fn open_regular(
+    opened: io::Result<File>,
+    path: &Path,
+) -> Result<Option<(File, fs::Metadata)>> {
+    let file = match opened {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).at(path)?,
+    };
+    let meta = file.metadata().at(path)?;
+    if !meta.is_file() {
+        return Err(Error::DataDir(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    Ok(Some((file, meta)))
+}
+
 /// The MANIFEST of `dir`, read.
 ///
 /// # Errors
@@ -152,18 +173,9 @@ fn open_state(dir: &Path) -> Result<Option<OpenedState>> {
     let mut files = Vec::new();
     for (name, kind) in wanted {
         let path = dir.join(&name);
-        let file = match open_no_follow(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e).at(&path)?,
+        let Some((file, meta)) = open_regular(open_no_follow(&path), &path)? else {
+            return Ok(None);
         };
-        let meta = file.metadata().at(&path)?;
-        if !meta.is_file() {
-            return Err(Error::DataDir(format!(
-                "{} is not a regular file",
-                path.display()
-            )));
-        }
         let stamp = SourceStamp {
             dev: meta.dev(),
             ino: meta.ino(),

@@ -528,20 +528,7 @@ impl Follower {
 
     /// Opens a file the MANIFEST names; `None` when it vanished.
     fn open_named(&self, name: &str) -> Result<Option<(File, fs::Metadata)>> {
-        let path = self.path.join(name);
-        let file = match self.open_in(name) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e).at(&path)?,
-        };
-        let meta = file.metadata().at(&path)?;
-        if !meta.is_file() {
-            return Err(Error::DataDir(format!(
-                "{} is not a regular file",
-                path.display()
-            )));
-        }
-        Ok(Some((file, meta)))
+        crate::capture::open_regular(self.open_in(name), &self.path.join(name))
     }
 
     /// The current snapshot, opened again by name (or, if that is another file now or none,
