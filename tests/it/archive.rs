@@ -356,7 +356,7 @@ pub(crate) fn soak(repo: &Repo, work: &Path, secs: u64, kills: u64, seed: u64) -
     let history = History::of(&engine);
     let writer = Writer::start(engine, 200, 500);
     std::thread::sleep(Duration::from_millis(1200));
-    let first_start = now();
+    let launched = now();
     let mut archiver = Archiver::start(repo, &data, &[]);
     assert!(archiver.wait_for(30, |e| e["event"] == "timeline"));
     let mut rng = Rng::new(seed);
@@ -400,6 +400,15 @@ pub(crate) fn soak(repo: &Repo, work: &Path, secs: u64, kills: u64, seed: u64) -
     assert!(
         timelines[1..].iter().all(|e| e["reason"] == "resumed"),
         "{timelines:?}"
+    );
+    // The archive is continuous from the second its timeline started (the archiver's clock,
+    // read once it has opened the repository: on a bucket, a moment after it was launched).
+    let first_start: u64 = timelines[0]["timeline"].as_str().unwrap()[..10]
+        .parse()
+        .unwrap();
+    assert!(
+        (launched..launched + 10).contains(&first_start),
+        "the timeline started at {first_start}, the archiver was launched at {launched}"
     );
     let gaps = gaps(&events);
     for &(from, to) in &gaps {
@@ -579,9 +588,16 @@ fn restore_into_the_followed_dir(repo: &Repo, work: &Path) {
     let timelines: Vec<&serde_json::Value> =
         events.iter().filter(|e| e["event"] == "timeline").collect();
     assert_eq!(timelines.len(), 2, "{timelines:?}");
-    let second_started = timelines[1]["timeline"].as_str().unwrap()[..10]
-        .parse::<u64>()
-        .unwrap();
+    let started = |i: usize| {
+        timelines[i]["timeline"].as_str().unwrap()[..10]
+            .parse::<u64>()
+            .unwrap()
+    };
+    let (first_started, second_started) = (started(0), started(1));
+    assert!(
+        first_started.max(old.last_ts() - 1) < restore_started - 1,
+        "some seconds of the first history are checked"
+    );
     // Seconds of the first history, up to the restore, come back from it ...
     // (The seconds while the restore swapped the directory belong to neither.)
     assert!(
@@ -592,7 +608,7 @@ fn restore_into_the_followed_dir(repo: &Repo, work: &Path) {
         repo,
         tmp,
         &old,
-        old.last_ts() - 1..restore_started - 1,
+        first_started.max(old.last_ts() - 1)..restore_started - 1,
         "old",
     );
     // ... and seconds after the new timeline started from the second one.
@@ -765,11 +781,18 @@ fn a_store_that_fails_for_a_while_loses_nothing_and_an_archiver_without_delete_r
         "the failures were reported"
     );
     proxy.deny_deletes(false);
+    // Every second from the timeline's start (the archiver's clock once it had opened the
+    // bucket) to the last write.
+    let started = events
+        .iter()
+        .find(|e| e["event"] == "timeline")
+        .and_then(|e| e["timeline"].as_str()?[..10].parse::<u64>().ok())
+        .unwrap();
     assert_restores(
         &repo,
         tmp.path(),
         &history,
-        history.first_ts() + 1..=history.last_ts(),
+        started.max(history.first_ts() + 1)..=history.last_ts(),
         "after",
     );
 }
