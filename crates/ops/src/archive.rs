@@ -819,6 +819,7 @@ fn worker(
     started: u64,
 ) {
     let mut retry: Option<(TimelineId, SnapshotSeen, Instant)> = None;
+    let since = Instant::now();
     loop {
         let job = match jobs.recv_timeout(Duration::from_millis(200)) {
             Ok(j) => Some(j),
@@ -843,8 +844,9 @@ fn worker(
         match job {
             Job::Base(tl, snapshot) => {
                 let t0 = Instant::now();
-                let elapsed = started + t0.elapsed().as_secs();
-                match store_base(repo, opts, tl, &snapshot, elapsed) {
+                // When the base is taken: the run's start second plus the time since.
+                let now = started + since.elapsed().as_secs();
+                match store_base(repo, opts, tl, &snapshot, now) {
                     Ok(stored_bytes) => {
                         let _ = events.send(ArchiveEvent::Base {
                             timeline: tl.to_string(),
@@ -1030,13 +1032,9 @@ fn merge(repo: &Repository, opts: &ArchiveOptions, tl: TimelineId) -> Result<Vec
             }
             let run = &of_level[i..j];
             let mut body = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-            let mut last_crc = 0;
             for p in run {
-                let piece = repo.read_piece(&p.key, &p.name)?;
-                body.extend_from_slice(piece.body());
-                last_crc = piece.last_crc;
+                body.extend_from_slice(repo.read_piece(&p.key, &p.name)?.body());
             }
-            let _ = last_crc;
             let name = PieceName {
                 first_seq: run[0].name.first_seq,
                 last_seq: run[run.len() - 1].name.last_seq,
