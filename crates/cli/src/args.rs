@@ -1,5 +1,8 @@
 //! The command line, as fixed by the CLI contract.
 
+// The doc comments here are `--help` text, where backticks would show.
+#![allow(clippy::doc_markdown)]
+
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -29,6 +32,10 @@ pub struct Cli {
     /// More detail on stderr: each step, file and decision (-vv: every chunk).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// A file holding the passphrase of an encrypted repository (its first line). Without it,
+    /// KYRODB_BACKUP_PASSWORD, or a prompt on a terminal.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -78,6 +85,70 @@ pub enum Command {
     Archive(ArchiveArgs),
     /// Copy backups (whole chains, in order) between repositories, checking every chunk.
     Copy(CopyArgs),
+    /// Make an empty repository at --backup-dir: plain, or encrypted with --encrypt.
+    Init(InitArgs),
+    /// The key slots of an encrypted repository: add, list, remove, or change a passphrase.
+    Key {
+        /// What to do.
+        #[command(subcommand)]
+        action: KeyAction,
+    },
+}
+
+/// Argon2id parameters of a new key slot (recorded in the slot).
+#[derive(Debug, Args)]
+#[allow(clippy::struct_field_names)] // the flags' names
+pub struct KdfArgs {
+    /// Argon2id memory in KiB (default 65536: 64 MiB).
+    #[arg(long, value_name = "KIB", default_value_t = 65536)]
+    pub argon2_memory_kib: u32,
+    /// Argon2id passes over the memory.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub argon2_iterations: u32,
+    /// Argon2id lanes.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub argon2_lanes: u32,
+}
+
+/// `init` options.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Encrypt the repository: every object sealed, chunks named by a keyed hash. The
+    /// passphrase comes from --password-file, KYRODB_BACKUP_PASSWORD or a prompt; a lost
+    /// passphrase means lost backups.
+    #[arg(long)]
+    pub encrypt: bool,
+    /// Key derivation settings of the first key slot.
+    #[command(flatten)]
+    pub kdf: KdfArgs,
+}
+
+/// `key` actions.
+#[derive(Debug, Subcommand)]
+pub enum KeyAction {
+    /// Add a key slot: another passphrase that opens the repository.
+    Add(NewKeyArgs),
+    /// List the key slots.
+    List,
+    /// Remove a key slot (never the last one).
+    Remove {
+        /// The slot's id or a unique prefix (4+ characters).
+        id: String,
+    },
+    /// Change the passphrase: add a slot for the new one, then remove the current one.
+    Passwd(NewKeyArgs),
+}
+
+/// A new passphrase.
+#[derive(Debug, Args)]
+pub struct NewKeyArgs {
+    /// A file holding the new passphrase (its first line). Without it,
+    /// KYRODB_BACKUP_NEW_PASSWORD, or a prompt on a terminal (asked twice).
+    #[arg(long, value_name = "FILE")]
+    pub new_password_file: Option<PathBuf>,
+    /// Key derivation settings of the new slot.
+    #[command(flatten)]
+    pub kdf: KdfArgs,
 }
 
 /// `copy` options.
@@ -96,6 +167,10 @@ pub struct CopyArgs {
     /// Copy every backup.
     #[arg(long)]
     pub all: bool,
+    /// The passphrase file of the source, when it is encrypted with another passphrase than
+    /// the target (default: the same as the target's; or KYRODB_BACKUP_FROM_PASSWORD).
+    #[arg(long, value_name = "FILE")]
+    pub from_password_file: Option<PathBuf>,
 }
 
 /// `create` options.

@@ -63,9 +63,32 @@ fn store_hint(e: &Error) -> Option<&'static str> {
     })
 }
 
+/// Hints for the keys of an encrypted repository.
+fn key_hint(e: &Error) -> Option<&'static str> {
+    Some(match e {
+        Error::KeyRequired { .. } => {
+            "give the repository's passphrase: --password-file FILE, KYRODB_BACKUP_PASSWORD, or run on a terminal to be asked"
+        }
+        Error::WrongPassphrase { .. } => {
+            "check the passphrase (--password-file, KYRODB_BACKUP_PASSWORD); any passphrase added with `kyrodb_backup key add` works; a lost passphrase cannot be recovered"
+        }
+        Error::AlreadyExists(_) => {
+            "use the repository that is there, or choose another --backup-dir"
+        }
+        Error::KeyRefused(m) if m.contains("last intact key slot") => {
+            "add another passphrase first with `kyrodb_backup key add`"
+        }
+        Error::KeyRefused(m) if m.contains("not encrypted") => {
+            "a plain repository has no keys; to encrypt its backups, `kyrodb_backup init --encrypt` a new repository and `kyrodb_backup copy --all` into it"
+        }
+        Error::KeyRefused(_) => "run `kyrodb_backup key list` to see the key slots",
+        _ => return None,
+    })
+}
+
 fn render(e: &Error, cli: &Cli) -> (String, Option<String>) {
     let plain = |hint: &str| (e.to_string(), Some(hint.to_string()));
-    if let Some(hint) = store_hint(e) {
+    if let Some(hint) = store_hint(e).or_else(|| key_hint(e)) {
         return plain(hint);
     }
     match e {

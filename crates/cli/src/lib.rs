@@ -21,6 +21,7 @@ mod args;
 mod aws;
 mod hints;
 mod output;
+mod passphrase;
 mod render;
 mod run;
 

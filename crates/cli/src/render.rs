@@ -700,3 +700,52 @@ pub(crate) fn copy(r: &kyrodb_backup_ops::CopyReport) {
         r.chunks_present
     );
 }
+
+pub(crate) fn init(r: &kyrodb_backup_ops::InitReport) {
+    if r.encrypted {
+        outln!(
+            "made an encrypted repository at {} (key slot {}); keep the passphrase safe: without it the backups cannot be read",
+            r.location,
+            r.key_slot.as_deref().unwrap_or("?")
+        );
+    } else {
+        outln!("made a repository at {}", r.location);
+    }
+}
+
+pub(crate) fn key_list(r: &kyrodb_backup_ops::KeyListReport) {
+    for s in &r.slots {
+        let when = if s.created == 0 {
+            "-".to_string()
+        } else {
+            crate::output::utc(s.created)
+        };
+        outln!(
+            "{} {}  added {}  argon2id {} KiB, {} passes, {} lanes{}",
+            if s.current { "*" } else { " " },
+            s.id,
+            when,
+            s.kdf.memory_kib,
+            s.kdf.iterations,
+            s.kdf.parallelism,
+            s.problem
+                .as_ref()
+                .map(|p| format!("  UNUSABLE: {p}"))
+                .unwrap_or_default()
+        );
+    }
+    outln!(
+        "{} key slot(s) of {} (* = the one this passphrase opens)",
+        r.slots.len(),
+        r.location
+    );
+}
+
+pub(crate) fn key_change(r: &kyrodb_backup_ops::KeyChangeReport) {
+    if let Some(a) = &r.added {
+        outln!("added key slot {a} to {}", r.location);
+    }
+    if let Some(d) = &r.removed {
+        outln!("removed key slot {d} from {}", r.location);
+    }
+}

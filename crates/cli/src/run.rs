@@ -6,17 +6,18 @@ use std::time::SystemTime;
 use kyrodb_backup_ops::types::{MetricSource, RetentionPolicy};
 use kyrodb_backup_ops::{
     ArchiveEvent, ArchiveOptions, CheckOptions, CopyOptions, CreateOptions, GoldenCreateOptions,
-    Location, MigrateOptions, Now, PruneOptions, Reference, RestoreOptions, RestoreSource,
-    S3Config, VerifyOptions,
+    InitOptions, KdfParams, Location, MigrateOptions, Now, PruneOptions, Reference, RepoRef,
+    RestoreOptions, RestoreSource, S3Config, Unlocker, VerifyOptions,
 };
 use serde::Serialize;
 
 use crate::args::{
-    ArchiveArgs, CheckArgs, Cli, Command, CopyArgs, CreateArgs, Format, GoldenAction, MigrateArgs,
-    PruneArgs, RestoreArgs, VerifyArgs,
+    ArchiveArgs, CheckArgs, Cli, Command, CopyArgs, CreateArgs, Format, GoldenAction, InitArgs,
+    KdfArgs, KeyAction, MigrateArgs, NewKeyArgs, PruneArgs, RestoreArgs, VerifyArgs,
 };
 use crate::hints::Failure;
 use crate::output::{print_json, Bar};
+use crate::passphrase::CliPassphrase;
 use crate::render;
 use crate::Outcome;
 
@@ -24,9 +25,17 @@ use crate::Outcome;
 pub(crate) struct Ctx<'a> {
     pub cli: &'a Cli,
     pub json: bool,
+    /// Opens encrypted repositories with the passphrase of --password-file,
+    /// `KYRODB_BACKUP_PASSWORD` or a prompt.
+    pub keys: Unlocker,
 }
 
 impl Ctx<'_> {
+    /// The repository a path or URL names, opened (when encrypted) with the run's passphrase.
+    fn repo(&self, arg: &std::path::Path) -> Result<RepoRef, kyrodb_backup_ops::Error> {
+        Ok(RepoRef::new(location_of(arg)?).with_keys(self.keys.clone()))
+    }
+
     /// A progress bar for a long step (drawn only on a terminal, never with JSON or -q).
     fn bar(&self) -> Bar {
         Bar::new(!self.json && !self.cli.quiet)
@@ -125,6 +134,10 @@ pub fn run(cli: &Cli) -> Result<Outcome, Failure> {
     let ctx = Ctx {
         cli,
         json: cli.format == Some(Format::Json),
+        keys: Unlocker::new(std::sync::Arc::new(CliPassphrase::new(
+            cli.password_file.clone(),
+            "KYRODB_BACKUP_PASSWORD",
+        ))),
     };
     dispatch(&ctx).map_err(|e| Failure::of(&e, cli))
 }
@@ -133,14 +146,14 @@ fn dispatch(ctx: &Ctx) -> kyrodb_backup_ops::Result<Outcome> {
     match &ctx.cli.command {
         Command::Create(a) => create(ctx, a),
         Command::List => {
-            let r = kyrodb_backup_ops::list(&location_of(&ctx.cli.backup_dir)?)?;
+            let r = kyrodb_backup_ops::list(&ctx.repo(&ctx.cli.backup_dir)?)?;
             ctx.warn_all(&r.warnings);
             Ok(ctx.emit(&r, Outcome::Done, |r| {
                 render::list(r, &ctx.cli.backup_dir, ctx.cli.format != Some(Format::Text));
             }))
         }
         Command::Show { id } => {
-            let r = kyrodb_backup_ops::show(&location_of(&ctx.cli.backup_dir)?, id)?;
+            let r = kyrodb_backup_ops::show(&ctx.repo(&ctx.cli.backup_dir)?, id)?;
             Ok(ctx.emit(&r, Outcome::Done, |r| {
                 render::show(r, ctx.cli.format == Some(Format::Table));
             }))
@@ -153,12 +166,89 @@ fn dispatch(ctx: &Ctx) -> kyrodb_backup_ops::Result<Outcome> {
         Command::Check(a) => check(ctx, a),
         Command::Copy(a) => copy(ctx, a),
         Command::Archive(a) => archive(ctx, a),
+        Command::Init(a) => init(ctx, a),
+        Command::Key { action } => key(ctx, action),
+    }
+}
+
+fn kdf_of(a: &KdfArgs) -> KdfParams {
+    KdfParams {
+        memory_kib: a.argon2_memory_kib,
+        iterations: a.argon2_iterations,
+        parallelism: a.argon2_lanes,
+    }
+}
+
+fn init(ctx: &Ctx, a: &InitArgs) -> kyrodb_backup_ops::Result<Outcome> {
+    let mut opts = InitOptions::plain();
+    opts.encrypt = a.encrypt;
+    opts.kdf = kdf_of(&a.kdf);
+    let repo = RepoRef::new(location_of(&ctx.cli.backup_dir)?).with_keys(Unlocker::new(
+        std::sync::Arc::new(CliPassphrase::new_passphrase(
+            ctx.cli.password_file.clone(),
+            "KYRODB_BACKUP_PASSWORD",
+        )),
+    ));
+    let r = kyrodb_backup_ops::init(repo, &opts, now())?;
+    Ok(ctx.emit(&r, Outcome::Done, render::init))
+}
+
+/// The new passphrase of `key add` / `key passwd`.
+fn new_passphrase(
+    ctx: &Ctx,
+    a: &NewKeyArgs,
+) -> kyrodb_backup_ops::Result<kyrodb_backup_ops::Secret> {
+    let location = location_of(&ctx.cli.backup_dir)?.display();
+    CliPassphrase::new_passphrase(a.new_password_file.clone(), "KYRODB_BACKUP_NEW_PASSWORD")
+        .get(&location)
+        .map_err(|why| {
+            kyrodb_backup_ops::Error::InvalidOptions(format!("no new passphrase: {why}"))
+        })
+}
+
+fn key(ctx: &Ctx, action: &KeyAction) -> kyrodb_backup_ops::Result<Outcome> {
+    let repo = ctx.repo(&ctx.cli.backup_dir)?;
+    match action {
+        KeyAction::List => {
+            let r = kyrodb_backup_ops::key_list(&repo)?;
+            Ok(ctx.emit(&r, Outcome::Done, render::key_list))
+        }
+        KeyAction::Add(a) => {
+            // Open with the current passphrase first: a wrong one fails before a new one is asked.
+            let r = {
+                let _ = kyrodb_backup_ops::key_list(&repo)?;
+                let new = new_passphrase(ctx, a)?;
+                kyrodb_backup_ops::key_add(&repo, &new, kdf_of(&a.kdf), now())?
+            };
+            Ok(ctx.emit(&r, Outcome::Done, render::key_change))
+        }
+        KeyAction::Remove { id } => {
+            let r = kyrodb_backup_ops::key_remove(&repo, id)?;
+            Ok(ctx.emit(&r, Outcome::Done, render::key_change))
+        }
+        KeyAction::Passwd(a) => {
+            let _ = kyrodb_backup_ops::key_list(&repo)?;
+            let new = new_passphrase(ctx, a)?;
+            let r = kyrodb_backup_ops::key_passwd(&repo, &new, kdf_of(&a.kdf), now())?;
+            Ok(ctx.emit(&r, Outcome::Done, render::key_change))
+        }
     }
 }
 
 fn copy(ctx: &Ctx, a: &CopyArgs) -> kyrodb_backup_ops::Result<Outcome> {
-    let from = location_of(a.from.as_ref().unwrap_or(&ctx.cli.backup_dir))?;
-    let to = location_of(&a.to)?;
+    let from_keys = if a.from_password_file.is_some()
+        || std::env::var_os("KYRODB_BACKUP_FROM_PASSWORD").is_some()
+    {
+        Unlocker::new(std::sync::Arc::new(CliPassphrase::new(
+            a.from_password_file.clone(),
+            "KYRODB_BACKUP_FROM_PASSWORD",
+        )))
+    } else {
+        ctx.keys.clone()
+    };
+    let from = RepoRef::new(location_of(a.from.as_ref().unwrap_or(&ctx.cli.backup_dir))?)
+        .with_keys(from_keys);
+    let to = ctx.repo(&a.to)?;
     let opts = if a.all {
         CopyOptions::all()
     } else {
@@ -178,8 +268,7 @@ fn create(ctx: &Ctx, a: &CreateArgs) -> kyrodb_backup_ops::Result<Outcome> {
         Some(r) => Some(Reference::Id(r.to_string())),
         None => None,
     };
-    let r =
-        kyrodb_backup_ops::create(&location_of(&ctx.cli.backup_dir)?, &opts, now(), &ctx.bar())?;
+    let r = kyrodb_backup_ops::create(&ctx.repo(&ctx.cli.backup_dir)?, &opts, now(), &ctx.bar())?;
     if r.leftovers_removed > 0 {
         ctx.note(format!(
             "removed {} temporary files left by an interrupted run",
@@ -204,8 +293,7 @@ fn restore(ctx: &Ctx, a: &RestoreArgs) -> kyrodb_backup_ops::Result<Outcome> {
     opts.dry_run = a.dry_run;
     opts.distance = a.distance;
     opts.as_is = a.as_is;
-    let r =
-        kyrodb_backup_ops::restore(&location_of(&ctx.cli.backup_dir)?, &opts, now(), &ctx.bar())?;
+    let r = kyrodb_backup_ops::restore(&ctx.repo(&ctx.cli.backup_dir)?, &opts, now(), &ctx.bar())?;
     ctx.warn_all(&r.warnings);
     if let Some(t) = r.point_in_time.filter(|&t| t != r.recovered_to) {
         ctx.note(format!(
@@ -222,7 +310,7 @@ fn verify(ctx: &Ctx, a: &VerifyArgs) -> kyrodb_backup_ops::Result<Outcome> {
         Some(id) => VerifyOptions::one(id.clone()),
         None => VerifyOptions::all(),
     };
-    let r = kyrodb_backup_ops::verify(&location_of(&ctx.cli.backup_dir)?, &opts, &ctx.bar())?;
+    let r = kyrodb_backup_ops::verify(&ctx.repo(&ctx.cli.backup_dir)?, &opts, &ctx.bar())?;
     ctx.warn_all(&r.warnings);
     Ok(ctx.emit(&r, outcome(r.ok), render::verify))
 }
@@ -239,7 +327,7 @@ fn prune(ctx: &Ctx, a: &PruneArgs) -> kyrodb_backup_ops::Result<Outcome> {
     let mut opts = PruneOptions::new(policy);
     opts.dry_run = a.dry_run;
     opts.keep_within = a.keep_within;
-    let r = kyrodb_backup_ops::prune(&location_of(&ctx.cli.backup_dir)?, &opts, now())?;
+    let r = kyrodb_backup_ops::prune(&ctx.repo(&ctx.cli.backup_dir)?, &opts, now())?;
     for u in &r.unreadable {
         ctx.note(format!(
             "warning: {} cannot be read and is left alone, with its chain's chunks: {}",
@@ -287,7 +375,7 @@ fn check(ctx: &Ctx, a: &CheckArgs) -> kyrodb_backup_ops::Result<Outcome> {
     // The data dir is compared with the archive only where it exists (check may run on
     // another host than the database).
     opts.data_dir = Some(ctx.cli.data_dir.clone()).filter(|d| d.join("MANIFEST").is_file());
-    let r = kyrodb_backup_ops::check(&location_of(&ctx.cli.backup_dir)?, &opts, now())?;
+    let r = kyrodb_backup_ops::check(&ctx.repo(&ctx.cli.backup_dir)?, &opts, now())?;
     Ok(ctx.emit(&r, outcome(r.ok), |r| render::check(r, &ctx.cli.backup_dir)))
 }
 
@@ -347,7 +435,7 @@ fn archive(ctx: &Ctx, a: &ArchiveArgs) -> kyrodb_backup_ops::Result<Outcome> {
         }
     };
     let r = kyrodb_backup_ops::archive(
-        &location_of(&ctx.cli.backup_dir)?,
+        &ctx.repo(&ctx.cli.backup_dir)?,
         &opts,
         &SystemClock,
         &stop,

@@ -13,13 +13,13 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::access::RepoRef;
 use kyrodb_backup_datadir::capture::PrefixReader;
 use kyrodb_backup_datadir::follow::{Follower, Resume, SnapshotSeen, Start};
 use kyrodb_backup_format::engine::{DataDirManifest, SnapshotReader};
 use kyrodb_backup_format::repo::{
     BackupManifest, BackupType, BaseName, FileKind, PieceName, SnapshotSummary, TimelineId,
 };
-use kyrodb_backup_storage::backend::Location;
 use kyrodb_backup_storage::{
     lease_for_archive, lease_for_create, wait_for_prune, ArchivedTimeline, NoProgress,
     ObservedRecord, Repository, StoreStats, PRUNE_WAIT,
@@ -221,14 +221,14 @@ struct Current {
 /// WAL); a lease that lapsed. A store that fails is retried (reported as warnings), not an
 /// error.
 pub fn archive(
-    backup_dir: impl Into<Location>,
+    backup_dir: impl Into<RepoRef>,
     opts: &ArchiveOptions,
     clock: &dyn Clock,
     stop: &AtomicBool,
     on_event: &mut dyn FnMut(&ArchiveEvent),
 ) -> Result<ArchiveReport> {
     let location = backup_dir.into();
-    let repo = Arc::new(Repository::open_or_init_at(&location)?);
+    let repo = Arc::new(location.open_or_init()?);
     let backend = Arc::clone(repo.backend());
     wait_for_prune(&backend, clock.now().secs, PRUNE_WAIT)?;
     let lease = lease_for_archive(&backend, clock.now().secs)?;

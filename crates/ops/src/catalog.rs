@@ -1,7 +1,7 @@
 //! One catalog of the backups in a backup directory: this tool's repository, and the engine's
 //! built-in tool's `backup_<uuid>.json` + `backup_<uuid>.tar` pairs beside it.
 
-use kyrodb_backup_storage::backend::Location;
+use crate::access::RepoRef;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
@@ -44,7 +44,7 @@ pub(crate) struct Catalog {
 impl Catalog {
     /// Reads both kinds. A directory without a repository has none of this tool's backups;
     /// a missing directory is [`Error::NotARepository`].
-    pub fn read(location: &Location) -> Result<Self> {
+    pub fn read(location: &RepoRef) -> Result<Self> {
         let listing = listing_of(location)?;
         let mut catalog = Self::builtin_only(location);
         catalog.warnings.splice(
@@ -59,7 +59,7 @@ impl Catalog {
     }
 
     /// The built-in tool's backups only (no repository is opened).
-    pub fn builtin_only(location: &Location) -> Self {
+    pub fn builtin_only(location: &RepoRef) -> Self {
         let Some(dir) = location.as_local() else {
             return Self::default();
         };
@@ -172,18 +172,18 @@ pub(crate) fn timeline_view(t: &kyrodb_backup_storage::ArchivedTimeline) -> Time
 }
 
 /// Opens the repository at `location`, which must exist.
-pub(crate) fn open_repo(location: &Location) -> Result<Repository> {
+pub(crate) fn open_repo(location: &RepoRef) -> Result<Repository> {
     if let Some(dir) = location.as_local() {
         if !dir.exists() {
             return Err(Error::NotARepository(location.display()));
         }
     }
-    Ok(Repository::open_at(location)?)
+    location.open()
 }
 
 /// This tool's backups at `location`; an existing directory (or bucket prefix) without a
 /// repository has none yet.
-pub(crate) fn listing_of(location: &Location) -> Result<Listing> {
+pub(crate) fn listing_of(location: &RepoRef) -> Result<Listing> {
     if let Some(dir) = location.as_local() {
         if !dir.is_dir() {
             return Err(Error::NotARepository(location.display()));
@@ -192,10 +192,10 @@ pub(crate) fn listing_of(location: &Location) -> Result<Listing> {
             return Ok(Listing::default());
         }
     }
-    match Repository::open_at(location) {
+    match location.open() {
         Ok(repo) => Ok(repo.list()?),
-        Err(kyrodb_backup_storage::Error::NotARepository(_)) => Ok(Listing::default()),
-        Err(e) => Err(e.into()),
+        Err(Error::NotARepository(_)) => Ok(Listing::default()),
+        Err(e) => Err(e),
     }
 }
 

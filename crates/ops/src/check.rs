@@ -1,6 +1,6 @@
 //! `check`: monitoring of backup freshness.
 
-use kyrodb_backup_storage::backend::Location;
+use crate::access::RepoRef;
 
 use std::path::{Path, PathBuf};
 
@@ -89,11 +89,7 @@ pub struct CheckReport {
 ///
 /// [`crate::Error::NotARepository`] when `backup_dir` is not a directory; damage to the
 /// repository's marker.
-pub fn check(
-    backup_dir: impl Into<Location>,
-    opts: &CheckOptions,
-    now: Now,
-) -> Result<CheckReport> {
+pub fn check(backup_dir: impl Into<RepoRef>, opts: &CheckOptions, now: Now) -> Result<CheckReport> {
     let backup_dir = &backup_dir.into();
     let listing = listing_of(backup_dir)?;
     let newest = listing.backups.first();
@@ -121,7 +117,7 @@ pub fn check(
 }
 
 fn check_archive(
-    location: &Location,
+    location: &RepoRef,
     max: u64,
     data_dir: Option<&Path>,
     now: Now,
@@ -135,13 +131,13 @@ fn check_archive(
         max_lag_seconds: max,
         problem: None,
     };
-    let repo = match Repository::open_at(location) {
+    let repo = match location.open() {
         Ok(r) => r,
-        Err(kyrodb_backup_storage::Error::NotARepository(_)) => {
+        Err(Error::NotARepository(_)) => {
             out.problem = Some("the repository holds no archived WAL".into());
             return Ok(out);
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(e),
     };
     let timelines = repo.archive_timelines()?;
     let Some(tl) = timelines.last() else {

@@ -3,10 +3,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use kyrodb_backup_format::repo::{BackupType, ChunkRef, ContentHash};
-use kyrodb_backup_storage::backend::Location;
+use crate::access::RepoRef;
+use kyrodb_backup_format::repo::{
+    BackupManifest, BackupType, ChunkRef, ContentHash, FileEntry, FileKind,
+};
 use kyrodb_backup_storage::{
-    lease_for_create, parallel_map as parallel, Repository, StoredBackup, PRUNE_WAIT,
+    lease_for_create, parallel_map as parallel, ChainStore, NoProgress, Repository, StoredBackup,
+    PRUNE_WAIT,
 };
 use serde::Serialize;
 
@@ -83,8 +86,8 @@ pub struct CopyReport {
 /// source chunk or manifest does not check (nothing of that backup is committed), the stores'
 /// errors.
 pub fn copy(
-    from: impl Into<Location>,
-    to: impl Into<Location>,
+    from: impl Into<RepoRef>,
+    to: impl Into<RepoRef>,
     opts: &CopyOptions,
     now: Now,
 ) -> Result<CopyReport> {
@@ -107,7 +110,7 @@ pub fn copy(
         }
     }
     let wanted = selection(&listing, opts)?;
-    let target = Repository::open_or_init_at(&to)?;
+    let target = to.open_or_init()?;
     let mut report = CopyReport {
         from: source.location(),
         to: target.location(),
@@ -173,6 +176,16 @@ fn copy_chain(
     )?;
     let src_store = source.chain_store(chain_id)?;
     let dst_store = target.chain_store(chain_id)?;
+    if !dst_store.same_naming(&src_store) {
+        return recopy_chain(
+            source,
+            target,
+            chain_id,
+            backups,
+            (&src_store, &dst_store),
+            report,
+        );
+    }
     let mut done: BTreeSet<ContentHash> = BTreeSet::new();
     for b in backups {
         let m = &b.manifest;
@@ -221,6 +234,118 @@ fn copy_chain(
             )));
         }
         report.bytes_copied += stored.manifest_bytes;
+        report.backups.push(CopiedBackup {
+            id: m.id.clone(),
+            chain_id: chain_id.to_string(),
+            status: "copied".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Copies one chain between repositories that name and cut chunks differently (plain and
+/// encrypted, or encrypted under different keys): every file is read from the source (each
+/// chunk and the whole file checked) and stored again through the target's chunker, so the
+/// target's chunks carry its own names and boundaries; the manifest is the source's with the
+/// new chunk lists, written last. A file whose chunks an earlier backup of the chain already
+/// had is stored once.
+fn recopy_chain(
+    source: &Repository,
+    target: &Repository,
+    chain_id: &str,
+    backups: &[StoredBackup],
+    (src, dst): (&ChainStore, &ChainStore),
+    report: &mut CopyReport,
+) -> Result<()> {
+    type FileKey = (ContentHash, u64, Vec<(ContentHash, u32)>);
+    let mut done: BTreeMap<FileKey, Vec<ChunkRef>> = BTreeMap::new();
+    for b in backups {
+        let m = &b.manifest;
+        if target.has_manifest(chain_id, &m.id)? {
+            let there = target.load_manifest(&Repository::manifest_key(chain_id, &m.id))?;
+            let same = |x: &BackupManifest| {
+                (
+                    x.files
+                        .iter()
+                        .map(|f| (f.name.clone(), f.size, f.hash))
+                        .collect::<Vec<_>>(),
+                    x.snapshot_ids.as_ref().map(|i| (i.count, i.size, i.hash)),
+                    x.timestamp,
+                    x.subsec_nanos,
+                )
+            };
+            if same(&there.manifest) != same(m) {
+                return Err(Error::Damaged(format!(
+                    "{}: backup {} differs from the source's (other files or contents)",
+                    target.manifest_path(chain_id, &m.id).display(),
+                    m.id
+                )));
+            }
+            report.backups.push(CopiedBackup {
+                id: m.id.clone(),
+                chain_id: chain_id.to_string(),
+                status: "present".into(),
+            });
+            continue;
+        }
+        let mut stats = kyrodb_backup_storage::StoreStats::default();
+        let mut restore = |entry: &FileEntry, stats: &mut kyrodb_backup_storage::StoreStats| {
+            let key = (
+                entry.hash,
+                entry.size,
+                entry.chunks.iter().map(|c| (c.hash, c.size)).collect(),
+            );
+            if let Some(chunks) = done.get(&key) {
+                if dst.all_chunks_present(chunks) {
+                    return Ok(chunks.clone());
+                }
+            }
+            let stored = dst
+                .store_file(
+                    src.reader(entry),
+                    &entry.name,
+                    entry.kind,
+                    stats,
+                    &NoProgress,
+                )
+                .map_err(|e| match e {
+                    kyrodb_backup_storage::Error::Capture(msg) if src.store_failure().is_some() => {
+                        Error::Unavailable(msg)
+                    }
+                    kyrodb_backup_storage::Error::Capture(msg) => Error::Damaged(msg),
+                    other => other.into(),
+                })
+                .map_err(|e| vanished(source, std::slice::from_ref(b), e))?;
+            if stored.hash != entry.hash || stored.size != entry.size {
+                return Err(Error::Damaged(format!(
+                    "backup {}: {} read back as other bytes than its manifest says",
+                    m.id, entry.name
+                )));
+            }
+            done.insert(key, stored.chunks.clone());
+            Ok(stored.chunks)
+        };
+        let mut copied = m.clone();
+        for f in &mut copied.files {
+            f.chunks = restore(f, &mut stats)?;
+        }
+        if let Some(ids) = &mut copied.snapshot_ids {
+            let as_file = FileEntry {
+                name: format!("{} (document ids)", ids.snapshot),
+                kind: FileKind::Snapshot,
+                size: ids.size,
+                hash: ids.hash,
+                chunks: ids.chunks.clone(),
+                wal_index: None,
+                source: None,
+            };
+            ids.chunks = restore(&as_file, &mut stats)?;
+        }
+        dst.sync()?;
+        let stored = target.commit_manifest(&copied)?;
+        report.chunks_copied += stats.new_chunks;
+        report.chunks_present += stats.reused_chunks;
+        report.bytes_copied += stats.stored_bytes + stored.manifest_bytes;
         report.backups.push(CopiedBackup {
             id: m.id.clone(),
             chain_id: chain_id.to_string(),

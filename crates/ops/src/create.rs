@@ -1,10 +1,10 @@
 //! `create`: a full or incremental backup of a data directory.
 
-use kyrodb_backup_storage::backend::Location;
+use crate::access::RepoRef;
 use std::path::PathBuf;
 
 use kyrodb_backup_format::repo::SkippedFile;
-use kyrodb_backup_storage::{create_backup, Progress, Repository, StoreStats};
+use kyrodb_backup_storage::{create_backup, Progress, StoreStats};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -87,16 +87,16 @@ pub struct CreateReport {
 /// for an unusable reference, [`Error::DataDir`] for a directory that is not a data dir,
 /// [`Error::Format`] for damaged data-dir files.
 pub fn create(
-    backup_dir: impl Into<Location>,
+    backup_dir: impl Into<RepoRef>,
     opts: &CreateOptions,
     now: Now,
     progress: &dyn Progress,
 ) -> Result<CreateReport> {
     let backup_dir = &backup_dir.into();
     let (repo, leftovers_removed) = if opts.dry_run {
-        (Repository::open_for_preview_at(backup_dir)?, 0)
+        (backup_dir.open_for_preview()?, 0)
     } else {
-        let repo = Repository::open_or_init_at(backup_dir)?;
+        let repo = backup_dir.open_or_init()?;
         let leftovers = repo.remove_leftovers(now.system_time())?;
         (repo, leftovers)
     };

@@ -152,6 +152,29 @@ pub enum Error {
         "backup {0} was deleted by a prune while this ran; nothing was restored or judged damaged"
     )]
     Vanished(String),
+    /// The repository is encrypted and no passphrase was given for it.
+    #[error("{location} is encrypted and no passphrase was given ({why})")]
+    KeyRequired {
+        /// The repository.
+        location: String,
+        /// Why there is none.
+        why: String,
+    },
+    /// The passphrase opens none of the repository's key slots (not damage: another
+    /// passphrase may).
+    #[error("the passphrase opens none of the {slots} key slot(s) of {location}")]
+    WrongPassphrase {
+        /// The repository.
+        location: String,
+        /// How many intact slots were tried.
+        slots: usize,
+    },
+    /// A repository exists where a new one was asked for.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// A key operation that would leave the repository worse off, or that does not apply.
+    #[error("{0}")]
+    KeyRefused(String),
     /// Anything else, as its message.
     #[error("{0}")]
     Other(String),
@@ -233,6 +256,10 @@ impl From<kyrodb_backup_storage::Error> for Error {
             S::NoSpace { path, needed, free } => Error::NoSpace { path, needed, free },
             S::Backend(b) => b.into(),
             S::StoreFailed(m) => Error::Unavailable(m),
+            S::KeyRequired { location, why } => Error::KeyRequired { location, why },
+            S::WrongPassphrase { location, slots } => Error::WrongPassphrase { location, slots },
+            S::AlreadyExists(m) => Error::AlreadyExists(m),
+            S::KeyRefused(m) => Error::KeyRefused(m),
             other => Error::Other(other.to_string()),
         }
     }

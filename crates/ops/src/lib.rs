@@ -55,6 +55,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod access;
 mod archive;
 mod catalog;
 mod check;
@@ -62,6 +63,7 @@ mod copy;
 mod create;
 mod error;
 mod golden;
+mod keys;
 mod list;
 mod migrate;
 mod model;
@@ -69,6 +71,7 @@ mod prune;
 mod restore;
 mod verify;
 
+pub use access::RepoRef;
 pub use archive::{
     archive, ArchiveEvent, ArchiveGap, ArchiveOptions, ArchiveReport, ArchiveStatus, Clock,
 };
@@ -80,6 +83,10 @@ pub use error::{Error, ErrorKind, Result};
 pub use golden::{
     golden_check_file, golden_create_file, GoldenCheckReport, GoldenCreateOptions,
     GoldenCreateReport,
+};
+pub use keys::{
+    init, key_add, key_list, key_passwd, key_remove, InitOptions, InitReport, KeyChangeReport,
+    KeyListReport,
 };
 pub use list::{
     list, show, BuiltinShowReport, ListReport, ShowReport, Shown, ShownFile, TimelineBase,
@@ -104,4 +111,7 @@ pub mod types {
 }
 
 pub use kyrodb_backup_storage::backend::{parse_s3_url, Location, S3Config};
-pub use kyrodb_backup_storage::{NoProgress, Progress};
+pub use kyrodb_backup_storage::crypto::{KdfParams, Secret};
+pub use kyrodb_backup_storage::{
+    KeySlotInfo, KeySource, NoProgress, Passphrase, Progress, Unlocker,
+};

@@ -1,6 +1,6 @@
 //! `list` and `show`: what a backup directory holds.
 
-use kyrodb_backup_storage::backend::Location;
+use crate::access::RepoRef;
 use std::path::PathBuf;
 
 use kyrodb_backup_chain::{recoverable_windows, timeline_gaps, timeline_windows, Window};
@@ -104,7 +104,7 @@ pub(crate) fn timeline_reports(
 /// # Errors
 ///
 /// [`crate::Error::NotARepository`] when `backup_dir` is not a directory.
-pub fn list(backup_dir: impl Into<Location>) -> Result<ListReport> {
+pub fn list(backup_dir: impl Into<RepoRef>) -> Result<ListReport> {
     let backup_dir = &backup_dir.into();
     let catalog = Catalog::read(backup_dir)?;
     let (backups, unreadable) = catalog.summaries();
@@ -203,7 +203,7 @@ pub enum Shown {
 ///
 /// [`crate::Error::NotFound`], [`crate::Error::Ambiguous`], [`crate::Error::PrefixTooShort`];
 /// [`crate::Error::Damaged`] for a damaged archive or manifest.
-pub fn show(backup_dir: impl Into<Location>, id: &str) -> Result<Shown> {
+pub fn show(backup_dir: impl Into<RepoRef>, id: &str) -> Result<Shown> {
     let backup_dir = &backup_dir.into();
     let catalog = Catalog::builtin_only(backup_dir);
     if let Some(b) = catalog.find_builtin(id) {

@@ -1,6 +1,6 @@
 //! `prune`: deleting the backups a retention policy does not keep.
 
-use kyrodb_backup_storage::backend::Location;
+use crate::access::RepoRef;
 
 use kyrodb_backup_format::repo::BackupType;
 use kyrodb_backup_retention::{plan, BackupInfo, RetentionPolicy};
@@ -98,11 +98,7 @@ pub struct PruneReport {
 /// # Errors
 ///
 /// [`crate::Error::NotARepository`], [`crate::Error::Locked`], I/O errors while deleting.
-pub fn prune(
-    backup_dir: impl Into<Location>,
-    opts: &PruneOptions,
-    now: Now,
-) -> Result<PruneReport> {
+pub fn prune(backup_dir: impl Into<RepoRef>, opts: &PruneOptions, now: Now) -> Result<PruneReport> {
     let backup_dir = &backup_dir.into();
     let repo = open_repo(backup_dir)?;
     let _lease = if opts.dry_run {

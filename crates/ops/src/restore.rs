@@ -1,6 +1,6 @@
 //! `restore`: a backup, or the state as of a second, back into a data directory.
 
-use kyrodb_backup_storage::backend::Location;
+use crate::access::RepoRef;
 use std::path::PathBuf;
 
 use kyrodb_backup_chain::{
@@ -130,7 +130,7 @@ pub struct RestoreReport {
 /// (a second that cannot be rebuilt exactly names the recoverable windows),
 /// [`Error::MetricConflict`], [`Error::Damaged`] or [`Error::Format`] for damaged backups.
 pub fn restore(
-    backup_dir: impl Into<Location>,
+    backup_dir: impl Into<RepoRef>,
     opts: &RestoreOptions,
     now: Now,
     progress: &dyn Progress,

@@ -1,6 +1,6 @@
 //! `verify`: every stored byte of backups re-read, re-hashed and decoded.
 
-use kyrodb_backup_storage::backend::Location;
+use crate::access::RepoRef;
 use std::path::PathBuf;
 
 use kyrodb_backup_storage::{Progress, Repository, StoredBackup};
@@ -158,7 +158,7 @@ fn verify_archive(repo: &Repository) -> Result<Vec<TimelineCheck>> {
 /// [`Error::NotARepository`], [`Error::Locked`] (while a create or prune runs),
 /// [`Error::NotFound`] and the other id errors.
 pub fn verify(
-    backup_dir: impl Into<Location>,
+    backup_dir: impl Into<RepoRef>,
     opts: &VerifyOptions,
     progress: &dyn Progress,
 ) -> Result<VerifyReport> {

@@ -144,6 +144,7 @@ impl Repository {
         ChainStore::new(
             Arc::clone(self.backend()),
             format!("{}chunks/", Self::timeline_prefix(tl)),
+            self.keys().cloned(),
         )
     }
 

@@ -6,9 +6,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use kyrodb_backup_backend::{Backend, Written};
+use kyrodb_backup_crypto::RepoKeys;
 
 use kyrodb_backup_format::repo::{
-    chunk_header, decode_chunk, encode_chunk, ChunkRef, ContentHash, FileEntry, FileKind,
+    chunk_header, decode_chunk_with, encode_chunk, ChunkRef, ContentHash, FileEntry, FileKind,
     CHUNK_HEADER_LEN, MAX_CHUNK_SIZE,
 };
 use xxhash_rust::xxh3::Xxh3;
@@ -64,16 +65,24 @@ pub struct ChainStore {
     dry: Option<Mutex<std::collections::HashSet<ContentHash>>>,
     /// The first failure of the store (not damage) that a reader of this store met.
     failure: Mutex<Option<String>>,
+    /// An encrypted repository's keys: chunks are named by a keyed hash and cut by a keyed
+    /// chunker.
+    keys: Option<Arc<RepoKeys>>,
     /// Tests: chunk writes left before every further one fails as if the disk were full.
     #[cfg(test)]
     pub(crate) writes_before_full: Option<std::sync::atomic::AtomicU64>,
 }
 
 impl ChainStore {
-    pub(crate) fn new(backend: Arc<dyn Backend>, prefix: String) -> Self {
+    pub(crate) fn new(
+        backend: Arc<dyn Backend>,
+        prefix: String,
+        keys: Option<Arc<RepoKeys>>,
+    ) -> Self {
         Self {
             backend,
             prefix,
+            keys,
             known: OnceLock::new(),
             created: Mutex::default(),
             dry: None,
@@ -90,6 +99,28 @@ impl ChainStore {
     pub fn dry_run(mut self) -> Self {
         self.dry = Some(Mutex::default());
         self
+    }
+
+    /// The name of a chunk with these bytes: XXH3-128, or in an encrypted repository a keyed
+    /// BLAKE3 (so the same content is not recognisable by its name).
+    pub fn id_of(&self, plain: &[u8]) -> ContentHash {
+        match &self.keys {
+            Some(k) => ContentHash(k.chunk_id(plain)),
+            None => ContentHash::of(plain),
+        }
+    }
+
+    /// Whether two stores name chunks the same way (copying stored chunks between them keeps
+    /// their names valid).
+    pub fn same_naming(&self, other: &ChainStore) -> bool {
+        match (&self.keys, &other.keys) {
+            (None, None) => true,
+            (Some(a), Some(b)) => {
+                a.chunk_id(b"kyrodb_backup naming probe")
+                    == b.chunk_id(b"kyrodb_backup naming probe")
+            }
+            _ => false,
+        }
     }
 
     fn is_local(&self) -> bool {
@@ -193,6 +224,11 @@ impl ChainStore {
             })
     }
 
+    /// Whether every one of `chunks` exists and [looks intact](Self::looks_intact).
+    pub fn all_chunks_present(&self, chunks: &[ChunkRef]) -> bool {
+        self.all_intact(chunks)
+    }
+
     /// Whether every one of `chunks` [looks intact](Self::looks_intact): what lets a file or
     /// list be taken over from an earlier backup without its bytes in hand.
     pub(crate) fn all_intact(&self, chunks: &[ChunkRef]) -> bool {
@@ -205,7 +241,7 @@ impl ChainStore {
     ///
     /// When the chunk is too large or cannot be written.
     pub fn put(&self, plain: &[u8]) -> Result<(ChunkRef, u64)> {
-        let hash = ContentHash::of(plain);
+        let hash = self.id_of(plain);
         let r = ChunkRef {
             hash,
             size: u32::try_from(plain.len()).map_err(|_| {
@@ -261,7 +297,7 @@ impl ChainStore {
             return Ok(0);
         }
         let stored = source.read_stored(r)?;
-        decode_chunk(&stored, r.hash, r.size)
+        decode_chunk_with(&stored, r.hash, r.size, &|p| source.id_of(p))
             .map_err(|e| Error::Damaged(format!("{}: {e}", source.chunk_path(r.hash).display())))?;
         let size = stored.len() as u64;
         self.write_stored(r.hash, stored)?;
@@ -311,7 +347,7 @@ impl ChainStore {
     pub fn get(&self, r: &ChunkRef) -> Result<Vec<u8>> {
         let stored = self.read_stored(r)?;
         let name = self.chunk_path(r.hash);
-        decode_chunk(&stored, r.hash, r.size)
+        decode_chunk_with(&stored, r.hash, r.size, &|p| self.id_of(p))
             .map_err(|e| Error::Damaged(format!("{}: {e}", name.display())))
     }
 
@@ -377,13 +413,26 @@ impl ChainStore {
             drop(done);
             let mut read_error = None;
             let mut count = 0;
-            for chunk in fastcdc::v2020::StreamCDC::new(reader, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK) {
+            let chunks: Box<dyn Iterator<Item = io::Result<Vec<u8>>>> = match &self.keys {
+                None => Box::new(
+                    fastcdc::v2020::StreamCDC::new(reader, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK)
+                        .map(|c| c.map(|c| c.data).map_err(io::Error::other)),
+                ),
+                Some(keys) => Box::new(crate::cdc::GearChunker::new(
+                    reader,
+                    Arc::new(*keys.gear()),
+                    MIN_CHUNK,
+                    AVG_CHUNK,
+                    MAX_CHUNK,
+                )),
+            };
+            for chunk in chunks {
                 match chunk {
                     Ok(chunk) => {
-                        whole.update(&chunk.data);
-                        size += chunk.data.len() as u64;
-                        progress.advance(chunk.data.len() as u64);
-                        let data = SharedChunk::new(chunk.data);
+                        whole.update(&chunk);
+                        size += chunk.len() as u64;
+                        progress.advance(chunk.len() as u64);
+                        let data = SharedChunk::new(chunk);
                         each_chunk(&data);
                         if jobs.send((count, data)).is_err() {
                             break;
@@ -492,8 +541,11 @@ impl FileReader<'_> {
             (0..width.min(chunks.len()).max(1))
                 .map(|k| {
                     let (tx, rx) = std::sync::mpsc::sync_channel(1);
-                    let store =
-                        ChainStore::new(Arc::clone(&self.store.backend), self.store.prefix.clone());
+                    let store = ChainStore::new(
+                        Arc::clone(&self.store.backend),
+                        self.store.prefix.clone(),
+                        self.store.keys.clone(),
+                    );
                     let chunks = std::sync::Arc::clone(&chunks);
                     std::thread::spawn(move || {
                         for r in chunks.iter().skip(k).step_by(width) {

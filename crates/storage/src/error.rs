@@ -70,6 +70,29 @@ pub enum Error {
     /// Stored data is missing or damaged.
     #[error("{0}")]
     Damaged(String),
+    /// The repository is encrypted and no passphrase was given for it.
+    #[error("{location} is encrypted and no passphrase was given ({why})")]
+    KeyRequired {
+        /// The repository's location.
+        location: String,
+        /// Why there is none (what the key source said).
+        why: String,
+    },
+    /// The passphrase given opens none of the repository's key slots.
+    #[error("the passphrase opens none of the {slots} key slot(s) of {location}")]
+    WrongPassphrase {
+        /// The repository's location.
+        location: String,
+        /// How many intact slots were tried.
+        slots: usize,
+    },
+    /// The location already holds a repository (or other objects) where a new one was asked for.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// A key operation that would leave the repository worse off (removing its last key slot,
+    /// a slot that does not exist, a key operation on a plain repository).
+    #[error("{0}")]
+    KeyRefused(String),
     /// The file system ran out of space (or quota) while writing; what was written for the
     /// operation has been removed.
     #[error("no space left on the file system of {}: the operation needed up to {needed} bytes, {free} are free", path.display())]

@@ -32,13 +32,17 @@
 
 mod archive;
 mod capture;
+#[allow(dead_code)] // not used until chunkstore.rs cuts with it
+mod cdc;
 mod chunkstore;
 mod error;
+mod keys;
 mod lease;
 mod progress;
 mod prune;
 mod repository;
 mod restore;
+mod sealed;
 
 pub use archive::{
     plan_archive_prune, prune_archive, ArchivePrunePlan, ArchivePruneReport, ArchivedBase,
@@ -49,14 +53,20 @@ pub use chunkstore::{
     store_failure, ChainStore, FileReader, SharedChunk, StoreStats, AVG_CHUNK, MAX_CHUNK, MIN_CHUNK,
 };
 pub use error::{Error, Result};
+pub use keys::{
+    init_encrypted, init_plain, InitOptions, KeySlotInfo, KeySource, Passphrase, Unlocker,
+};
 pub use kyrodb_backup_backend as backend;
+pub use kyrodb_backup_crypto as crypto;
 pub use lease::{
     archive_holder, lease_for_archive, lease_for_create, lease_for_prune, wait_for_prune,
     ArchiveHolder, Lease, LEASE_TTL, PRUNE_WAIT,
 };
 pub use progress::{NoProgress, Progress, ProgressWriter};
 pub use prune::{prune_backups, PruneReport};
-pub use repository::{parallel_map, Listing, Repository, StoredBackup, LEFTOVER_AGE};
+pub use repository::{
+    parallel_map, Listing, Repository, StoredBackup, ENCRYPTED_REPOSITORY_VERSION, LEFTOVER_AGE,
+};
 pub use restore::{
     restore, restore_backup, Expectation, PlannedContent, PlannedFile, RestoreOptions,
     RestoreReport, RestoreSet,

@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::chunkstore::ChainStore;
 use crate::error::{Error, Result};
+use crate::keys::Unlocker;
+use kyrodb_backup_crypto::{MasterKey, RepoKeys};
 
 const CONFIG_FILE: &str = "kyrodb-backup.json";
 const CHAINS_DIR: &str = "chains";
@@ -27,13 +29,46 @@ pub const LEFTOVER_AGE: std::time::Duration = std::time::Duration::from_secs(360
 struct Config {
     repository: String,
     version: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    encryption: Option<Encryption>,
 }
 
+/// What the marker of an encrypted repository says of its encryption.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Encryption {
+    /// How objects are sealed.
+    pub(crate) cipher: String,
+    /// How passphrases become keys.
+    pub(crate) kdf: String,
+    /// How chunks are named.
+    pub(crate) chunk_ids: String,
+    /// The master key's public id: a key slot whose master has another id belongs to another
+    /// repository.
+    pub(crate) key_id: String,
+}
+
+impl Encryption {
+    pub(crate) fn of(key_id: String) -> Self {
+        Self {
+            cipher: "aes-256-gcm, a key per object".into(),
+            kdf: "argon2id".into(),
+            chunk_ids: "blake3-keyed-128".into(),
+            key_id,
+        }
+    }
+}
+
+/// The first format version of an encrypted repository (a plain one stays at
+/// [`REPOSITORY_VERSION`], so older builds keep reading plain repositories and refuse encrypted
+/// ones as newer than they support).
+pub const ENCRYPTED_REPOSITORY_VERSION: u32 = 2;
+
 /// The one form of the repository's config file for a version.
-fn config_bytes(version: u32) -> Vec<u8> {
+fn config_bytes(version: u32, encryption: Option<&Encryption>) -> Vec<u8> {
     let config = Config {
         repository: "kyrodb_backup".into(),
         version,
+        encryption: encryption.cloned(),
     };
     let mut bytes = serde_json::to_vec_pretty(&config).expect("config serializes");
     bytes.push(b'\n');
@@ -44,14 +79,26 @@ fn config_bytes(version: u32) -> Vec<u8> {
 /// so a copy made with any tool (`cp -r`, `aws s3 sync`) is a repository too.
 ///
 /// ```text
-/// kyrodb-backup.json                        format marker and version
+/// kyrodb-backup.json                        format marker and version (and, when encrypted,
+///                                           the cipher and the master key's id)
+/// keys/<slot>                               encrypted only: the master key, wrapped by a passphrase
 /// chains/<full-id>/manifests/<id>.manifest  one per backup of the chain: its commit point
 /// chains/<full-id>/chunks/<hh>/<hash>       the chain's chunk store
 /// locks/create-<id>.json, locks/prune.json  leases of running creates and prunes
+/// archive/<timeline>/...                    the continuous archive
 /// ```
+///
+/// In an encrypted repository every object but the marker and the key slots is sealed
+/// (`kyrodb-backup-crypto`), and chunks are named by a keyed hash.
 #[derive(Debug, Clone)]
 pub struct Repository {
     backend: Arc<dyn Backend>,
+    /// The store itself, under the sealing of an encrypted repository.
+    raw: Arc<dyn Backend>,
+    /// An encrypted repository's master key (from the key slot that opened it).
+    master: Option<Arc<MasterKey>>,
+    /// Its working keys.
+    keys: Option<Arc<RepoKeys>>,
     /// Tests: the chain stores it hands out fail every chunk write after this many.
     #[cfg(test)]
     pub(crate) writes_before_full: Option<u64>,
@@ -82,39 +129,36 @@ use std::path::{Path, PathBuf};
 impl Repository {
     fn with(backend: Arc<dyn Backend>) -> Self {
         Self {
+            raw: Arc::clone(&backend),
             backend,
+            master: None,
+            keys: None,
             #[cfg(test)]
             writes_before_full: None,
         }
     }
 
-    /// Opens an existing repository on `backend`, checking its format version.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::NotARepository`], [`Error::UnsupportedVersion`], or [`Error::Damaged`] for a
-    /// marker that is not in its canonical form.
-    pub fn open_on(backend: Arc<dyn Backend>) -> Result<Self> {
-        let repo = Self::with(backend);
-        let bytes = match repo.backend.read(CONFIG_FILE, MAX_CONFIG) {
+    /// The marker's config, read and checked; `Ok(None)` when there is no repository.
+    fn read_config(backend: &Arc<dyn Backend>) -> Result<Option<Config>> {
+        let name = |key: &str| match backend.local_root() {
+            Some(root) => root.join(key).display().to_string(),
+            None => format!("{}/{key}", backend.location()),
+        };
+        let bytes = match backend.read(CONFIG_FILE, MAX_CONFIG) {
             Ok(b) => b,
             Err(e) if e.is_not_found() => {
-                if !repo
-                    .backend
-                    .list_folders(&format!("{CHAINS_DIR}/"))?
-                    .is_empty()
-                {
+                if !backend.list_folders(&format!("{CHAINS_DIR}/"))?.is_empty() {
                     return Err(Error::Damaged(format!(
                         "{} is missing but {} holds backups: the repository is damaged",
-                        repo.object_name(CONFIG_FILE),
-                        repo.location()
+                        name(CONFIG_FILE),
+                        backend.location()
                     )));
                 }
-                return Err(Error::NotARepository(repo.location()));
+                return Ok(None);
             }
             Err(e) => return Err(e.into()),
         };
-        let config_path = repo.object_name(CONFIG_FILE);
+        let config_path = name(CONFIG_FILE);
         let config: Config = serde_json::from_slice(&bytes)
             .map_err(|e| Error::Damaged(format!("{config_path} is damaged: {e}")))?;
         if config.repository != "kyrodb_backup" {
@@ -122,20 +166,87 @@ impl Repository {
                 "{config_path} does not describe a kyrodb_backup repository"
             )));
         }
-        if config.version > REPOSITORY_VERSION {
+        if config.version > ENCRYPTED_REPOSITORY_VERSION {
             return Err(Error::UnsupportedVersion {
                 found: config.version,
-                supported: REPOSITORY_VERSION,
+                supported: ENCRYPTED_REPOSITORY_VERSION,
             });
         }
         // The file has one canonical form; any other byte is damage (it carries no checksum of
-        // its own, so this is how every stored byte stays checked).
-        if bytes != config_bytes(config.version) {
+        // its own, so this is how every stored byte stays checked). An encrypted repository
+        // has the encrypted version and an encryption record, a plain one neither.
+        let consistent =
+            (config.version >= ENCRYPTED_REPOSITORY_VERSION) == config.encryption.is_some();
+        let known = config.encryption.as_ref().is_none_or(|e| {
+            *e == Encryption::of(e.key_id.clone())
+                && e.key_id.len() == 32
+                && e.key_id
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        });
+        if !consistent
+            || !known
+            || bytes != config_bytes(config.version, config.encryption.as_ref())
+        {
             return Err(Error::Damaged(format!(
                 "{config_path} is damaged (not its canonical content)"
             )));
         }
-        Ok(repo)
+        Ok(Some(config))
+    }
+
+    /// Opens an existing plain repository on `backend`, checking its format version (an
+    /// encrypted one needs [`Repository::open_with`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotARepository`], [`Error::UnsupportedVersion`], or [`Error::Damaged`] for a
+    /// marker that is not in its canonical form; [`Error::KeyRequired`] for an encrypted one.
+    pub fn open_on(backend: Arc<dyn Backend>) -> Result<Self> {
+        Self::open_with(backend, None)
+    }
+
+    /// Opens an existing repository on `backend`; an encrypted one with the passphrase that
+    /// `unlock` gives (asked only when the repository is encrypted).
+    ///
+    /// # Errors
+    ///
+    /// As [`Repository::open_on`]; [`Error::KeyRequired`] when it is encrypted and `unlock`
+    /// gives no passphrase, [`Error::WrongPassphrase`] when the passphrase opens no key slot,
+    /// [`Error::Damaged`] when no intact slot opens and a slot is damaged.
+    pub fn open_with(backend: Arc<dyn Backend>, unlock: Option<&Unlocker>) -> Result<Self> {
+        let Some(config) = Self::read_config(&backend)? else {
+            return Err(Error::NotARepository(backend.location()));
+        };
+        let Some(encryption) = config.encryption else {
+            return Ok(Self::with(backend));
+        };
+        let Some(unlock) = unlock else {
+            return Err(Error::KeyRequired {
+                location: backend.location(),
+                why: "no key source".into(),
+            });
+        };
+        let master = crate::keys::unlock(&backend, &encryption.key_id, unlock)?;
+        Ok(Self::encrypted(backend, master))
+    }
+
+    /// The handle of an encrypted repository on `raw` whose master key is `master`.
+    pub(crate) fn encrypted(raw: Arc<dyn Backend>, master: Arc<MasterKey>) -> Self {
+        let keys = Arc::new(master.keys());
+        let sealed: Arc<dyn Backend> = Arc::new(crate::sealed::SealedBackend::new(
+            Arc::clone(&raw),
+            keys.sealer().clone(),
+            CONFIG_FILE,
+        ));
+        Self {
+            backend: sealed,
+            raw,
+            master: Some(master),
+            keys: Some(keys),
+            #[cfg(test)]
+            writes_before_full: None,
+        }
     }
 
     /// Opens the repository at `location`.
@@ -145,6 +256,15 @@ impl Repository {
     /// As [`Repository::open_on`], and when the location cannot describe a store.
     pub fn open_at(location: &Location) -> Result<Self> {
         Self::open_on(kyrodb_backup_backend::open(location)?)
+    }
+
+    /// [`Repository::open_with`] the repository at `location`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Repository::open_with`], and when the location cannot describe a store.
+    pub fn open_at_with(location: &Location, unlock: Option<&Unlocker>) -> Result<Self> {
+        Self::open_with(kyrodb_backup_backend::open(location)?, unlock)
     }
 
     /// Opens an existing local repository.
@@ -162,21 +282,69 @@ impl Repository {
     ///
     /// As [`Repository::open_on`], and when the marker cannot be written.
     pub fn open_or_init_on(backend: Arc<dyn Backend>) -> Result<Self> {
-        match Self::open_on(Arc::clone(&backend)) {
+        Self::open_or_init_with(backend, None)
+    }
+
+    /// Opens the repository on `backend` (an encrypted one with `unlock`), making a plain,
+    /// empty one if there is none yet.
+    ///
+    /// # Errors
+    ///
+    /// As [`Repository::open_with`], and when the marker cannot be written.
+    pub fn open_or_init_with(backend: Arc<dyn Backend>, unlock: Option<&Unlocker>) -> Result<Self> {
+        match Self::open_with(Arc::clone(&backend), unlock) {
             Err(Error::NotARepository(_)) => {}
             other => return other,
         }
+        Self::write_marker(&backend, &config_bytes(REPOSITORY_VERSION, None))?;
+        Self::open_with(backend, unlock)
+    }
+
+    /// Writes the marker create-only (another run making the same repository at the same time
+    /// wins or loses whole), durably, with the local directory made first.
+    pub(crate) fn write_marker(backend: &Arc<dyn Backend>, bytes: &[u8]) -> Result<Written> {
+        Self::make_local_root(backend)?;
+        let written = backend.write_new(CONFIG_FILE, bytes)?;
+        backend.sync()?;
+        Self::sync_local_parent(backend)?;
+        Ok(written)
+    }
+
+    /// Makes a local repository's directory (mode 0700).
+    pub(crate) fn make_local_root(backend: &Arc<dyn Backend>) -> Result<()> {
         if let Some(root) = backend.local_root() {
             kyrodb_backup_durable::create_private_dir_all(root)?;
         }
-        backend.write_new(CONFIG_FILE, &config_bytes(REPOSITORY_VERSION))?;
-        backend.sync()?;
+        Ok(())
+    }
+
+    /// Makes a local repository directory's name durable in its parent.
+    fn sync_local_parent(backend: &Arc<dyn Backend>) -> Result<()> {
         if let Some(root) = backend.local_root() {
             // The new directory's name, in its parent (`.` for a bare relative name).
             let parent = root.parent().filter(|p| !p.as_os_str().is_empty());
             kyrodb_backup_durable::fsync_dir(parent.unwrap_or(Path::new(".")))?;
         }
-        Self::open_on(backend)
+        Ok(())
+    }
+
+    /// The marker of a new encrypted repository whose master key has id `key_id`.
+    pub(crate) fn encrypted_marker(key_id: String) -> Vec<u8> {
+        config_bytes(ENCRYPTED_REPOSITORY_VERSION, Some(&Encryption::of(key_id)))
+    }
+
+    /// The marker of a new plain repository.
+    pub(crate) fn plain_marker() -> Vec<u8> {
+        config_bytes(REPOSITORY_VERSION, None)
+    }
+
+    /// Whether a repository exists on `backend` (the marker is read and checked, nothing else).
+    ///
+    /// # Errors
+    ///
+    /// As the store fails, and [`Error::Damaged`] for a damaged marker.
+    pub fn exists_on(backend: &Arc<dyn Backend>) -> Result<bool> {
+        Ok(Self::read_config(backend)?.is_some())
     }
 
     /// Opens the repository at `location`, making it (an empty one; a local directory with
@@ -189,7 +357,16 @@ impl Repository {
         Self::open_or_init_on(kyrodb_backup_backend::open(location)?)
     }
 
-    /// [`Repository::open_or_init_at`] a local directory.
+    /// [`Repository::open_or_init_with`] at `location`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Repository::open_or_init_with`].
+    pub fn open_or_init_at_with(location: &Location, unlock: Option<&Unlocker>) -> Result<Self> {
+        Self::open_or_init_with(kyrodb_backup_backend::open(location)?, unlock)
+    }
+
+    /// [`Repository::open_or_init`] a local directory.
     ///
     /// # Errors
     ///
@@ -204,13 +381,34 @@ impl Repository {
     ///
     /// # Errors
     ///
-    /// As [`Repository::open_on`], for a repository that exists.
-    pub fn open_for_preview_at(location: &Location) -> Result<Self> {
+    /// As [`Repository::open_with`], for a repository that exists.
+    pub fn open_for_preview_at(location: &Location, unlock: Option<&Unlocker>) -> Result<Self> {
         let backend = kyrodb_backup_backend::open(location)?;
-        match Self::open_on(Arc::clone(&backend)) {
+        match Self::open_with(Arc::clone(&backend), unlock) {
             Err(Error::NotARepository(_)) => Ok(Self::with(backend)),
             other => other,
         }
+    }
+
+    /// Whether the repository is encrypted.
+    pub fn is_encrypted(&self) -> bool {
+        self.keys.is_some()
+    }
+
+    /// The master key of an encrypted repository.
+    pub(crate) fn master(&self) -> Option<&Arc<MasterKey>> {
+        self.master.as_ref()
+    }
+
+    /// The store itself (for an encrypted repository: under the sealing, where only the
+    /// marker and the key slots are readable).
+    pub(crate) fn raw_backend(&self) -> &Arc<dyn Backend> {
+        &self.raw
+    }
+
+    /// The working keys of an encrypted repository.
+    pub(crate) fn keys(&self) -> Option<&Arc<RepoKeys>> {
+        self.keys.as_ref()
     }
 
     /// Whether the local directory `root` holds a repository.
@@ -258,6 +456,7 @@ impl Repository {
         let mut store = ChainStore::new(
             Arc::clone(&self.backend),
             format!("{}chunks/", Self::chain_prefix(chain_id)),
+            self.keys.clone(),
         );
         #[cfg(test)]
         {

@@ -171,6 +171,21 @@ pub fn chunk_header(head: &[u8]) -> Option<(u32, u32)> {
 /// [`Error::Chunk`](crate::Error::Chunk) when the header, the length or the hash is not the
 /// expected one, or the payload does not decompress.
 pub fn decode_chunk(stored: &[u8], expected: ContentHash, expected_len: u32) -> Result<Vec<u8>> {
+    decode_chunk_with(stored, expected, expected_len, &ContentHash::of)
+}
+
+/// [`decode_chunk`] of a chunk named by another hash than [`ContentHash::of`] (a keyed hash,
+/// in an encrypted repository).
+///
+/// # Errors
+///
+/// As [`decode_chunk`].
+pub fn decode_chunk_with(
+    stored: &[u8],
+    expected: ContentHash,
+    expected_len: u32,
+    id_of: &dyn Fn(&[u8]) -> ContentHash,
+) -> Result<Vec<u8>> {
     let bad = |detail: String| Error::Chunk {
         hash: expected.to_hex(),
         detail,
@@ -221,7 +236,7 @@ pub fn decode_chunk(stored: &[u8], expected: ContentHash, expected_len: u32) -> 
             plain.len()
         )));
     }
-    let actual = ContentHash::of(&plain);
+    let actual = id_of(&plain);
     if actual != expected {
         return Err(bad(format!("content hashes to {actual}")));
     }
