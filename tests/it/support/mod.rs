@@ -134,13 +134,61 @@ impl DirArgs for std::process::Command {
     }
 }
 
+/// The variables the binary reads that a test never inherits.
+const CLEARED: [&str; 6] = [
+    "KYRODB_DATA_DIR",
+    "KYRODB_BACKUP_DIR",
+    "BACKUP_ALLOW_CLEAR",
+    "KYRODB_BACKUP_PASSWORD",
+    "KYRODB_BACKUP_NEW_PASSWORD",
+    "KYRODB_BACKUP_FROM_PASSWORD",
+];
+
 /// The binary, with a clean environment for the variables it reads.
 pub fn kb() -> Command {
     let mut c = Command::cargo_bin("kyrodb_backup").unwrap();
-    c.env_remove("KYRODB_DATA_DIR")
-        .env_remove("KYRODB_BACKUP_DIR")
-        .env_remove("BACKUP_ALLOW_CLEAR");
+    for v in CLEARED {
+        c.env_remove(v);
+    }
     c
+}
+
+/// The passphrase of the tests' encrypted repositories.
+pub const PASSPHRASE: &str = "correct horse battery staple";
+
+/// Cheap Argon2id parameters for tests' key slots (recorded in each slot, so every later
+/// command derives keys at this cost; real repositories use the defaults).
+pub const CHEAP_KDF: [&str; 6] = [
+    "--argon2-memory-kib",
+    "64",
+    "--argon2-iterations",
+    "1",
+    "--argon2-lanes",
+    "1",
+];
+
+/// [`kb`] with [`PASSPHRASE`] in `KYRODB_BACKUP_PASSWORD`.
+pub fn kb_enc() -> Command {
+    let mut c = kb();
+    c.env("KYRODB_BACKUP_PASSWORD", PASSPHRASE);
+    c
+}
+
+/// Makes an encrypted repository at `repo` (a directory or `s3://` URL; for a bucket, the
+/// caller's environment names the endpoint) with [`PASSPHRASE`] and [`CHEAP_KDF`].
+pub fn init_encrypted(repo: impl AsRef<Path>) {
+    let out = kb_enc()
+        .backup_dir(repo)
+        .arg("init")
+        .arg("--encrypt")
+        .args(CHEAP_KDF)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "init --encrypt failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Runs `create` and returns the backup object it printed.
@@ -216,9 +264,9 @@ pub fn expected_json(fixture: &str) -> serde_json::Value {
 /// The binary as a plain `std::process::Command` (for spawning and killing).
 pub fn kb_process() -> std::process::Command {
     let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("kyrodb_backup"));
-    c.env_remove("KYRODB_DATA_DIR")
-        .env_remove("KYRODB_BACKUP_DIR")
-        .env_remove("BACKUP_ALLOW_CLEAR");
+    for v in CLEARED {
+        c.env_remove(v);
+    }
     c
 }
 
