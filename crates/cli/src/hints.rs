@@ -81,6 +81,9 @@ fn key_hint(e: &Error) -> Option<&'static str> {
         Error::KeyRefused(m) if m.contains("not encrypted") => {
             "a plain repository has no keys; to encrypt its backups, `kyrodb_backup init --encrypt` a new repository and `kyrodb_backup copy --all` into it"
         }
+        Error::KeyRefused(m) if m.contains("a passphrase was given") => {
+            "make it first: `kyrodb_backup init --encrypt` (or, for a plain repository, run without a passphrase)"
+        }
         Error::KeyRefused(_) => "run `kyrodb_backup key list` to see the key slots",
         _ => return None,
     })

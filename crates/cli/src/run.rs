@@ -33,7 +33,18 @@ pub(crate) struct Ctx<'a> {
 impl Ctx<'_> {
     /// The repository a path or URL names, opened (when encrypted) with the run's passphrase.
     fn repo(&self, arg: &std::path::Path) -> Result<RepoRef, kyrodb_backup_ops::Error> {
-        Ok(RepoRef::new(location_of(arg)?).with_keys(self.keys.clone()))
+        let repo = RepoRef::new(location_of(arg)?).with_keys(self.keys.clone());
+        // A passphrase given means an encrypted repository was meant: a missing one is not
+        // made plain by create, copy or archive (`init --encrypt` makes it).
+        Ok(
+            if self.cli.password_file.is_some()
+                || std::env::var_os("KYRODB_BACKUP_PASSWORD").is_some()
+            {
+                repo.never_made_plain()
+            } else {
+                repo
+            },
+        )
     }
 
     /// A progress bar for a long step (drawn only on a terminal, never with JSON or -q).

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use kyrodb_backup_storage::backend::Location;
 use kyrodb_backup_storage::{Repository, Unlocker};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// A repository to act on: where it is, and where the passphrase of an encrypted one comes
 /// from (asked only when the repository turns out to be encrypted). A path or a [`Location`]
@@ -25,6 +25,10 @@ pub struct RepoRef {
     pub location: Location,
     /// How to open it when it is encrypted.
     pub keys: Option<Unlocker>,
+    /// Whether the commands that make a missing repository (create, copy's target, archive)
+    /// may make a plain one. A front end that was given a passphrase says no: the operator
+    /// meant an encrypted repository, which [`init`](crate::init) makes.
+    pub make_plain: bool,
 }
 
 impl RepoRef {
@@ -33,6 +37,7 @@ impl RepoRef {
         Self {
             location: location.into(),
             keys: None,
+            make_plain: true,
         }
     }
 
@@ -40,6 +45,13 @@ impl RepoRef {
     #[must_use]
     pub fn with_keys(mut self, keys: Unlocker) -> Self {
         self.keys = Some(keys);
+        self
+    }
+
+    /// The same repository, never made plain when missing (see [`RepoRef::make_plain`]).
+    #[must_use]
+    pub fn never_made_plain(mut self) -> Self {
+        self.make_plain = false;
         self
     }
 
@@ -69,6 +81,15 @@ impl RepoRef {
 
     /// Opens it, making a plain one if there is none.
     pub(crate) fn open_or_init(&self) -> Result<Repository> {
+        if !self.make_plain {
+            return match self.open() {
+                Err(Error::NotARepository(_)) => Err(Error::KeyRefused(format!(
+                    "{} holds no repository, and a passphrase was given: a plain one is not made where an encrypted one was meant",
+                    self.display()
+                ))),
+                other => other,
+            };
+        }
         Ok(Repository::open_or_init_at_with(
             &self.location,
             self.keys.as_ref(),

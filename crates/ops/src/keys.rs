@@ -81,6 +81,18 @@ pub fn init(repo: impl Into<RepoRef>, opts: &InitOptions, now: Now) -> Result<In
     })
 }
 
+/// The repository, opened; refused when it is plain (it has no keys).
+fn encrypted(repo: &RepoRef) -> Result<kyrodb_backup_storage::Repository> {
+    let opened = repo.open()?;
+    if !opened.is_encrypted() {
+        return Err(Error::KeyRefused(format!(
+            "{} is not encrypted: it has no keys",
+            repo.display()
+        )));
+    }
+    Ok(opened)
+}
+
 fn passphrase_of(repo: &RepoRef) -> Result<Secret> {
     let Some(keys) = &repo.keys else {
         return Err(Error::KeyRequired {
@@ -107,7 +119,7 @@ pub struct KeyListReport {
 /// [`Error::KeyRefused`] for a plain repository; as opening it.
 pub fn key_list(repo: impl Into<RepoRef>) -> Result<KeyListReport> {
     let repo = repo.into();
-    let opened = repo.open()?;
+    let opened = encrypted(&repo)?;
     let passphrase = passphrase_of(&repo)?;
     Ok(KeyListReport {
         location: opened.location(),
@@ -138,7 +150,7 @@ pub fn key_add(
     kdf: KdfParams,
     now: Now,
 ) -> Result<KeyChangeReport> {
-    let repo = repo.into().open()?;
+    let repo = encrypted(&repo.into())?;
     let id = repo.add_key_slot(new_passphrase, kdf, now.secs)?;
     Ok(KeyChangeReport {
         location: repo.location(),
@@ -154,7 +166,7 @@ pub fn key_add(
 ///
 /// As opening it; [`Error::KeyRefused`] as said.
 pub fn key_remove(repo: impl Into<RepoRef>, id: &str) -> Result<KeyChangeReport> {
-    let repo = repo.into().open()?;
+    let repo = encrypted(&repo.into())?;
     let removed = repo.remove_key_slot(id)?;
     Ok(KeyChangeReport {
         location: repo.location(),
@@ -176,7 +188,7 @@ pub fn key_passwd(
     now: Now,
 ) -> Result<KeyChangeReport> {
     let repo = repo.into();
-    let opened = repo.open()?;
+    let opened = encrypted(&repo)?;
     let passphrase = passphrase_of(&repo)?;
     let current = opened
         .key_slots(Some(&passphrase))?

@@ -138,12 +138,17 @@ impl Repository {
         }
     }
 
-    /// The marker's config, read and checked; `Ok(None)` when there is no repository.
-    fn read_config(backend: &Arc<dyn Backend>) -> Result<Option<Config>> {
-        let name = |key: &str| match backend.local_root() {
+    /// How to name an object of `backend` to a person.
+    fn name_on(backend: &Arc<dyn Backend>, key: &str) -> String {
+        match backend.local_root() {
             Some(root) => root.join(key).display().to_string(),
             None => format!("{}/{key}", backend.location()),
-        };
+        }
+    }
+
+    /// The marker's config, read and checked; `Ok(None)` when there is no repository.
+    fn read_config(backend: &Arc<dyn Backend>) -> Result<Option<Config>> {
+        let name = |key: &str| Self::name_on(backend, key);
         let bytes = match backend.read(CONFIG_FILE, MAX_CONFIG) {
             Ok(b) => b,
             Err(e) if e.is_not_found() => {
@@ -219,6 +224,19 @@ impl Repository {
             return Err(Error::NotARepository(backend.location()));
         };
         let Some(encryption) = config.encryption else {
+            // Key slots beside a plain marker: the marker of an encrypted repository was
+            // replaced (or damaged into another canonical form). Writing on would store
+            // plaintext where sealed objects are expected.
+            if !backend
+                .list(&format!("{}/", crate::sealed::KEYS_DIR))?
+                .is_empty()
+            {
+                return Err(Error::Damaged(format!(
+                    "{} says the repository is plain, but {} holds key slots: the marker of an encrypted repository was replaced or damaged",
+                    Self::name_on(&backend, CONFIG_FILE),
+                    backend.location()
+                )));
+            }
             return Ok(Self::with(backend));
         };
         let Some(unlock) = unlock else {
