@@ -2,7 +2,8 @@
 //! and every committed backup verifies; a data dir being restored is wholly old or wholly new;
 //! the next run cleans up what the killed one left. Each test also proves that its kills
 //! landed mid-work: at least one round's kill interrupted the command after it had started
-//! writing and before its commit point, and at least one came after the commit point.
+//! writing and before its commit point, and at least one came after the commit point. Each runs
+//! on a plain repository and on an encrypted one.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -155,9 +156,62 @@ fn kill_rounds(
     seen
 }
 
+/// The binary, with the passphrase when the repository is encrypted.
+fn kb_for(encrypted: bool) -> assert_cmd::Command {
+    if encrypted {
+        kb_enc()
+    } else {
+        kb()
+    }
+}
+
+/// The binary as a plain `std::process::Command`, with the passphrase when the repository is
+/// encrypted.
+fn kb_process_for(encrypted: bool) -> std::process::Command {
+    let mut c = kb_process();
+    if encrypted {
+        c.env("KYRODB_BACKUP_PASSWORD", PASSPHRASE);
+    }
+    c
+}
+
+/// A repository at `repo` for the test: an encrypted one (made now) or a plain one (made by
+/// the first create).
+fn setup_repository(repo: &Path, encrypted: bool) {
+    if encrypted {
+        init_encrypted(repo);
+    }
+}
+
+/// Runs `create` (with the passphrase when `encrypted`) and returns the backup it printed.
+fn create_in(encrypted: bool, data: &Path, repo: &Path, extra: &[&str]) -> serde_json::Value {
+    let out = kb_for(encrypted)
+        .data_dir(data)
+        .backup_dir(repo)
+        .args(["create", "--format", "json"])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "create failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("create prints one JSON document")
+}
+
+/// How to name a test's repository in its messages.
+fn kind(encrypted: bool) -> &'static str {
+    if encrypted {
+        " (encrypted)"
+    } else {
+        ""
+    }
+}
+
 /// The ids the repository lists.
-fn listed(repo: &Path) -> BTreeSet<String> {
-    let out = kb()
+fn listed(repo: &Path, encrypted: bool) -> BTreeSet<String> {
+    let out = kb_for(encrypted)
         .backup_dir(repo)
         .args(["list", "--format", "json"])
         .output()
@@ -177,25 +231,38 @@ fn listed(repo: &Path) -> BTreeSet<String> {
 
 #[test]
 fn create_killed_at_any_instant_leaves_a_repository_that_verifies() {
+    create_killed_at_any_instant(false);
+}
+
+#[test]
+fn create_killed_at_any_instant_leaves_an_encrypted_repository_that_verifies() {
+    create_killed_at_any_instant(true);
+}
+
+fn create_killed_at_any_instant(encrypted: bool) {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let repo = tmp.path().join("backups");
     write_data_dir(&data, 1);
-    let first = create(&data, &repo, &[]);
+    setup_repository(&repo, encrypted);
+    let first = create_in(encrypted, &data, &repo, &[]);
     // How long an uninterrupted create takes (the first one also sets the repository up and
     // reads a cold data dir), to spread the kills over it.
     let t0 = Instant::now();
-    create(&data, &repo, &[]);
+    create_in(encrypted, &data, &repo, &[]);
     let run_us = t0.elapsed().as_micros() as u64;
-    kill_rounds("create", run_us, |delay| {
-        let backups = listed(&repo);
+    kill_rounds(&format!("create{}", kind(encrypted)), run_us, |delay| {
+        let backups = listed(&repo, encrypted);
         let files: BTreeSet<PathBuf> = walk(&repo).into_iter().collect();
         let killed = spawn_and_kill(
-            kb_process().data_dir(&data).backup_dir(&repo).arg("create"),
+            kb_process_for(encrypted)
+                .data_dir(&data)
+                .backup_dir(&repo)
+                .arg("create"),
             delay,
         );
         // Whatever the kill left, every backup the repository lists verifies.
-        let out = kb()
+        let out = kb_for(encrypted)
             .backup_dir(&repo)
             .args(["verify", "--all", "--format", "json"])
             .output()
@@ -206,7 +273,7 @@ fn create_killed_at_any_instant_leaves_a_repository_that_verifies() {
             "after a kill at {delay} us: {}",
             String::from_utf8_lossy(&out.stdout)
         );
-        let now = listed(&repo);
+        let now = listed(&repo, encrypted);
         assert!(
             now.is_superset(&backups),
             "a kill at {delay} us lost a backup"
@@ -220,7 +287,8 @@ fn create_killed_at_any_instant_leaves_a_repository_that_verifies() {
         }
     });
     // The next create succeeds and removes temporary leftovers.
-    let last = create(
+    let last = create_in(
+        encrypted,
         &data,
         &repo,
         &[
@@ -248,11 +316,21 @@ fn names_with(dir: &Path, part: &str) -> BTreeSet<String> {
 
 #[test]
 fn restore_killed_at_any_instant_leaves_the_data_dir_wholly_old_or_wholly_new() {
+    restore_killed_at_any_instant(false);
+}
+
+#[test]
+fn encrypted_restore_killed_at_any_instant_leaves_the_data_dir_wholly_old_or_wholly_new() {
+    restore_killed_at_any_instant(true);
+}
+
+fn restore_killed_at_any_instant(encrypted: bool) {
     let tmp = tempfile::tempdir().unwrap();
     let source = tmp.path().join("source");
     let repo = tmp.path().join("backups");
     write_data_dir(&source, 2);
-    let b = create(&source, &repo, &[]);
+    setup_repository(&repo, encrypted);
+    let b = create_in(encrypted, &source, &repo, &[]);
     let id = b["id"].as_str().unwrap();
     let new_tree = consistent_state_files(&source);
     let target = tmp.path().join("data");
@@ -261,17 +339,18 @@ fn restore_killed_at_any_instant_leaves_the_data_dir_wholly_old_or_wholly_new() 
     // How long an uninterrupted restore of the same size takes, to spread the kills over it.
     let timed = tmp.path().join("timed");
     let t0 = Instant::now();
-    kb().data_dir(&timed)
+    kb_for(encrypted)
+        .data_dir(&timed)
         .backup_dir(&repo)
         .args(["restore", "--backup-id", id])
         .assert()
         .success();
     let run_us = t0.elapsed().as_micros() as u64;
     fs::remove_dir_all(&timed).unwrap();
-    let outcomes = kill_rounds("restore", run_us, |delay| {
+    let outcomes = kill_rounds(&format!("restore{}", kind(encrypted)), run_us, |delay| {
         let staging = names_with(tmp.path(), "kyrodb-restore");
         let killed = spawn_and_kill(
-            kb_process()
+            kb_process_for(encrypted)
                 .data_dir(&target)
                 .backup_dir(&repo)
                 .args(["restore", "--keep-previous", "--backup-id"])
@@ -303,7 +382,8 @@ fn restore_killed_at_any_instant_leaves_the_data_dir_wholly_old_or_wholly_new() 
         outcome
     });
     // A completed restore afterwards cleans the staging directories of the killed ones.
-    kb().data_dir(&target)
+    kb_for(encrypted)
+        .data_dir(&target)
         .backup_dir(&repo)
         .args(["restore", "--backup-id"])
         .arg(id)

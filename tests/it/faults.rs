@@ -1,8 +1,11 @@
 //! The corruption matrix: every kind of file the repository stores, damaged in every way at
 //! many offsets. `verify` must report each case (exit 3, naming the backup and file) and
-//! `restore` must refuse it before touching its target. CI runs a representative sample;
+//! `restore` must refuse it before touching its target. The matrix runs on a plain repository
+//! and on an encrypted one (where every object but the marker and the key slots is sealed, bound
+//! to its name, and the key slots are damaged too). CI runs a representative sample;
 //! `cargo xtask faults` runs every case (`KYRODB_FAULT_CASES=all`).
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -22,17 +25,49 @@ enum Damage {
 struct Pristine {
     _tmp: tempfile::TempDir,
     repo: PathBuf,
-    /// (backup id, chain id)
-    backups: Vec<(String, String)>,
+    encrypted: bool,
+    /// Each manifest and chunk (relative to the repository) with the backups whose stored
+    /// bytes it holds: a manifest its own backup, a chunk every backup that names it.
+    owners: BTreeMap<PathBuf, Vec<String>>,
 }
 
-fn pristine() -> Pristine {
+/// The binary, with the passphrase when the repository is encrypted.
+fn kb_for(encrypted: bool) -> assert_cmd::Command {
+    if encrypted {
+        kb_enc()
+    } else {
+        kb()
+    }
+}
+
+/// Runs `create` (with the passphrase when `encrypted`) and returns the backup it printed.
+fn create_in(encrypted: bool, data: &Path, repo: &Path, extra: &[&str]) -> serde_json::Value {
+    let out = kb_for(encrypted)
+        .data_dir(data)
+        .backup_dir(repo)
+        .args(["create", "--format", "json"])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "create failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("create prints one JSON document")
+}
+
+/// A repository of three backups over two chains (a full and an incremental of one data dir,
+/// a full of another); an encrypted one when `encrypted`.
+fn pristine(encrypted: bool) -> Pristine {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let repo = tmp.path().join("backups");
+    if encrypted {
+        init_encrypted(&repo);
+    }
     copy_fixture_data("v4-basic", &data);
-    let mut backups = Vec::new();
-    let b1 = create(&data, &repo, &[]);
+    let b1 = create_in(encrypted, &data, &repo, &[]);
     {
         let mut e = Engine::open(&data, 8);
         for i in 0..30 {
@@ -41,21 +76,66 @@ fn pristine() -> Pristine {
         e.rotate();
         e.insert(600, 1);
     }
-    let b2 = create(&data, &repo, &["--incremental", "--reference", "latest"]);
+    let b2 = create_in(
+        encrypted,
+        &data,
+        &repo,
+        &["--incremental", "--reference", "latest"],
+    );
     let other = tmp.path().join("other");
     copy_fixture_data("v4-rotated", &other);
-    let b3 = create(&other, &repo, &[]);
+    let b3 = create_in(encrypted, &other, &repo, &[]);
+    let owners = owners(&repo, encrypted);
+    let ids: Vec<&str> = owners.values().flatten().map(String::as_str).collect();
     for b in [&b1, &b2, &b3] {
-        backups.push((
-            b["id"].as_str().unwrap().into(),
-            b["chain_id"].as_str().unwrap().into(),
-        ));
+        let id = b["id"].as_str().unwrap();
+        assert!(ids.contains(&id), "{id} is in no stored object: {owners:?}");
+    }
+    // Every stored object of the chains is one the library names (so that the backups a
+    // damage affects are known for each).
+    for f in walk(&repo.join("chains")) {
+        let rel = f.strip_prefix(&repo).unwrap();
+        assert!(
+            owners.contains_key(rel),
+            "{} belongs to no backup: {owners:?}",
+            rel.display()
+        );
     }
     Pristine {
         _tmp: tmp,
         repo,
-        backups,
+        encrypted,
+        owners,
     }
+}
+
+/// The stored objects of each backup, as the library reads the repository (an encrypted one's
+/// manifests are sealed, and its chunks named by a keyed hash): see [`Pristine::owners`].
+fn owners(repo: &Path, encrypted: bool) -> BTreeMap<PathBuf, Vec<String>> {
+    use kyrodb_backup_storage::{backend::Location, Repository, Unlocker};
+    let unlock = Unlocker::passphrase(PASSPHRASE);
+    let r = Repository::open_at_with(&Location::local(repo), encrypted.then_some(&unlock)).unwrap();
+    let listing = r.list().unwrap();
+    assert!(listing.problems.is_empty(), "{:?}", listing.problems);
+    let mut out: BTreeMap<PathBuf, Vec<String>> = BTreeMap::new();
+    for b in &listing.backups {
+        let m = &b.manifest;
+        out.entry(
+            Path::new("chains")
+                .join(&m.chain_id)
+                .join("manifests")
+                .join(format!("{}.manifest", m.id)),
+        )
+        .or_default()
+        .push(m.id.clone());
+        let store = r.chain_store(&m.chain_id).unwrap();
+        for c in m.chunk_refs() {
+            out.entry(PathBuf::from(store.chunk_key(c.hash)))
+                .or_default()
+                .push(m.id.clone());
+        }
+    }
+    out
 }
 
 /// Every case: (file relative to the repository, damage).
@@ -171,55 +251,78 @@ fn apply(repo: &Path, rel: &Path, d: &Damage) {
     }
 }
 
-/// Backups whose stored bytes the damage touches.
-fn affected(repo: &Path, rel: &Path, d: &Damage, backups: &[(String, String)]) -> Vec<String> {
-    let name = rel.file_name().unwrap().to_string_lossy().into_owned();
-    let manifest_text = |id: &str, chain: &str| {
-        fs::read_to_string(
-            repo.join("chains")
-                .join(chain)
-                .join("manifests")
-                .join(format!("{id}.manifest")),
-        )
-        .unwrap_or_default()
-    };
-    let mut hit: Vec<String> = backups
-        .iter()
-        .filter(|(id, chain)| {
-            name == format!("{id}.manifest")
-                || manifest_text(id, chain).contains(&format!("\"{name}\""))
-        })
-        .map(|(id, _)| id.clone())
-        .collect();
+/// Backups whose stored bytes the damage touches (none for the marker and the key slots,
+/// which every backup needs).
+fn affected(p: &Pristine, rel: &Path, d: &Damage) -> Vec<String> {
+    let owners = |f: &Path| p.owners.get(f).cloned().unwrap_or_default();
+    let mut hit = owners(rel);
     if let Damage::SwapWith(other) = d {
-        let oname = other.file_name().unwrap().to_string_lossy().into_owned();
-        hit.extend(
-            backups
-                .iter()
-                .filter(|(id, chain)| manifest_text(id, chain).contains(&format!("\"{oname}\"")))
-                .map(|(id, _)| id.clone()),
-        );
+        hit.extend(owners(other));
     }
     hit
 }
 
+/// Whether `rel` is an object that opens the repository rather than one of a backup's: the
+/// marker, or (in an encrypted repository) a key slot.
+fn opens_repository(rel: &Path) -> bool {
+    rel == Path::new("kyrodb-backup.json") || rel.starts_with("keys")
+}
+
 #[test]
 fn every_damage_to_stored_files_is_reported_by_verify_and_refused_by_restore() {
-    let p = pristine();
+    damage_matrix(false);
+}
+
+#[test]
+fn every_damage_to_an_encrypted_repository_is_reported_by_verify_and_refused_by_restore() {
+    damage_matrix(true);
+}
+
+/// The sample of `all` that a run checks: every case with `KYRODB_FAULT_CASES=all`; by default
+/// about 60 spread evenly over the matrix, and every third case on the objects that open the
+/// repository (the marker, the key slots), which every command reads first.
+fn sample(all: &[(PathBuf, Damage)]) -> Vec<&(PathBuf, Damage)> {
+    if std::env::var("KYRODB_FAULT_CASES").as_deref() == Ok("all") {
+        return all.iter().collect();
+    }
+    let step = (all.len() / 60).max(1);
+    let mut opening = 0;
+    all.iter()
+        .enumerate()
+        .filter(|(i, (rel, _))| {
+            let every_third = opens_repository(rel) && {
+                opening += 1;
+                opening % 3 == 1
+            };
+            i % step == 0 || every_third
+        })
+        .map(|(_, c)| c)
+        .collect()
+}
+
+/// Damages a copy of a pristine repository (encrypted or not) in each case of the sample, and
+/// checks that `verify --all` reports it and that `restore` refuses it.
+fn damage_matrix(encrypted: bool) {
+    let started = std::time::Instant::now();
+    let p = pristine(encrypted);
     let all = cases(&p.repo);
-    let selected: Vec<&(PathBuf, Damage)> = match std::env::var("KYRODB_FAULT_CASES").as_deref() {
-        Ok("all") => all.iter().collect(),
-        _ => all.iter().step_by((all.len() / 60).max(1)).collect(),
-    };
+    if encrypted {
+        assert!(
+            all.iter().any(|(rel, _)| rel.starts_with("keys")),
+            "no key slot among the cases"
+        );
+    }
+    let selected = sample(&all);
+    let first_backup = p.owners.values().flatten().next().unwrap().clone();
     let work = tempfile::tempdir().unwrap();
     let mut caught = 0;
     for (i, (rel, damage)) in selected.iter().enumerate() {
         let repo = work.path().join(format!("repo-{i}"));
         copy_dir(&p.repo, &repo);
-        // Which backups the damage concerns is read before damaging (manifests may go).
-        let hit = affected(&repo, rel, damage, &p.backups);
+        let case = format!("{} {damage:?}", rel.display());
+        let hit = affected(&p, rel, damage);
         apply(&repo, rel, damage);
-        let out = kb()
+        let out = kb_for(p.encrypted)
             .backup_dir(&repo)
             .args(["verify", "--all"])
             .output()
@@ -232,22 +335,37 @@ fn every_damage_to_stored_files_is_reported_by_verify_and_refused_by_restore() {
         assert_eq!(
             out.status.code(),
             Some(3),
-            "case {rel:?} {damage:?}: verify did not report damage:\n{text}"
+            "case {case}: verify did not report damage:\n{text}"
         );
-        if rel.ends_with("kyrodb-backup.json") {
-            assert!(text.contains("kyrodb-backup.json"), "{text}");
+        if opens_repository(rel) {
+            // No backup can be read, so none is named: the object is (a deleted key slot,
+            // whose name nothing else records, by its folder: the repository has no slot).
+            let name = match damage {
+                Damage::Delete if rel.starts_with("keys") => "keys/".into(),
+                _ => rel.to_string_lossy(),
+            };
+            assert!(
+                text.contains(name.as_ref()),
+                "case {case}: {name} not named:\n{text}"
+            );
         } else {
             assert!(
                 hit.iter().any(|id| text.contains(id.as_str())),
-                "case {rel:?} {damage:?}: no affected backup named:\n{text}"
+                "case {case}: no affected backup named:\n{text}"
             );
         }
-        // Restoring an affected backup refuses before touching the target.
-        for id in hit.iter().take(1) {
+        // Restoring an affected backup (any backup, when what opens the repository is
+        // damaged) refuses before touching the target.
+        let restore = if opens_repository(rel) {
+            vec![first_backup.clone()]
+        } else {
+            hit.into_iter().take(1).collect()
+        };
+        for id in &restore {
             let target = work.path().join(format!("target-{i}"));
             copy_fixture_data("v4-wal-only", &target);
             let before = tree(&target);
-            let out = kb()
+            let out = kb_for(p.encrypted)
                 .backup_dir(&repo)
                 .data_dir(&target)
                 .args(["restore", "--backup-id", id])
@@ -256,21 +374,24 @@ fn every_damage_to_stored_files_is_reported_by_verify_and_refused_by_restore() {
                 .unwrap();
             assert!(
                 !out.status.success(),
-                "case {rel:?} {damage:?}: restore of {id} succeeded"
+                "case {case}: restore of {id} succeeded"
             );
-            assert_eq!(
-                tree(&target),
-                before,
-                "case {rel:?} {damage:?}: target touched"
-            );
+            assert_eq!(tree(&target), before, "case {case}: target touched");
             fs::remove_dir_all(&target).unwrap();
         }
         fs::remove_dir_all(&repo).unwrap();
         caught += 1;
     }
     eprintln!(
-        "corruption matrix: {caught} of {} cases run and caught ({} in the full matrix)",
+        "corruption matrix ({}): {caught} of {} cases run and caught ({} on the marker and key \
+         slots; {} in the full matrix) in {:.1} s",
+        if encrypted { "encrypted" } else { "plain" },
         selected.len(),
-        all.len()
+        selected
+            .iter()
+            .filter(|(rel, _)| opens_repository(rel))
+            .count(),
+        all.len(),
+        started.elapsed().as_secs_f64()
     );
 }
