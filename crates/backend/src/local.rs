@@ -169,7 +169,7 @@ impl Backend for LocalBackend {
             ));
         }
         let mut bytes = Vec::with_capacity(len as usize);
-        file.take(limit + 1)
+        file.take(limit.saturating_add(1))
             .read_to_end(&mut bytes)
             .map_err(|e| io(&self.root.join(key), e))?;
         if bytes.len() as u64 > limit {

@@ -278,6 +278,9 @@ pub fn init_encrypted(
 ///
 /// [`Error::AlreadyExists`] when it holds one; the store's errors.
 pub fn init_plain(backend: Arc<dyn Backend>) -> Result<Repository> {
+    if !Repository::exists_on(&backend)? {
+        Repository::refuse_unfinished_encrypted(&backend)?;
+    }
     if Repository::exists_on(&backend)?
         || Repository::write_marker(&backend, &Repository::plain_marker())? == Written::Existed
     {
@@ -420,5 +423,498 @@ impl Repository {
         self.raw_backend().delete(key)?;
         self.raw_backend().sync()?;
         Ok(key.trim_start_matches(&format!("{KEYS_DIR}/")).to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use kyrodb_backup_backend::{Backend, LocalBackend};
+    use kyrodb_backup_crypto::{is_sealed, KdfParams, Secret};
+
+    use super::{init_encrypted, init_plain, InitOptions, KeySource, Unlocker};
+    use crate::error::Error;
+    use crate::repository::Repository;
+
+    /// Argon2id as cheap as it goes: these tests are about slots, not their cost.
+    const KDF: KdfParams = KdfParams {
+        memory_kib: 64,
+        iterations: 1,
+        parallelism: 1,
+    };
+    const NOW: u64 = 1_800_000_000;
+    const CHAIN: &str = "0190a1b2-c3d4-4e5f-8a9b-0c1d2e3f4a5b";
+
+    fn opts() -> InitOptions {
+        InitOptions { kdf: KDF, now: NOW }
+    }
+
+    fn store(root: &Path) -> Arc<dyn Backend> {
+        Arc::new(LocalBackend::new(root.to_path_buf()))
+    }
+
+    fn open(root: &Path, passphrase: &str) -> crate::Result<Repository> {
+        Repository::open_with(store(root), Some(&Unlocker::passphrase(passphrase)))
+    }
+
+    /// The encrypted repository at `root`, made with `passphrase`.
+    fn made(root: &Path, passphrase: &str) -> Repository {
+        init_encrypted(store(root), passphrase.as_bytes(), &opts()).unwrap()
+    }
+
+    /// The slot files under `root/keys`, sorted.
+    fn slot_files(root: &Path) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = match std::fs::read_dir(root.join("keys")) {
+            Ok(entries) => entries.map(|e| e.unwrap().path()).collect(),
+            Err(_) => Vec::new(),
+        };
+        out.sort();
+        out
+    }
+
+    fn file_name(p: &Path) -> String {
+        p.file_name().unwrap().to_string_lossy().into_owned()
+    }
+
+    /// Changes one hex digit of a slot's wrapped key on disk, as a flipped bit would.
+    fn damage_slot(path: &Path) {
+        let mut bytes = std::fs::read(path).unwrap();
+        let at = bytes
+            .windows(12)
+            .position(|w| w == b"\"wrapped\": \"")
+            .unwrap()
+            + 12
+            + 40;
+        bytes[at] = if bytes[at] == b'0' { b'1' } else { b'0' };
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    /// A passphrase source that counts how often it is asked.
+    #[derive(Debug)]
+    struct Counting {
+        passphrase: &'static str,
+        asked: AtomicUsize,
+    }
+
+    impl KeySource for Counting {
+        fn passphrase(&self, _location: &str) -> std::result::Result<Secret, String> {
+            self.asked.fetch_add(1, Ordering::SeqCst);
+            Ok(Secret::new(self.passphrase.as_bytes().to_vec()))
+        }
+    }
+
+    /// A source with no passphrase to give.
+    #[derive(Debug)]
+    struct NoTerminal;
+
+    impl KeySource for NoTerminal {
+        fn passphrase(&self, _location: &str) -> std::result::Result<Secret, String> {
+            Err("no terminal to ask on".into())
+        }
+    }
+
+    #[test]
+    fn an_encrypted_repository_opens_with_its_passphrase_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("repo");
+        let repo = made(&root, "correct horse");
+        assert!(repo.is_encrypted());
+        let marker = std::fs::read_to_string(root.join("kyrodb-backup.json")).unwrap();
+        assert!(
+            marker.contains(&repo.master().unwrap().key_id()),
+            "{marker}"
+        );
+        assert_eq!(slot_files(&root).len(), 1);
+
+        let opened = open(&root, "correct horse").unwrap();
+        assert!(opened.is_encrypted());
+        assert_eq!(
+            opened.master().unwrap().key_id(),
+            repo.master().unwrap().key_id()
+        );
+
+        match open(&root, "wrong horse") {
+            Err(Error::WrongPassphrase { location, slots }) => {
+                assert_eq!((location.as_str(), slots), (root.to_str().unwrap(), 1));
+            }
+            other => panic!("expected WrongPassphrase, got {other:?}"),
+        }
+        for unlock in [None, Some(Unlocker::new(Arc::new(NoTerminal)))] {
+            match Repository::open_with(store(&root), unlock.as_ref()) {
+                Err(Error::KeyRequired { location, why }) => {
+                    assert_eq!(location, root.to_str().unwrap());
+                    assert!(unlock.is_none() || why == "no terminal to ask on", "{why}");
+                }
+                other => panic!("expected KeyRequired, got {other:?}"),
+            }
+        }
+        assert!(matches!(
+            Repository::open(&root),
+            Err(Error::KeyRequired { .. })
+        ));
+    }
+
+    #[test]
+    fn an_unlocker_asks_once_and_its_clones_remember() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("repo");
+        made(&root, "pass");
+        let source = Arc::new(Counting {
+            passphrase: "pass",
+            asked: AtomicUsize::new(0),
+        });
+        let unlock = Unlocker::new(Arc::clone(&source) as Arc<dyn KeySource>);
+        for _ in 0..3 {
+            Repository::open_with(store(&root), Some(&unlock)).unwrap();
+        }
+        Repository::open_with(store(&root), Some(&unlock.clone())).unwrap();
+        assert_eq!(source.asked.load(Ordering::SeqCst), 1);
+        // Another unlocker remembers nothing of it.
+        let fresh = Unlocker::new(Arc::clone(&source) as Arc<dyn KeySource>);
+        Repository::open_with(store(&root), Some(&fresh)).unwrap();
+        assert_eq!(source.asked.load(Ordering::SeqCst), 2);
+        // A plain repository never asks.
+        let plain = tmp.path().join("plain");
+        init_plain(store(&plain)).unwrap();
+        let opened = Repository::open_with(store(&plain), Some(&fresh)).unwrap();
+        assert!(!opened.is_encrypted());
+        let never = Arc::new(Counting {
+            passphrase: "pass",
+            asked: AtomicUsize::new(0),
+        });
+        let unlock = Unlocker::new(Arc::clone(&never) as Arc<dyn KeySource>);
+        Repository::open_with(store(&plain), Some(&unlock)).unwrap();
+        assert_eq!(never.asked.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_repository_is_made_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("repo");
+        made(&root, "first");
+        let marker = std::fs::read(root.join("kyrodb-backup.json")).unwrap();
+        let slots = slot_files(&root);
+        assert!(matches!(
+            init_encrypted(store(&root), b"second", &opts()),
+            Err(Error::AlreadyExists(_))
+        ));
+        assert!(matches!(
+            init_plain(store(&root)),
+            Err(Error::AlreadyExists(_))
+        ));
+        // Nothing changed: the same marker and slot, and only the first passphrase opens it.
+        assert_eq!(
+            std::fs::read(root.join("kyrodb-backup.json")).unwrap(),
+            marker
+        );
+        assert_eq!(slot_files(&root), slots);
+        open(&root, "first").unwrap();
+        assert!(matches!(
+            open(&root, "second"),
+            Err(Error::WrongPassphrase { slots: 1, .. })
+        ));
+
+        let plain = tmp.path().join("plain");
+        init_plain(store(&plain)).unwrap();
+        assert!(matches!(
+            init_encrypted(store(&plain), b"p", &opts()),
+            Err(Error::AlreadyExists(_))
+        ));
+        assert!(matches!(
+            init_plain(store(&plain)),
+            Err(Error::AlreadyExists(_))
+        ));
+        assert!(slot_files(&plain).is_empty());
+    }
+
+    #[test]
+    fn added_slots_open_and_removing_keeps_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("repo");
+        let repo = made(&root, "one");
+        let first = file_name(&slot_files(&root)[0]);
+        let second = repo.add_key_slot(b"two", KDF, NOW + 60).unwrap();
+        assert_ne!(first, second);
+        assert_eq!(slot_files(&root).len(), 2);
+        let key_id = repo.master().unwrap().key_id();
+        for p in ["one", "two"] {
+            assert_eq!(open(&root, p).unwrap().master().unwrap().key_id(), key_id);
+        }
+        assert!(matches!(
+            open(&root, "three"),
+            Err(Error::WrongPassphrase { slots: 2, .. })
+        ));
+
+        let slots = repo.key_slots(Some(b"two")).unwrap();
+        assert_eq!(slots.len(), 2);
+        for s in &slots {
+            assert_eq!(s.problem, None);
+            assert_eq!(s.kdf, KDF);
+            assert_eq!(s.current, s.id == second, "{s:?}");
+            assert_eq!(s.created, if s.id == second { NOW + 60 } else { NOW });
+        }
+
+        // Ids shorter than 4 characters, and ids of no slot, are refused.
+        assert!(matches!(
+            repo.remove_key_slot(&first[..3]),
+            Err(Error::KeyRefused(_))
+        ));
+        assert!(matches!(
+            repo.remove_key_slot("zzzzzzzz"),
+            Err(Error::KeyRefused(_))
+        ));
+        // By a prefix: the other passphrase still opens, the removed one does not.
+        assert_eq!(repo.remove_key_slot(&first[..6]).unwrap(), first);
+        assert_eq!(slot_files(&root).len(), 1);
+        open(&root, "two").unwrap();
+        assert!(matches!(
+            open(&root, "one"),
+            Err(Error::WrongPassphrase { slots: 1, .. })
+        ));
+        // The last one stays.
+        assert!(matches!(
+            repo.remove_key_slot(&second),
+            Err(Error::KeyRefused(_))
+        ));
+        assert_eq!(file_name(&slot_files(&root)[0]), second);
+        open(&root, "two").unwrap();
+    }
+
+    #[test]
+    fn a_plain_repository_has_no_keys() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("plain");
+        let repo = init_plain(store(&root)).unwrap();
+        assert!(!repo.is_encrypted());
+        assert!(matches!(repo.key_slots(None), Err(Error::KeyRefused(_))));
+        assert!(matches!(
+            repo.add_key_slot(b"p", KDF, NOW),
+            Err(Error::KeyRefused(_))
+        ));
+        assert!(matches!(
+            repo.remove_key_slot("abcdef"),
+            Err(Error::KeyRefused(_))
+        ));
+        assert!(slot_files(&root).is_empty());
+        // A slot beside a plain marker: the marker of an encrypted repository was replaced.
+        std::fs::create_dir_all(root.join("keys")).unwrap();
+        std::fs::write(root.join("keys/0123456789abcdef"), b"{}").unwrap();
+        match Repository::open_with(store(&root), Some(&Unlocker::passphrase("p"))) {
+            Err(Error::Damaged(m)) => assert!(m.contains("holds key slots"), "{m}"),
+            other => panic!("expected Damaged, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_damaged_slot_is_passed_over_when_another_opens() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("repo");
+        let repo = made(&root, "one");
+        let first = slot_files(&root)[0].clone();
+        let second = repo.add_key_slot(b"two", KDF, NOW).unwrap();
+        damage_slot(&first);
+        open(&root, "two").unwrap();
+        // The passphrase of the damaged slot opens no intact one: damage, naming the slot.
+        match open(&root, "one") {
+            Err(Error::Damaged(m)) => assert!(m.contains(&file_name(&first)), "{m}"),
+            other => panic!("expected Damaged, got {other:?}"),
+        }
+        let slots = repo.key_slots(Some(b"two")).unwrap();
+        let damaged = slots.iter().find(|s| s.id == file_name(&first)).unwrap();
+        assert!(damaged.problem.is_some() && !damaged.current, "{damaged:?}");
+        let intact = slots.iter().find(|s| s.id == second).unwrap();
+        assert!(intact.problem.is_none() && intact.current, "{intact:?}");
+        // A damaged slot does not count as a way in: the intact one cannot be removed.
+        assert!(matches!(
+            repo.remove_key_slot(&second),
+            Err(Error::KeyRefused(_))
+        ));
+        // The damaged one can.
+        repo.remove_key_slot(&file_name(&first)).unwrap();
+        assert_eq!(slot_files(&root).len(), 1);
+        open(&root, "two").unwrap();
+    }
+
+    #[test]
+    fn a_damaged_sole_slot_is_damage_not_a_wrong_passphrase() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("repo");
+        made(&root, "one");
+        let slot = slot_files(&root)[0].clone();
+        damage_slot(&slot);
+        for p in ["one", "other"] {
+            match open(&root, p) {
+                Err(Error::Damaged(m)) => {
+                    assert!(m.contains(&format!("keys/{}", file_name(&slot))), "{m}");
+                }
+                other => panic!("expected Damaged, got {other:?}"),
+            }
+        }
+        // A slot that names itself otherwise than its object is damaged too.
+        let tmp2 = tempfile::tempdir().unwrap();
+        let root2 = tmp2.path().join("repo");
+        made(&root2, "one");
+        let slot = slot_files(&root2)[0].clone();
+        std::fs::rename(&slot, root2.join("keys/0000000000000000")).unwrap();
+        match open(&root2, "one") {
+            Err(Error::Damaged(m)) => assert!(m.contains("names itself"), "{m}"),
+            other => panic!("expected Damaged, got {other:?}"),
+        }
+        // No slot at all.
+        std::fs::remove_file(root2.join("keys/0000000000000000")).unwrap();
+        match open(&root2, "one") {
+            Err(Error::Damaged(m)) => assert!(m.contains("holds no key slot"), "{m}"),
+            other => panic!("expected Damaged, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_slot_of_a_killed_init_is_removed_by_the_next() {
+        let tmp = tempfile::tempdir().unwrap();
+        // A slot of a master no marker names, as an init killed before its marker leaves.
+        let other = tmp.path().join("other");
+        made(&other, "pass");
+        let stray = slot_files(&other)[0].clone();
+        let root = tmp.path().join("repo");
+        std::fs::create_dir_all(root.join("keys")).unwrap();
+        std::fs::copy(&stray, root.join("keys").join(file_name(&stray))).unwrap();
+        assert!(!Repository::exists_on(&store(&root)).unwrap());
+
+        let repo = made(&root, "pass");
+        let slots = slot_files(&root);
+        assert_eq!(slots.len(), 1, "{slots:?}");
+        assert_ne!(file_name(&slots[0]), file_name(&stray));
+        assert_eq!(repo.key_slots(None).unwrap().len(), 1);
+        let opened = open(&root, "pass").unwrap();
+        assert_eq!(
+            opened.master().unwrap().key_id(),
+            repo.master().unwrap().key_id()
+        );
+    }
+
+    #[test]
+    fn the_slot_of_another_repository_is_not_a_way_in() {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = tmp.path().join("a");
+        let b = tmp.path().join("b");
+        made(&a, "shared");
+        let repo_b = made(&b, "b's own");
+        let foreign = slot_files(&a)[0].clone();
+        std::fs::copy(&foreign, b.join("keys").join(file_name(&foreign))).unwrap();
+
+        // The passphrase opens only the foreign slot: damage, naming it and the marker.
+        match open(&b, "shared") {
+            Err(Error::Damaged(m)) => {
+                assert!(m.contains(&format!("keys/{}", file_name(&foreign))), "{m}");
+                assert!(m.contains("kyrodb-backup.json"), "{m}");
+            }
+            other => panic!("expected Damaged, got {other:?}"),
+        }
+        // B's own passphrase still opens it, whatever order the slots are tried in.
+        let opened = open(&b, "b's own").unwrap();
+        assert_eq!(
+            opened.master().unwrap().key_id(),
+            repo_b.master().unwrap().key_id()
+        );
+        let slots = repo_b.key_slots(Some(b"shared")).unwrap();
+        let listed = slots.iter().find(|s| s.id == file_name(&foreign)).unwrap();
+        assert_eq!(
+            listed.problem.as_deref(),
+            Some("the key of another repository")
+        );
+        assert!(slots.iter().all(|s| !s.current));
+    }
+
+    #[test]
+    fn chunks_are_named_by_the_repository_key() {
+        let tmp = tempfile::tempdir().unwrap();
+        let plain = init_plain(store(&tmp.path().join("plain"))).unwrap();
+        let enc = made(&tmp.path().join("enc"), "p");
+        let enc_again = open(&tmp.path().join("enc"), "p").unwrap();
+        let other = made(&tmp.path().join("other"), "p");
+        let bytes = b"the same bytes in every repository".repeat(100);
+
+        let (in_plain, _) = plain.chain_store(CHAIN).unwrap().put(&bytes).unwrap();
+        let (in_enc, written) = enc.chain_store(CHAIN).unwrap().put(&bytes).unwrap();
+        let (in_other, _) = other.chain_store(CHAIN).unwrap().put(&bytes).unwrap();
+        assert!(written > 0);
+        assert_eq!(in_plain.size, in_enc.size);
+        assert_eq!(
+            in_plain.hash,
+            kyrodb_backup_format::repo::ContentHash::of(&bytes)
+        );
+        assert_ne!(in_plain.hash, in_enc.hash);
+        assert_ne!(in_enc.hash, in_other.hash);
+        // Another handle on the same repository names it the same, and finds it.
+        let again = enc_again.chain_store(CHAIN).unwrap();
+        assert_eq!(again.id_of(&bytes), in_enc.hash);
+        assert!(again.contains(in_enc.hash));
+        assert_eq!(again.get(&in_enc).unwrap(), bytes);
+        // Stored sealed, under the keyed name.
+        let key = again.chunk_key(in_enc.hash);
+        let raw = std::fs::read(tmp.path().join("enc").join(&key)).unwrap();
+        assert!(is_sealed(&raw));
+        assert!(!tmp
+            .path()
+            .join("enc")
+            .join(again.chunk_key(in_plain.hash))
+            .exists());
+
+        let store = |r: &Repository| r.chain_store(CHAIN).unwrap();
+        assert!(store(&enc).same_naming(&store(&enc_again)));
+        assert!(store(&enc_again).same_naming(&store(&enc)));
+        assert!(store(&plain).same_naming(&store(&plain)));
+        assert!(!store(&plain).same_naming(&store(&enc)));
+        assert!(!store(&enc).same_naming(&store(&plain)));
+        assert!(!store(&enc).same_naming(&store(&other)));
+    }
+
+    /// The location an `init --encrypt` killed before its marker leaves: a slot and no marker.
+    fn killed_encrypted_init(tmp: &Path) -> PathBuf {
+        let other = tmp.join("other");
+        made(&other, "pass");
+        let stray = slot_files(&other)[0].clone();
+        let root = tmp.join("repo");
+        std::fs::create_dir_all(root.join("keys")).unwrap();
+        std::fs::copy(&stray, root.join("keys").join(file_name(&stray))).unwrap();
+        root
+    }
+
+    /// What a make that ran over the stray slot of a killed encrypted init left is usable:
+    /// either it made a repository that opens, or it failed and left no marker, so the
+    /// encrypted init that was meant can still be run.
+    fn assert_usable_after(root: &Path, made_plain: crate::Result<Repository>) {
+        match made_plain {
+            Ok(_) => {
+                Repository::open_on(store(root)).unwrap();
+            }
+            Err(e) => {
+                assert!(
+                    !root.join("kyrodb-backup.json").exists(),
+                    "it failed ({e}) but left its plain marker beside the stray slot: \
+                     every later open is Damaged, and init --encrypt says AlreadyExists ({:?})",
+                    init_encrypted(store(root), b"pass", &opts()).map(|_| ())
+                );
+                made(root, "pass");
+            }
+        }
+    }
+
+    #[test]
+    fn a_plain_init_over_the_slot_of_a_killed_encrypted_init_leaves_a_usable_location() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = killed_encrypted_init(tmp.path());
+        assert_usable_after(&root, init_plain(store(&root)));
+    }
+
+    #[test]
+    fn a_create_over_the_slot_of_a_killed_encrypted_init_leaves_a_usable_location() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = killed_encrypted_init(tmp.path());
+        // What `create` (and a copy's target) does with a location that holds no repository.
+        assert_usable_after(&root, Repository::open_or_init_on(store(&root)));
     }
 }

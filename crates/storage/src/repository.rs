@@ -314,8 +314,26 @@ impl Repository {
             Err(Error::NotARepository(_)) => {}
             other => return other,
         }
+        Self::refuse_unfinished_encrypted(&backend)?;
         Self::write_marker(&backend, &config_bytes(REPOSITORY_VERSION, None))?;
         Self::open_with(backend, unlock)
+    }
+
+    /// Refuses to make a plain repository where key slots wait without a marker: an encrypted
+    /// repository was being made there and its run stopped before its commit point. Making the
+    /// encrypted one again removes them; a plain marker beside them would read as an
+    /// encrypted repository's marker replaced.
+    pub(crate) fn refuse_unfinished_encrypted(backend: &Arc<dyn Backend>) -> Result<()> {
+        if backend
+            .list(&format!("{}/", crate::sealed::KEYS_DIR))?
+            .is_empty()
+        {
+            return Ok(());
+        }
+        Err(Error::AlreadyExists(format!(
+            "{} holds key slots but no marker: an encrypted repository was being made there and did not finish (making it again removes them)",
+            backend.location()
+        )))
     }
 
     /// Writes the marker create-only (another run making the same repository at the same time
