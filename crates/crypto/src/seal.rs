@@ -275,6 +275,42 @@ impl Sealer {
     /// Opens the segments of an object of `plain_total` plaintext bytes that hold its first
     /// `want` bytes (at least the first segment). `body` is the object after its header, and
     /// holds at least those segments.
+    /// [`Sealer::open`] of a sealed object the caller gives up: decrypted where it lies, each
+    /// segment's plaintext moved down over the header and the tags before it, so no second
+    /// buffer of the object's size is needed.
+    ///
+    /// # Errors
+    ///
+    /// As [`Sealer::open`].
+    pub fn open_owned(&self, object_key: &str, mut sealed: Vec<u8>) -> Result<Vec<u8>> {
+        let header = read_header(&sealed)?;
+        let plain_total = plain_len(sealed.len() as u64)
+            .ok_or_else(|| damaged("its length fits no sealed object"))?;
+        let total = segments(plain_total);
+        let cipher = self.object_cipher(&header)?;
+        let aad = aad(&header, object_key);
+        for index in 0..total {
+            let seg_plain = (plain_total - index * SEGMENT_U64).min(SEGMENT_U64) as usize;
+            let dst = (index * SEGMENT_U64) as usize;
+            let src = HEADER_LEN + (index * SEALED_SEGMENT) as usize;
+            cipher
+                .open_within(
+                    nonce(index, index + 1 == total),
+                    Aad::from(&aad[..]),
+                    &mut sealed[dst..src + seg_plain + TAG_LEN],
+                    src - dst..,
+                )
+                .map_err(|_| {
+                    damaged(format!(
+                        "segment {index} does not authenticate \
+                         (changed, truncated, or moved from another object)"
+                    ))
+                })?;
+        }
+        sealed.truncate(plain_total as usize);
+        Ok(sealed)
+    }
+
     fn open_segments(
         &self,
         object_key: &str,
@@ -312,6 +348,44 @@ impl Sealer {
         }
         out.truncate(want as usize);
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod open_owned_tests {
+    use super::{sealed_len, Sealer, SEGMENT};
+    use crate::MasterKey;
+
+    #[test]
+    fn opening_in_place_gives_what_open_gives_and_refuses_what_it_refuses() {
+        let master = MasterKey::generate().unwrap();
+        let keys = master.keys();
+        let sealer: &Sealer = keys.sealer();
+        for len in [0, 1, SEGMENT - 1, SEGMENT, SEGMENT + 1, 3 * SEGMENT + 5] {
+            let plain: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+            let sealed = sealer.seal("chains/x/chunks/ab/cd", &plain).unwrap();
+            assert_eq!(sealed.len() as u64, sealed_len(len as u64));
+            assert_eq!(
+                sealer
+                    .open_owned("chains/x/chunks/ab/cd", sealed.clone())
+                    .unwrap(),
+                plain
+            );
+            assert!(sealer
+                .open_owned("chains/x/chunks/ab/ce", sealed.clone())
+                .is_err());
+            for at in [0, 8, 12, 44, sealed.len() / 2, sealed.len() - 1] {
+                let mut bad = sealed.clone();
+                bad[at] ^= 1;
+                assert!(
+                    sealer.open_owned("chains/x/chunks/ab/cd", bad).is_err(),
+                    "{len} {at}"
+                );
+            }
+            let mut short = sealed.clone();
+            short.pop();
+            assert!(sealer.open_owned("chains/x/chunks/ab/cd", short).is_err());
+        }
     }
 }
 

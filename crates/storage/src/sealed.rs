@@ -92,7 +92,7 @@ impl Backend for SealedBackend {
         let sealed = self.inner.read(key, sealed_len(limit))?;
         let plain = self
             .sealer
-            .open(key, &sealed)
+            .open_owned(key, sealed)
             .map_err(|e| self.damaged(key, &e))?;
         if plain.len() as u64 > limit {
             return Err(Error::Damaged {
