@@ -360,31 +360,31 @@ mod open_owned_tests {
     fn opening_in_place_gives_what_open_gives_and_refuses_what_it_refuses() {
         let master = MasterKey::generate().unwrap();
         let keys = master.keys();
-        let sealer: &Sealer = keys.sealer();
+        let object_sealer: &Sealer = keys.sealer();
         for len in [0, 1, SEGMENT - 1, SEGMENT, SEGMENT + 1, 3 * SEGMENT + 5] {
             let plain: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
-            let sealed = sealer.seal("chains/x/chunks/ab/cd", &plain).unwrap();
-            assert_eq!(sealed.len() as u64, sealed_len(len as u64));
+            let boxed = object_sealer.seal("chains/x/chunks/ab/cd", &plain).unwrap();
+            assert_eq!(boxed.len() as u64, sealed_len(len as u64));
             assert_eq!(
                 sealer
-                    .open_owned("chains/x/chunks/ab/cd", sealed.clone())
+                    .open_owned("chains/x/chunks/ab/cd", boxed.clone())
                     .unwrap(),
                 plain
             );
             assert!(sealer
-                .open_owned("chains/x/chunks/ab/ce", sealed.clone())
+                .open_owned("chains/x/chunks/ab/ce", boxed.clone())
                 .is_err());
-            for at in [0, 8, 12, 44, sealed.len() / 2, sealed.len() - 1] {
-                let mut bad = sealed.clone();
+            for at in [0, 8, 12, 44, boxed.len() / 2, boxed.len() - 1] {
+                let mut bad = boxed.clone();
                 bad[at] ^= 1;
                 assert!(
-                    sealer.open_owned("chains/x/chunks/ab/cd", bad).is_err(),
+                    object_sealer.open_owned("chains/x/chunks/ab/cd", bad).is_err(),
                     "{len} {at}"
                 );
             }
-            let mut short = sealed.clone();
+            let mut short = boxed.clone();
             short.pop();
-            assert!(sealer.open_owned("chains/x/chunks/ab/cd", short).is_err());
+            assert!(object_sealer.open_owned("chains/x/chunks/ab/cd", short).is_err());
         }
     }
 }
