@@ -366,25 +366,29 @@ mod open_owned_tests {
             let boxed = object_sealer.seal("chains/x/chunks/ab/cd", &plain).unwrap();
             assert_eq!(boxed.len() as u64, sealed_len(len as u64));
             assert_eq!(
-                sealer
+                object_sealer
                     .open_owned("chains/x/chunks/ab/cd", boxed.clone())
                     .unwrap(),
                 plain
             );
-            assert!(sealer
+            assert!(object_sealer
                 .open_owned("chains/x/chunks/ab/ce", boxed.clone())
                 .is_err());
             for at in [0, 8, 12, 44, boxed.len() / 2, boxed.len() - 1] {
                 let mut bad = boxed.clone();
                 bad[at] ^= 1;
                 assert!(
-                    object_sealer.open_owned("chains/x/chunks/ab/cd", bad).is_err(),
+                    object_sealer
+                        .open_owned("chains/x/chunks/ab/cd", bad)
+                        .is_err(),
                     "{len} {at}"
                 );
             }
             let mut short = boxed.clone();
             short.pop();
-            assert!(object_sealer.open_owned("chains/x/chunks/ab/cd", short).is_err());
+            assert!(object_sealer
+                .open_owned("chains/x/chunks/ab/cd", short)
+                .is_err());
         }
     }
 }
