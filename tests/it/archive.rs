@@ -22,6 +22,8 @@ pub(crate) struct Repo {
     pub arg: String,
     pub env: Vec<(String, String)>,
     pub home: Option<PathBuf>,
+    /// Encrypted with [`PASSPHRASE`], which every command gets ([`Repo::encrypted`]).
+    pub encrypted: bool,
 }
 
 impl Repo {
@@ -30,6 +32,7 @@ impl Repo {
             arg: dir.display().to_string(),
             env: Vec::new(),
             home: None,
+            encrypted: false,
         }
     }
 
@@ -41,20 +44,53 @@ impl Repo {
             arg: format!("s3://backups/{prefix}"),
             env,
             home: Some(home.to_path_buf()),
+            encrypted: false,
         }
     }
 
-    pub(crate) fn process(&self, data: &Path) -> std::process::Command {
+    /// Makes the (not yet existing) repository an encrypted one, as `init --encrypt` with
+    /// [`PASSPHRASE`] and [`CHEAP_KDF`] does (in the repository's own environment, which
+    /// names a bucket's endpoint); every command run through it then gets the passphrase.
+    pub(crate) fn encrypted(mut self) -> Self {
+        self.encrypted = true;
+        let out = self
+            .command()
+            .args(["init", "--encrypt"])
+            .args(CHEAP_KDF)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "init --encrypt failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self
+    }
+
+    /// The directory of a repository on disk.
+    pub(crate) fn dir(&self) -> Option<&Path> {
+        (!self.arg.starts_with("s3://")).then(|| Path::new(&self.arg))
+    }
+
+    /// The binary pointed at the repository (and given its passphrase when encrypted).
+    fn command(&self) -> std::process::Command {
         let mut c = kb_process();
         c.env_remove("AWS_PROFILE")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .arg("--data-dir")
-            .arg(data)
             .arg("--backup-dir")
             .arg(&self.arg);
         if let Some(h) = &self.home {
             c.env("HOME", h);
         }
+        if self.encrypted {
+            c.env("KYRODB_BACKUP_PASSWORD", PASSPHRASE);
+        }
+        c
+    }
+
+    pub(crate) fn process(&self, data: &Path) -> std::process::Command {
+        let mut c = self.command();
+        c.arg("--data-dir").arg(data);
         c
     }
 }
@@ -371,6 +407,11 @@ pub(crate) fn soak(repo: &Repo, work: &Path, secs: u64, kills: u64, seed: u64) -
         }
         let killed_at = now();
         events.extend(archiver.kill());
+        if let (true, Some(dir)) = (repo.encrypted, repo.dir()) {
+            // What a killed archiver left behind (its lease too) is sealed as well.
+            let keys = assert_sealed(local_objects(dir));
+            assert!(keys.contains(&"locks/archive.json".to_string()), "{keys:?}");
+        }
         if k % 2 == 1 {
             // Frames the engine compacts away while nothing follows it: a gap.
             std::thread::sleep(Duration::from_millis(300));
@@ -450,12 +491,158 @@ pub(crate) fn soak(repo: &Repo, work: &Path, secs: u64, kills: u64, seed: u64) -
 
 #[test]
 fn every_second_restores_exactly_across_kills_on_a_local_repository() {
-    on_disk(|repo, work| assert!(soak(repo, work, 14, 3, 7).0 >= 10));
+    on_disk(|repo, work| {
+        kills_then_objects(repo, work, 14, 3, 7, &|| local_objects(repo.dir().unwrap()));
+    });
+}
+
+#[test]
+fn every_second_restores_exactly_across_kills_on_an_encrypted_repository() {
+    on_encrypted_disk(|repo, work| {
+        kills_then_objects(repo, work, 10, 2, 7, &|| local_objects(repo.dir().unwrap()));
+    });
 }
 
 #[test]
 fn every_second_restores_exactly_across_kills_on_a_bucket() {
     on_bucket(|repo, work| assert!(soak(repo, work, 12, 2, 11).0 >= 8));
+}
+
+#[test]
+fn every_second_restores_exactly_across_kills_on_an_encrypted_bucket() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = S3Server::start();
+    server.create_bucket("backups");
+    let repo = Repo::bucket(&server, "prod", tmp.path()).encrypted();
+    kills_then_objects(&repo, tmp.path(), 8, 1, 11, &|| {
+        server
+            .list_keys("backups", "prod/")
+            .into_iter()
+            .map(|(key, _)| {
+                let bytes = server.get("backups", &key).unwrap();
+                (key["prod/".len()..].to_string(), bytes)
+            })
+            .collect()
+    });
+}
+
+/// [`soak`] (with at least all but 4 seconds checked), then: `verify --all` passes, and the
+/// repository's `objects` (key, bytes) are all sealed and show no plaintext when it is
+/// encrypted; when it is plain, they show the plaintext looked for (the needles are real).
+fn kills_then_objects(
+    repo: &Repo,
+    work: &Path,
+    secs: u64,
+    kills: u64,
+    seed: u64,
+    objects: &dyn Fn() -> Vec<(String, Vec<u8>)>,
+) {
+    assert!(soak(repo, work, secs, kills, seed).0 >= secs - 4);
+    if repo.encrypted {
+        let keys = assert_sealed(objects());
+        for kind in ["/wal/", "/bases/", "/chunks/", "/observed.json"] {
+            assert!(
+                keys.iter()
+                    .any(|k| k.starts_with("archive/") && k.contains(kind)),
+                "no {kind} object among {keys:?}"
+            );
+        }
+    } else {
+        let shown: std::collections::BTreeSet<&str> = objects()
+            .iter()
+            .flat_map(|(_, bytes)| plaintext_in(bytes))
+            .collect();
+        // (Not `wal_`: pieces are named by sequence numbers, and a base's MANIFEST lists no
+        // segment.)
+        for needle in NEEDLES.iter().map(|(what, _)| *what).chain(["snapshot_"]) {
+            assert!(
+                shown.contains(&needle),
+                "a plain archive shows {needle}; it shows {shown:?}"
+            );
+        }
+    }
+    let out = repo
+        .process(&work.join("data"))
+        .args(["verify", "--all", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(r["archive"][0]["pieces"].as_u64().unwrap() > 0, "{r}");
+}
+
+/// Every object of a repository on disk: its key and bytes.
+fn local_objects(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    walk(dir)
+        .into_iter()
+        .map(|p| {
+            let key = p.strip_prefix(dir).unwrap().display().to_string();
+            (key, std::fs::read(&p).unwrap())
+        })
+        .collect()
+}
+
+/// Plaintext an archive of the [`Writer`]'s engine holds, as its bytes: the metadata of its
+/// inserts and updates as the WAL encodes it (a length, then the bytes), and the JSON fields
+/// of `observed.json` and of leases.
+const NEEDLES: [(&str, &[u8]); 4] = [
+    ("the metadata key seed", b"\x04\0\0\0\0\0\0\0seed"),
+    (
+        "the metadata tag=u",
+        b"\x03\0\0\0\0\0\0\0tag\x01\0\0\0\0\0\0\0u",
+    ),
+    ("the field last_seq", b"\"last_seq\""),
+    ("the field pid", b"\"pid\""),
+];
+
+/// The data dir's file names (a prefix, then at least 10 digits).
+const FILE_NAMES: [&str; 2] = ["wal_", "snapshot_"];
+
+/// The [`NEEDLES`] and [`FILE_NAMES`] that `bytes` holds.
+fn plaintext_in(bytes: &[u8]) -> Vec<&'static str> {
+    let mut found: Vec<&str> = NEEDLES
+        .iter()
+        .filter(|(_, n)| bytes.windows(n.len()).any(|w| w == *n))
+        .map(|(what, _)| *what)
+        .collect();
+    for name in FILE_NAMES {
+        let n = name.len();
+        if bytes
+            .windows(n + 10)
+            .any(|w| w.starts_with(name.as_bytes()) && w[n..].iter().all(u8::is_ascii_digit))
+        {
+            found.push(name);
+        }
+    }
+    found
+}
+
+/// Asserts that every object of an encrypted repository (key, bytes) but the marker and the
+/// key slots is sealed and shows none of the plaintext looked for; returns their keys. (A
+/// temporary file a killed writer left on disk may be a sealed object's beginning.)
+fn assert_sealed(objects: Vec<(String, Vec<u8>)>) -> Vec<String> {
+    const SEAL: &[u8; 8] = b"KYROSEAL";
+    let mut keys = Vec::new();
+    for (key, bytes) in objects {
+        if key == "kyrodb-backup.json" || key.starts_with("keys/") {
+            continue;
+        }
+        let head = &bytes[..bytes.len().min(8)];
+        assert!(
+            bytes.starts_with(SEAL) || (key.contains(".kbtmp-") && SEAL.starts_with(head)),
+            "{key} is not sealed: it starts {:?}",
+            String::from_utf8_lossy(head)
+        );
+        let shown = plaintext_in(&bytes);
+        assert!(shown.is_empty(), "{key} shows {shown:?}");
+        keys.push(key);
+    }
+    keys
 }
 
 /// Pieces and bases of a local repository's archive.
@@ -528,6 +715,15 @@ fn idle_makes_no_objects_busy_makes_at_most_one_per_interval_and_small_ones_are_
 fn on_disk(f: impl FnOnce(&Repo, &Path)) {
     let tmp = tempfile::tempdir().unwrap();
     f(&Repo::local(&tmp.path().join("backups")), tmp.path());
+}
+
+/// [`on_disk`], the repository encrypted.
+fn on_encrypted_disk(f: impl FnOnce(&Repo, &Path)) {
+    let tmp = tempfile::tempdir().unwrap();
+    f(
+        &Repo::local(&tmp.path().join("backups")).encrypted(),
+        tmp.path(),
+    );
 }
 
 /// Runs `f` on a repository in a bucket of a fresh local S3 server, in a scratch directory.
@@ -823,10 +1019,17 @@ fn long_soak() {
 
 #[test]
 fn verify_reads_every_archived_object_and_restore_refuses_a_damaged_one() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("backups");
-    let repo = Repo::local(&dir);
-    let data = tmp.path().join("data");
+    on_disk(verify_reads_every_archived_object);
+}
+
+#[test]
+fn verify_reads_every_object_of_an_encrypted_archive_and_restore_refuses_a_damaged_one() {
+    on_encrypted_disk(verify_reads_every_archived_object);
+}
+
+fn verify_reads_every_archived_object(repo: &Repo, work: &Path) {
+    let dir = repo.dir().unwrap();
+    let data = work.join("data");
     let mut engine = Engine::open(&data, 4);
     for i in 0..40 {
         engine.insert(i, i);
@@ -834,7 +1037,7 @@ fn verify_reads_every_archived_object_and_restore_refuses_a_damaged_one() {
     engine.snapshot();
     let log = Arc::clone(&engine.log);
     let writer = Writer::start(engine, 100, 1_000_000);
-    let archiver = Archiver::start(&repo, &data, &[]);
+    let archiver = Archiver::start(repo, &data, &[]);
     assert!(archiver.wait_for(30, |e| e["event"] == "base"));
     std::thread::sleep(Duration::from_secs(2));
     drop(writer.finish());
@@ -842,7 +1045,7 @@ fn verify_reads_every_archived_object_and_restore_refuses_a_damaged_one() {
     archiver.stop();
     let verify = || {
         repo.process(&data)
-            .args(["verify", "--format", "json"])
+            .args(["verify", "--all", "--format", "json"])
             .output()
             .unwrap()
     };
@@ -856,7 +1059,7 @@ fn verify_reads_every_archived_object_and_restore_refuses_a_damaged_one() {
     assert!(r["archive"][0]["pieces"].as_u64().unwrap() > 0);
     assert_eq!(r["archive"][0]["bases"], 1);
     // One flipped byte in the newest piece: verify names it, restore refuses before writing.
-    let (pieces, _) = archive_objects(&dir);
+    let (pieces, _) = archive_objects(dir);
     let newest = pieces.iter().max().unwrap();
     let path = dir.join(newest);
     let mut bytes = std::fs::read(&path).unwrap();
@@ -872,7 +1075,7 @@ fn verify_reads_every_archived_object_and_restore_refuses_a_damaged_one() {
         "{problem}"
     );
     let t = log.lock().unwrap().last().unwrap().timestamp;
-    let target = tmp.path().join("restored");
+    let target = work.join("restored");
     let out = repo
         .process(&target)
         .args(["restore", "--point-in-time", &t.to_string()])
