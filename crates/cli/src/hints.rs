@@ -113,6 +113,9 @@ fn render(e: &Error, cli: &Cli) -> (String, Option<String>) {
             p.display()
         )),
         Error::InUse { .. } => plain("stop the KyroDB server before restoring"),
+        Error::Damaged(m) if m.contains("keys/") || m.contains("key slot") => plain(
+            "if another passphrase opens the repository, `kyrodb_backup key list` shows the unusable slot; otherwise put back keys/ and kyrodb-backup.json from a copy of the repository",
+        ),
         Error::Damaged(_) | Error::Format(_) => plain(VERIFY_HINT),
         Error::DataDir(_) => plain("check --data-dir points at a KyroDB data directory"),
         Error::MetricConflict {
