@@ -158,7 +158,7 @@ pub fn restore(
                 let repo = open_repo(backup_dir)?;
                 let b = repo.find(id)?;
                 check_distance(b.manifest.distance, opts.distance)?;
-                let store = repo.chain_store(&b.manifest.chain_id)?;
+                let store = repo.chain_store(&b.manifest.chain_id)?.trusting_seals();
                 let gone = |e| vanished(&repo, std::slice::from_ref(&b), e);
                 would_migrate = check_legacy(&store, &b, opts).map_err(gone)?;
                 (
@@ -204,7 +204,7 @@ pub fn restore(
                     .and_then(|b| b.manifest.distance)
             });
             check_distance(snap_distance, opts.distance)?;
-            let store = repo.chain_store(&plan.chain_id)?;
+            let store = repo.chain_store(&plan.chain_id)?.trusting_seals();
             if let Some(s) = &plan.snapshot {
                 if let Some(b) = backups.iter().find(|b| b.manifest.id == s.backup_id) {
                     would_migrate = check_legacy(&store, b, opts)?;
@@ -278,7 +278,7 @@ fn restore_archived(
         .iter()
         .find(|t| t.id.to_string() == plan.timeline_id)
         .ok_or_else(|| Error::Damaged(format!("timeline {} vanished", plan.timeline_id)))?;
-    let store = repo.archive_store(tl.id);
+    let store = repo.archive_store(tl.id).trusting_seals();
     let base = match &plan.base {
         Some(b) => {
             let archived = tl
