@@ -240,7 +240,8 @@ impl ChainStore {
             })
     }
 
-    /// Whether every one of `chunks` exists and [looks intact](Self::looks_intact).
+    /// Whether every one of `chunks` exists with the size (and, on a local disk, the header) its
+    /// reference says: what a copy checks before it reuses chunks it stored for an earlier file.
     pub fn all_chunks_present(&self, chunks: &[ChunkRef]) -> bool {
         self.all_intact(chunks)
     }

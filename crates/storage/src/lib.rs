@@ -32,7 +32,6 @@
 
 mod archive;
 mod capture;
-#[allow(dead_code)] // not used until chunkstore.rs cuts with it
 mod cdc;
 mod chunkstore;
 mod error;
