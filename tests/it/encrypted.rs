@@ -597,8 +597,9 @@ fn a_missing_wrong_or_damaged_key_is_refused_and_reads_nothing() {
     fs::rename(tmp.path().join("keys-aside"), repo.join("keys")).unwrap();
     assert_eq!(tree(&repo), pristine);
 
-    // The marker's key id changed by one hex digit (still valid hex): the slot opens to
-    // another key than the one named, so nothing is trusted and no backup is read.
+    // The marker's key id changed by one hex digit (still valid hex): the only slot names
+    // another key than the marker, so it is not the repository's way in; nothing is trusted
+    // and no backup is read.
     let marker_path = repo.join("kyrodb-backup.json");
     let marker = fs::read_to_string(&marker_path).unwrap();
     let key_id = check_marker(&repo);

@@ -93,6 +93,7 @@
 //! ```json
 //! {
 //!   "id": "3f0c9a1b2c4d5e6f",
+//!   "key_id": "<32 hex digits: the id of the master key it wraps>",
 //!   "created": 1764460800,
 //!   "kdf": {
 //!     "algorithm": "argon2id",
@@ -107,20 +108,24 @@
 //! }
 //! ```
 //!
+//! - `key_id` is the [`MasterKey::key_id`] of the master key the slot wraps, so whose key a
+//!   slot holds can be told without its passphrase (a repository names its key too, and passes
+//!   over the slots of another).
 //! - `created` is in Unix seconds; the `kdf` parameters are [`KdfParams`].
 //! - The wrapping key is Argon2id (version 0x13, 32 bytes of output) of the passphrase with the
 //!   salt and the parameters.
 //! - `wrapped` is a 12-byte random nonce, then the AES-256-GCM ciphertext of the 64-byte master
 //!   key under the wrapping key, then its 16-byte tag. Its associated data is
-//!   `"kyrodb_backup key slot\0"`, the id's UTF-8 bytes, `created` as a little-endian `u64`,
-//!   `memory_kib`, `iterations` and `parallelism` as little-endian `u32`, then the salt: a slot
-//!   any of whose fields was changed does not open.
+//!   `"kyrodb_backup key slot\0"`, the id's UTF-8 bytes, the key id's 32 ASCII hex digits,
+//!   `created` as a little-endian `u64`, `memory_kib`, `iterations` and `parallelism` as
+//!   little-endian `u32`, then the salt: a slot any of whose fields was changed does not open.
 //! - `checksum` is the hex blake3 hash of the slot's stored form (newline included) with
 //!   `checksum` set to `""`.
 //!
 //! All hex is lowercase. [`KeySlot::from_bytes`] accepts only what [`KeySlot::to_bytes`] would
 //! write, byte for byte, with a matching checksum; [`KeySlot::open`] fails with
-//! [`Error::WrongPassphrase`] when the wrap does not authenticate.
+//! [`Error::WrongPassphrase`] when the wrap does not authenticate, and with [`Error::Damaged`]
+//! when the key it unwraps is not the one `key_id` names.
 
 mod error;
 mod hex;

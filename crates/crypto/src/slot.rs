@@ -18,6 +18,8 @@ const KDF_VERSION: u32 = 19;
 const SALT_LEN: usize = 32;
 /// The bytes of the wrap's nonce.
 const NONCE_LEN: usize = 12;
+/// The hex digits of a master key's id ([`MasterKey::key_id`]).
+const KEY_ID_DIGITS: usize = 32;
 /// The bytes of an AES-GCM tag.
 const TAG_LEN: usize = 16;
 /// The bytes of a wrapped master key: nonce, ciphertext, tag.
@@ -97,11 +99,14 @@ impl KdfParams {
 ///
 /// A repository may hold several slots, one per passphrase; each opens to the same
 /// [`MasterKey`]. The slot's own fields are public to read; changing any of them makes the slot
-/// no longer open (they are bound to the wrap).
+/// no longer open (they are bound to the wrap). A slot names the key it wraps
+/// ([`key_id`](KeySlot::key_id)), so whose key it holds can be told without its passphrase.
 #[derive(Clone, PartialEq, Eq)]
 pub struct KeySlot {
     /// The slot's name (a [`random_id`](crate::random_id) as a rule).
     pub id: String,
+    /// The id of the master key it wraps ([`MasterKey::key_id`]): 32 lowercase hex digits.
+    pub key_id: String,
     /// When it was made, in Unix seconds.
     pub created: u64,
     /// The cost of its key derivation.
@@ -114,6 +119,7 @@ impl std::fmt::Debug for KeySlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeySlot")
             .field("id", &self.id)
+            .field("key_id", &self.key_id)
             .field("created", &self.created)
             .field("kdf", &self.kdf)
             .finish_non_exhaustive()
@@ -125,6 +131,7 @@ impl std::fmt::Debug for KeySlot {
 #[serde(deny_unknown_fields)]
 struct SlotWire {
     id: String,
+    key_id: String,
     created: u64,
     kdf: KdfWire,
     salt: String,
@@ -156,7 +163,8 @@ fn decode_field<const N: usize>(text: &str, field: &str) -> Result<[u8; N]> {
 }
 
 impl KeySlot {
-    /// The master key wrapped under `passphrase`, with a fresh random salt and nonce.
+    /// The master key wrapped under `passphrase`, with a fresh random salt and nonce; the slot
+    /// names it by its [`key_id`](MasterKey::key_id).
     ///
     /// # Errors
     ///
@@ -176,17 +184,24 @@ impl KeySlot {
         fill_random(&mut wrapped[..NONCE_LEN], "a key slot's nonce")?;
         let mut slot = Self {
             id,
+            key_id: master.key_id(),
             created,
             kdf,
             salt,
             wrapped,
         };
+        slot.wrap(master, passphrase)?;
+        Ok(slot)
+    }
 
-        let cipher = slot.cipher(passphrase)?;
+    /// Wraps `master` under `passphrase` into `wrapped`, with the nonce already there and the
+    /// slot's other fields as associated data.
+    fn wrap(&mut self, master: &MasterKey, passphrase: &[u8]) -> Result<()> {
+        let cipher = self.cipher(passphrase)?;
         let mut nonce = [0u8; NONCE_LEN];
-        nonce.copy_from_slice(&slot.wrapped[..NONCE_LEN]);
-        let aad = slot.aad();
-        let body = &mut slot.wrapped[NONCE_LEN..NONCE_LEN + MASTER_LEN];
+        nonce.copy_from_slice(&self.wrapped[..NONCE_LEN]);
+        let aad = self.aad();
+        let body = &mut self.wrapped[NONCE_LEN..NONCE_LEN + MASTER_LEN];
         body.copy_from_slice(master.secret());
         let tag = cipher
             .seal_in_place_separate_tag(
@@ -195,8 +210,8 @@ impl KeySlot {
                 body,
             )
             .map_err(|_| damaged("the cipher refused to wrap the master key"))?;
-        slot.wrapped[NONCE_LEN + MASTER_LEN..].copy_from_slice(tag.as_ref());
-        Ok(slot)
+        self.wrapped[NONCE_LEN + MASTER_LEN..].copy_from_slice(tag.as_ref());
+        Ok(())
     }
 
     /// The master key, unwrapped with `passphrase`.
@@ -205,7 +220,9 @@ impl KeySlot {
     ///
     /// [`Error::WrongPassphrase`] when the wrap does not authenticate: the passphrase is not this
     /// slot's, or the slot was changed. [`Error::Kdf`] when its parameters were changed to ones
-    /// that are not valid.
+    /// that are not valid. [`Error::Damaged`] when the key it wraps is not the one its
+    /// [`key_id`](KeySlot::key_id) names (the key id is bound to the wrap, so only a forger
+    /// holding the passphrase could make such a slot).
     pub fn open(&self, passphrase: &[u8]) -> Result<MasterKey> {
         let cipher = self.cipher(passphrase)?;
         let mut nonce = [0u8; NONCE_LEN];
@@ -221,7 +238,11 @@ impl KeySlot {
             .map_err(|_| Error::WrongPassphrase)?;
         let mut master = Zeroizing::new([0u8; MASTER_LEN]);
         master.copy_from_slice(plain);
-        Ok(MasterKey::from_secret(master))
+        let master = MasterKey::from_secret(master);
+        if master.key_id() != self.key_id {
+            return Err(damaged("the key it wraps is not the one it names"));
+        }
+        Ok(master)
     }
 
     /// The slot as stored: pretty-printed JSON (two-space indents, fields in the format's order)
@@ -237,8 +258,8 @@ impl KeySlot {
     ///
     /// [`Error::Damaged`] when they are not a key slot's JSON, name a key derivation other than
     /// Argon2id version 19 or parameters that are not valid, hold a field that is not lowercase
-    /// hex of the right length, are not in the exact form [`KeySlot::to_bytes`] writes, or
-    /// their checksum does not match.
+    /// hex of the right length (a `key_id` of other than 32 lowercase hex digits included), are
+    /// not in the exact form [`KeySlot::to_bytes`] writes, or their checksum does not match.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         let wire: SlotWire =
             serde_json::from_slice(bytes).map_err(|e| damaged(format!("not a key slot: {e}")))?;
@@ -254,11 +275,22 @@ impl KeySlot {
             parallelism: wire.kdf.parallelism,
         };
         kdf.validate().map_err(|e| damaged(e.to_string()))?;
+        if wire.key_id.len() != KEY_ID_DIGITS
+            || !wire
+                .key_id
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Err(damaged(format!(
+                "its key id is not {KEY_ID_DIGITS} lowercase hex digits"
+            )));
+        }
         let salt = decode_field::<SALT_LEN>(&wire.salt, "salt")?;
         let wrapped = decode_field::<WRAPPED_LEN>(&wire.wrapped, "wrapped key")?;
         let checksum = decode_field::<32>(&wire.checksum, "checksum")?;
         let slot = Self {
             id: wire.id,
+            key_id: wire.key_id,
             created: wire.created,
             kdf,
             salt,
@@ -277,6 +309,7 @@ impl KeySlot {
     fn serialize(&self, checksum: String) -> Vec<u8> {
         let wire = SlotWire {
             id: self.id.clone(),
+            key_id: self.key_id.clone(),
             created: self.created,
             kdf: KdfWire {
                 algorithm: KDF_ALGORITHM.to_string(),
@@ -296,9 +329,12 @@ impl KeySlot {
 
     /// The associated data of the wrap: everything else the slot says.
     fn aad(&self) -> Vec<u8> {
-        let mut aad = Vec::with_capacity(AAD_PREFIX.len() + self.id.len() + 8 + 12 + SALT_LEN);
+        let mut aad = Vec::with_capacity(
+            AAD_PREFIX.len() + self.id.len() + self.key_id.len() + 8 + 12 + SALT_LEN,
+        );
         aad.extend_from_slice(AAD_PREFIX);
         aad.extend_from_slice(self.id.as_bytes());
+        aad.extend_from_slice(self.key_id.as_bytes());
         aad.extend_from_slice(&self.created.to_le_bytes());
         aad.extend_from_slice(&self.kdf.memory_kib.to_le_bytes());
         aad.extend_from_slice(&self.kdf.iterations.to_le_bytes());
@@ -432,7 +468,7 @@ mod tests {
             .collect();
         assert_eq!(
             keys,
-            ["id", "created", "kdf", "salt", "wrapped", "checksum"]
+            ["id", "key_id", "created", "kdf", "salt", "wrapped", "checksum"]
         );
         let kdf: Vec<&str> = value["kdf"]
             .as_object()
@@ -451,6 +487,7 @@ mod tests {
             ]
         );
         assert_eq!(value["id"], "0123456789abcdef");
+        assert_eq!(value["key_id"], master.key_id().as_str());
         assert_eq!(value["created"], 1_764_460_800);
         assert_eq!(value["kdf"]["algorithm"], "argon2id");
         assert_eq!(value["kdf"]["version"], 19);
@@ -458,11 +495,57 @@ mod tests {
         assert_eq!(value["salt"].as_str().unwrap().len(), 64);
         assert_eq!(value["wrapped"].as_str().unwrap().len(), 2 * (12 + 64 + 16));
         assert_eq!(value["checksum"].as_str().unwrap().len(), 64);
-        assert!(
-            text.starts_with("{\n  \"id\": \"0123456789abcdef\",\n  \"created\": 1764460800,\n")
-        );
+        assert!(text.starts_with(&format!(
+            "{{\n  \"id\": \"0123456789abcdef\",\n  \"key_id\": \"{}\",\n  \"created\": 1764460800,\n",
+            master.key_id()
+        )));
         // The checksum is blake3 of the same bytes with an empty checksum.
         assert_eq!(rechecksummed(value), slot.to_bytes());
+    }
+
+    #[test]
+    fn it_names_the_key_it_wraps() {
+        let master = MasterKey::generate().unwrap();
+        let slot = slot(&master, b"pass");
+        assert_eq!(slot.key_id, master.key_id());
+        let back = KeySlot::from_bytes(&slot.to_bytes()).unwrap();
+        assert_eq!(back.key_id, master.key_id());
+        assert_eq!(back.open(b"pass").unwrap().key_id(), back.key_id);
+        // Slots of two masters name two keys, even under the same passphrase and id.
+        let other = MasterKey::generate().unwrap();
+        assert_ne!(self::slot(&other, b"pass").key_id, slot.key_id);
+        assert!(format!("{slot:?}").contains(&master.key_id()));
+    }
+
+    #[test]
+    fn a_slot_renamed_to_another_key_does_not_open() {
+        let master = MasterKey::generate().unwrap();
+        let slot = slot(&master, b"pass");
+        let other = MasterKey::generate().unwrap().key_id();
+        // Re-checksummed, as a careful forger would: it reads, names the other key, and the
+        // wrap no longer authenticates (the key id is in its associated data).
+        let mut changed = as_value(&slot);
+        changed["key_id"] = other.clone().into();
+        let read = KeySlot::from_bytes(&rechecksummed(changed)).unwrap();
+        assert_eq!(read.key_id, other);
+        assert!(matches!(read.open(b"pass"), Err(Error::WrongPassphrase)));
+        // Through the public field too.
+        let mut changed = slot.clone();
+        changed.key_id = other;
+        let read = KeySlot::from_bytes(&changed.to_bytes()).unwrap();
+        assert!(matches!(read.open(b"pass"), Err(Error::WrongPassphrase)));
+        // A wrap that authenticates but holds another key than the one named (only a forger
+        // with the passphrase makes one) is damage.
+        let mut lying = slot.clone();
+        lying.key_id = MasterKey::generate().unwrap().key_id();
+        lying.wrap(&master, b"pass").unwrap();
+        let read = KeySlot::from_bytes(&lying.to_bytes()).unwrap();
+        match read.open(b"pass") {
+            Err(Error::Damaged(detail)) => {
+                assert_eq!(detail, "the key it wraps is not the one it names");
+            }
+            other => panic!("expected Damaged, got {other:?}"),
+        }
     }
 
     #[test]
@@ -506,11 +589,13 @@ mod tests {
         let master = MasterKey::generate().unwrap();
         let slot = slot(&master, b"pass");
         let base = as_value(&slot);
-        let edits: [(&str, &str, serde_json::Value); 6] = [
+        let other_key_id = MasterKey::generate().unwrap().key_id();
+        let edits: [(&str, &str, serde_json::Value); 7] = [
             ("kdf", "memory_kib", 72.into()),
             ("kdf", "iterations", 2.into()),
             ("kdf", "parallelism", 2.into()),
             ("", "id", "0123456789abcdee".into()),
+            ("", "key_id", other_key_id.into()),
             ("", "created", 1_764_460_801.into()),
             ("", "salt", "00".repeat(32).into()),
         ];
@@ -643,6 +728,32 @@ mod tests {
             .starts_with("not a key slot"));
         let mut missing = base;
         missing.as_object_mut().unwrap().remove("created");
+        assert!(damaged_detail(KeySlot::from_bytes(&rechecksummed(missing)))
+            .starts_with("not a key slot"));
+    }
+
+    #[test]
+    fn a_key_id_not_32_lowercase_hex_digits_is_refused() {
+        let master = MasterKey::generate().unwrap();
+        let base = as_value(&slot(&master, b"pass"));
+        for bad in [
+            "AB".repeat(16),
+            "gh".repeat(16),
+            "ab".repeat(15),
+            "ab".repeat(17),
+            format!("{}A", &master.key_id()[..31]),
+            String::new(),
+        ] {
+            let mut changed = base.clone();
+            changed["key_id"] = bad.clone().into();
+            assert_eq!(
+                damaged_detail(KeySlot::from_bytes(&rechecksummed(changed))),
+                "its key id is not 32 lowercase hex digits",
+                "{bad:?}"
+            );
+        }
+        let mut missing = base;
+        missing.as_object_mut().unwrap().remove("key_id");
         assert!(damaged_detail(KeySlot::from_bytes(&rechecksummed(missing)))
             .starts_with("not a key slot"));
     }

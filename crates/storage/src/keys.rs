@@ -4,7 +4,9 @@
 //!
 //! Every key operation is one create-only write or one delete of a slot object, so a run killed
 //! at any instant leaves the slots as they were or as they were meant to be; the last intact
-//! slot of a repository is never removed, so a repository never becomes unopenable.
+//! slot of a repository is never removed, so a repository never becomes unopenable. A slot names
+//! the key it wraps, so the slot of another repository (copied into `keys/` by hand, say) is
+//! told apart without its passphrase: it is never tried, and never counts as a way in.
 
 use std::sync::{Arc, Mutex};
 
@@ -134,10 +136,19 @@ fn slot_key(id: &str) -> String {
     format!("{KEYS_DIR}/{id}")
 }
 
-/// Every slot object: its key and either the slot or why it is unusable.
-fn read_slots(
-    backend: &Arc<dyn Backend>,
-) -> Result<Vec<(String, std::result::Result<KeySlot, String>)>> {
+/// A slot object as read.
+enum Slot {
+    /// Intact, and naming this repository's key.
+    Own(KeySlot),
+    /// Intact, but naming the key of another repository: unusable, and why.
+    Foreign(KeySlot, String),
+    /// Damaged: why.
+    Damaged(String),
+}
+
+/// Every slot object: its key and what it is, for the repository whose master key has id
+/// `key_id` (what its marker names).
+fn read_slots(backend: &Arc<dyn Backend>, key_id: &str) -> Result<Vec<(String, Slot)>> {
     let mut out = Vec::new();
     for entry in backend.list(&format!("{KEYS_DIR}/"))? {
         let slot = match backend.read(&entry.key, MAX_SLOT) {
@@ -146,13 +157,20 @@ fn read_slots(
             Err(kyrodb_backup_backend::Error::Damaged { detail, .. }) => Err(detail),
             Err(e) => return Err(e.into()),
         };
-        let slot = slot.and_then(|s| {
-            if slot_key(&s.id) == entry.key {
-                Ok(s)
-            } else {
-                Err(format!("names itself {}", s.id))
+        let slot = match slot {
+            Err(why) => Slot::Damaged(why),
+            Ok(s) if slot_key(&s.id) != entry.key => {
+                Slot::Damaged(format!("names itself {}", s.id))
             }
-        });
+            Ok(s) if s.key_id != key_id => {
+                let why = format!(
+                    "the key of another repository (its key id is {}, the one kyrodb-backup.json names is {key_id})",
+                    s.key_id
+                );
+                Slot::Foreign(s, why)
+            }
+            Ok(s) => Slot::Own(s),
+        };
         out.push((entry.key, slot));
     }
     Ok(out)
@@ -168,18 +186,24 @@ pub(crate) fn unlock(
         return Ok(master);
     }
     let location = backend.location();
-    let slots = read_slots(backend)?;
+    let slots = read_slots(backend, key_id)?;
     if slots.is_empty() {
         return Err(Error::Damaged(format!(
             "{location} is encrypted but holds no key slot: its {KEYS_DIR}/ folder is missing"
         )));
     }
     let passphrase = unlock.ask(&location)?;
-    let (mut damaged, mut tried) = (Vec::new(), 0);
+    // Slots that cannot be used: damaged ones, and those naming the key of another repository
+    // (passed over without deriving a key for them: they cannot open this repository).
+    let (mut damaged, mut foreign, mut tried) = (Vec::new(), Vec::new(), 0);
     for (key, slot) in &slots {
         let slot = match slot {
-            Ok(s) => s,
-            Err(why) => {
+            Slot::Own(s) => s,
+            Slot::Foreign(_, why) => {
+                foreign.push(format!("{key} ({why})"));
+                continue;
+            }
+            Slot::Damaged(why) => {
                 damaged.push(format!("{key} ({why})"));
                 continue;
             }
@@ -191,25 +215,33 @@ pub(crate) fn unlock(
                 unlock.remember(&master);
                 return Ok(master);
             }
+            // Not expected: `open` refuses a key other than the one the slot names, and this
+            // slot names the marker's. Checked anyway: only that key may be trusted.
             Ok(_) => damaged.push(format!(
-                "{key} (it holds another key than the one kyrodb-backup.json names: one of the two is damaged, or the slot is another repository's)"
+                "{key} (it holds another key than the one kyrodb-backup.json names: one of the two is damaged)"
             )),
             Err(kyrodb_backup_crypto::Error::WrongPassphrase) => {}
             Err(e) => damaged.push(format!("{key} ({e})")),
         }
     }
-    if damaged.is_empty() {
-        Err(Error::WrongPassphrase {
+    // A wrong passphrase only when an intact slot of this repository was tried and none is
+    // damaged; slots of other repositories alone leave it with no way in: damage.
+    if damaged.is_empty() && tried > 0 {
+        return Err(Error::WrongPassphrase {
             location,
             slots: tried,
-        })
-    } else {
-        Err(Error::Damaged(format!(
-            "the passphrase opens none of the intact key slots of {location}, and {} cannot be used: {}",
-            if damaged.len() == 1 { "one slot" } else { "some slots" },
-            damaged.join(", ")
-        )))
+        });
     }
+    let unusable = damaged.len() + foreign.len();
+    let listed = [damaged, foreign].concat().join(", ");
+    Err(Error::Damaged(if tried == 0 {
+        format!("{location} holds no usable key slot of its own: {listed}")
+    } else {
+        format!(
+            "the passphrase opens none of the intact key slots of {location}, and {} cannot be used: {listed}",
+            if unusable == 1 { "one slot" } else { "some slots" },
+        )
+    }))
 }
 
 /// What making an encrypted repository needs.
@@ -310,7 +342,9 @@ impl Repository {
     }
 
     /// The key slots, each with whether the master key in use came from it (the slot the
-    /// passphrase `current` opens, when given).
+    /// passphrase `current` opens, when given) and what makes it unusable: damage, or naming
+    /// the key of another repository (told without any passphrase; `current` is not tried on
+    /// such a slot).
     ///
     /// # Errors
     ///
@@ -318,12 +352,13 @@ impl Repository {
     pub fn key_slots(&self, current: Option<&[u8]>) -> Result<Vec<KeySlotInfo>> {
         let master = self.master_or_refuse()?;
         let mut out = Vec::new();
-        for (key, slot) in read_slots(self.raw_backend())? {
+        for (key, slot) in read_slots(self.raw_backend(), &master.key_id())? {
             out.push(match slot {
-                Ok(s) => {
+                Slot::Own(s) => {
                     let (current, problem) = match current.map(|p| s.open(p)) {
                         Some(Ok(m)) if m.key_id() == master.key_id() => (true, None),
                         Some(Ok(_)) => (false, Some("the key of another repository".into())),
+                        Some(Err(kyrodb_backup_crypto::Error::Damaged(why))) => (false, Some(why)),
                         _ => (false, None),
                     };
                     KeySlotInfo {
@@ -334,7 +369,15 @@ impl Repository {
                         problem,
                     }
                 }
-                Err(why) => KeySlotInfo {
+                // Told from what it names: no passphrase needed, and none tried on it.
+                Slot::Foreign(s, why) => KeySlotInfo {
+                    id: s.id,
+                    created: s.created,
+                    kdf: s.kdf,
+                    current: false,
+                    problem: Some(why),
+                },
+                Slot::Damaged(why) => KeySlotInfo {
                     id: key.trim_start_matches(&format!("{KEYS_DIR}/")).to_string(),
                     created: 0,
                     kdf: KdfParams::default(),
@@ -377,16 +420,16 @@ impl Repository {
     }
 
     /// Removes a key slot (by id or unique prefix of at least 4 characters). Refuses to remove
-    /// the last intact slot holding this repository's key: the repository would be unopenable.
-    /// Returns the id removed.
+    /// the last intact slot naming this repository's key: the repository would be unopenable
+    /// (damaged slots and slots of another repository are no way in). Returns the id removed.
     ///
     /// # Errors
     ///
     /// [`Error::KeyRefused`] as said, or when no slot (or several) match; the store's errors.
     pub fn remove_key_slot(&self, id: &str) -> Result<String> {
         let master = self.master_or_refuse()?;
-        let slots = read_slots(self.raw_backend())?;
-        let matching: Vec<&(String, std::result::Result<KeySlot, String>)> = slots
+        let slots = read_slots(self.raw_backend(), &master.key_id())?;
+        let matching: Vec<&(String, Slot)> = slots
             .iter()
             .filter(|(key, _)| {
                 id.len() >= 4
@@ -409,17 +452,18 @@ impl Repository {
                 )))
             }
         };
-        // The slots that would be left and hold this repository's key. Whether a slot holds it
-        // cannot be told without its passphrase, so every intact other slot counts; what is
-        // damaged does not.
-        let others = slots.iter().filter(|(k, s)| k != key && s.is_ok()).count();
+        // The slots that would be left and hold this repository's key: the intact ones naming
+        // it. What is damaged does not count, nor does a slot of another repository.
+        let others = slots
+            .iter()
+            .filter(|(k, s)| k != key && matches!(s, Slot::Own(_)))
+            .count();
         if others == 0 {
             return Err(Error::KeyRefused(format!(
                 "{key} is the last intact key slot of {}: removing it would make the repository unopenable",
                 self.location()
             )));
         }
-        let _ = master;
         self.raw_backend().delete(key)?;
         self.raw_backend().sync()?;
         Ok(key.trim_start_matches(&format!("{KEYS_DIR}/")).to_string())
@@ -795,37 +839,170 @@ mod tests {
         );
     }
 
+    /// Repository `b` made with `b_pass`, holding also the slot of repository `a` made with
+    /// `a_pass` (copied in by hand); the two repositories and the copied slot's id.
+    fn with_a_foreign_slot(
+        tmp: &Path,
+        a_pass: &str,
+        b_pass: &str,
+    ) -> (Repository, Repository, String) {
+        let repo_a = made(&tmp.join("a"), a_pass);
+        let b = tmp.join("b");
+        let repo_b = made(&b, b_pass);
+        let foreign = slot_files(&tmp.join("a"))[0].clone();
+        std::fs::copy(&foreign, b.join("keys").join(file_name(&foreign))).unwrap();
+        (repo_a, repo_b, file_name(&foreign))
+    }
+
+    fn key_id(repo: &Repository) -> String {
+        repo.master().unwrap().key_id()
+    }
+
+    /// What `key list` says of a slot of `from` found in `into`.
+    fn foreign_problem(from: &Repository, into: &Repository) -> String {
+        format!(
+            "the key of another repository (its key id is {}, the one kyrodb-backup.json names is {})",
+            key_id(from),
+            key_id(into)
+        )
+    }
+
     #[test]
     fn the_slot_of_another_repository_is_not_a_way_in() {
         let tmp = tempfile::tempdir().unwrap();
-        let a = tmp.path().join("a");
+        let (repo_a, repo_b, foreign) = with_a_foreign_slot(tmp.path(), "shared", "b's own");
         let b = tmp.path().join("b");
-        made(&a, "shared");
-        let repo_b = made(&b, "b's own");
-        let foreign = slot_files(&a)[0].clone();
-        std::fs::copy(&foreign, b.join("keys").join(file_name(&foreign))).unwrap();
+        let own = repo_b
+            .key_slots(None)
+            .unwrap()
+            .into_iter()
+            .find(|s| s.id != foreign)
+            .unwrap()
+            .id;
 
-        // The passphrase opens only the foreign slot: damage, naming it and the marker.
-        match open(&b, "shared") {
-            Err(Error::Damaged(m)) => {
-                assert!(m.contains(&format!("keys/{}", file_name(&foreign))), "{m}");
-                assert!(m.contains("kyrodb-backup.json"), "{m}");
-            }
-            other => panic!("expected Damaged, got {other:?}"),
-        }
+        // The passphrase of the foreign slot: that slot is passed over (never tried), B's own
+        // intact slot is tried and does not open: a wrong passphrase, one slot tried.
+        assert!(matches!(
+            open(&b, "shared"),
+            Err(Error::WrongPassphrase { slots: 1, .. })
+        ));
         // B's own passphrase still opens it, whatever order the slots are tried in.
         let opened = open(&b, "b's own").unwrap();
-        assert_eq!(
-            opened.master().unwrap().key_id(),
-            repo_b.master().unwrap().key_id()
-        );
-        let slots = repo_b.key_slots(Some(b"shared")).unwrap();
-        let listed = slots.iter().find(|s| s.id == file_name(&foreign)).unwrap();
+        assert_eq!(key_id(&opened), key_id(&repo_b));
+
+        // Listed as foreign with no passphrase at all, and with any: never current.
+        for current in [None, Some(&b"shared"[..]), Some(&b"b's own"[..])] {
+            let slots = repo_b.key_slots(current).unwrap();
+            assert_eq!(slots.len(), 2);
+            let listed = slots.iter().find(|s| s.id == foreign).unwrap();
+            assert_eq!(
+                listed.problem.as_deref(),
+                Some(foreign_problem(&repo_a, &repo_b).as_str())
+            );
+            assert!(!listed.current, "{listed:?}");
+            // What the slot says of itself is shown.
+            assert_eq!((listed.created, listed.kdf), (NOW, KDF));
+            let mine = slots.iter().find(|s| s.id == own).unwrap();
+            assert_eq!(mine.problem, None);
+            assert_eq!(mine.current, current == Some(&b"b's own"[..]));
+        }
+
+        // Never counted as a way in: B's only own slot stays.
+        match repo_b.remove_key_slot(&own) {
+            Err(Error::KeyRefused(m)) => {
+                assert!(m.contains("is the last intact key slot of"), "{m}");
+                assert!(m.contains(&format!("keys/{own}")), "{m}");
+            }
+            other => panic!("expected KeyRefused, got {other:?}"),
+        }
+        assert_eq!(slot_files(&b).len(), 2);
+        // The foreign one can go, and then B is as it was made.
+        assert_eq!(repo_b.remove_key_slot(&foreign).unwrap(), foreign);
+        assert_eq!(slot_files(&b), [b.join("keys").join(&own)]);
+        open(&b, "b's own").unwrap();
+        assert!(matches!(
+            repo_b.remove_key_slot(&own),
+            Err(Error::KeyRefused(_))
+        ));
+    }
+
+    #[test]
+    fn a_slot_copied_in_under_the_same_passphrase_does_not_let_the_last_own_one_go() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (repo_a, repo_b, foreign) = with_a_foreign_slot(tmp.path(), "same", "same");
+        let b = tmp.path().join("b");
+        // The passphrase opens B, from B's own slot.
+        let opened = open(&b, "same").unwrap();
+        assert_eq!(key_id(&opened), key_id(&repo_b));
+        let slots = repo_b.key_slots(Some(b"same")).unwrap();
+        let listed = slots.iter().find(|s| s.id == foreign).unwrap();
         assert_eq!(
             listed.problem.as_deref(),
-            Some("the key of another repository")
+            Some(foreign_problem(&repo_a, &repo_b).as_str())
         );
-        assert!(slots.iter().all(|s| !s.current));
+        assert!(!listed.current);
+        let own = slots.iter().find(|s| s.id != foreign).unwrap();
+        assert!(own.current && own.problem.is_none(), "{own:?}");
+        // Two intact slots the passphrase opens, but only one is B's: it stays.
+        match repo_b.remove_key_slot(&own.id) {
+            Err(Error::KeyRefused(m)) => {
+                assert!(m.contains("is the last intact key slot of"), "{m}");
+            }
+            other => panic!("expected KeyRefused, got {other:?}"),
+        }
+        open(&b, "same").unwrap();
+        // A second own slot is a way in; the first can go then.
+        repo_b.add_key_slot(b"other", KDF, NOW).unwrap();
+        assert_eq!(repo_b.remove_key_slot(&own.id).unwrap(), own.id);
+        open(&b, "other").unwrap();
+        assert!(matches!(
+            open(&b, "same"),
+            Err(Error::WrongPassphrase { slots: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn slots_of_another_repository_alone_are_damage_naming_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (repo_a, repo_b, foreign) = with_a_foreign_slot(tmp.path(), "shared", "b's own");
+        let b = tmp.path().join("b");
+        let own = slot_files(&b)
+            .into_iter()
+            .find(|p| file_name(p) != foreign)
+            .unwrap();
+        let problem = foreign_problem(&repo_a, &repo_b);
+
+        // B's own slot damaged: no slot of B is usable, whatever the passphrase.
+        let own_bytes = std::fs::read(&own).unwrap();
+        damage_slot(&own);
+        for p in ["shared", "b's own", "neither"] {
+            match open(&b, p) {
+                Err(Error::Damaged(m)) => {
+                    assert!(m.contains("holds no usable key slot of its own"), "{m}");
+                    assert!(m.contains(&format!("keys/{}", file_name(&own))), "{m}");
+                    assert!(m.contains(&format!("keys/{foreign} ({problem})")), "{m}");
+                }
+                other => panic!("{p}: expected Damaged, got {other:?}"),
+            }
+        }
+        // B's own slot gone (removed by hand): the foreign one alone, named.
+        std::fs::remove_file(&own).unwrap();
+        for p in ["shared", "b's own"] {
+            match open(&b, p) {
+                Err(Error::Damaged(m)) => {
+                    assert!(m.contains("holds no usable key slot of its own"), "{m}");
+                    assert!(m.ends_with(&format!("keys/{foreign} ({problem})")), "{m}");
+                }
+                other => panic!("{p}: expected Damaged, got {other:?}"),
+            }
+        }
+        // Put back, B opens again with its own passphrase only.
+        std::fs::write(&own, own_bytes).unwrap();
+        open(&b, "b's own").unwrap();
+        assert!(matches!(
+            open(&b, "shared"),
+            Err(Error::WrongPassphrase { slots: 1, .. })
+        ));
     }
 
     #[test]
