@@ -156,15 +156,6 @@ fn kill_rounds(
     seen
 }
 
-/// The binary, with the passphrase when the repository is encrypted.
-fn kb_for(encrypted: bool) -> assert_cmd::Command {
-    if encrypted {
-        kb_enc()
-    } else {
-        kb()
-    }
-}
-
 /// The binary as a plain `std::process::Command`, with the passphrase when the repository is
 /// encrypted.
 fn kb_process_for(encrypted: bool) -> std::process::Command {
@@ -181,23 +172,6 @@ fn setup_repository(repo: &Path, encrypted: bool) {
     if encrypted {
         init_encrypted(repo);
     }
-}
-
-/// Runs `create` (with the passphrase when `encrypted`) and returns the backup it printed.
-fn create_in(encrypted: bool, data: &Path, repo: &Path, extra: &[&str]) -> serde_json::Value {
-    let out = kb_for(encrypted)
-        .data_dir(data)
-        .backup_dir(repo)
-        .args(["create", "--format", "json"])
-        .args(extra)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "create failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("create prints one JSON document")
 }
 
 /// How to name a test's repository in its messages.

@@ -31,32 +31,6 @@ struct Pristine {
     owners: BTreeMap<PathBuf, Vec<String>>,
 }
 
-/// The binary, with the passphrase when the repository is encrypted.
-fn kb_for(encrypted: bool) -> assert_cmd::Command {
-    if encrypted {
-        kb_enc()
-    } else {
-        kb()
-    }
-}
-
-/// Runs `create` (with the passphrase when `encrypted`) and returns the backup it printed.
-fn create_in(encrypted: bool, data: &Path, repo: &Path, extra: &[&str]) -> serde_json::Value {
-    let out = kb_for(encrypted)
-        .data_dir(data)
-        .backup_dir(repo)
-        .args(["create", "--format", "json"])
-        .args(extra)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "create failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("create prints one JSON document")
-}
-
 /// A repository of three backups over two chains (a full and an incremental of one data dir,
 /// a full of another); an encrypted one when `encrypted`.
 fn pristine(encrypted: bool) -> Pristine {

@@ -157,6 +157,17 @@ pub fn copy(
     Ok(report)
 }
 
+impl CopyReport {
+    /// Records that backup `m` was handled: `copied`, or `present` at the target already.
+    fn handled(&mut self, m: &BackupManifest, status: &str) {
+        self.backups.push(CopiedBackup {
+            id: m.id.clone(),
+            chain_id: m.chain_id.clone(),
+            status: status.into(),
+        });
+    }
+}
+
 /// Copies one chain's backups, oldest first, under a create lease on the target's chain.
 fn copy_chain(
     source: &Repository,
@@ -200,11 +211,7 @@ fn copy_chain(
                     b.checksum
                 )));
             }
-            report.backups.push(CopiedBackup {
-                id: m.id.clone(),
-                chain_id: chain_id.to_string(),
-                status: "present".into(),
-            });
+            report.handled(m, "present");
             continue;
         }
         let refs: Vec<ChunkRef> = m
@@ -234,11 +241,7 @@ fn copy_chain(
             )));
         }
         report.bytes_copied += stored.manifest_bytes;
-        report.backups.push(CopiedBackup {
-            id: m.id.clone(),
-            chain_id: chain_id.to_string(),
-            status: "copied".into(),
-        });
+        report.handled(m, "copied");
     }
     Ok(())
 }
@@ -281,11 +284,7 @@ fn recopy_chain(
                     m.id
                 )));
             }
-            report.backups.push(CopiedBackup {
-                id: m.id.clone(),
-                chain_id: chain_id.to_string(),
-                status: "present".into(),
-            });
+            report.handled(m, "present");
             continue;
         }
         let mut stats = kyrodb_backup_storage::StoreStats::default();
@@ -346,11 +345,7 @@ fn recopy_chain(
         report.chunks_copied += stats.new_chunks;
         report.chunks_present += stats.reused_chunks;
         report.bytes_copied += stats.stored_bytes + stored.manifest_bytes;
-        report.backups.push(CopiedBackup {
-            id: m.id.clone(),
-            chain_id: chain_id.to_string(),
-            status: "copied".into(),
-        });
+        report.handled(m, "copied");
     }
     Ok(())
 }

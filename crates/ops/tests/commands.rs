@@ -11,16 +11,9 @@ use kyrodb_backup_ops::{
     VerifyOptions,
 };
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
-}
+mod common;
 
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for e in fs::read_dir(from).unwrap().flatten() {
-        fs::copy(e.path(), to.join(e.file_name())).unwrap();
-    }
-}
+use common::{copy_dir, fixtures};
 
 const T: u64 = 1_800_000_000;
 

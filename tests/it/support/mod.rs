@@ -193,7 +193,21 @@ pub fn init_encrypted(repo: impl AsRef<Path>) {
 
 /// Runs `create` and returns the backup object it printed.
 pub fn create(data: &Path, repo: &Path, extra: &[&str]) -> serde_json::Value {
-    let out = kb()
+    create_in(false, data, repo, extra)
+}
+
+/// The binary, with [`PASSPHRASE`] when the repository is encrypted.
+pub fn kb_for(encrypted: bool) -> Command {
+    if encrypted {
+        kb_enc()
+    } else {
+        kb()
+    }
+}
+
+/// [`create`] in a repository that is encrypted (with [`PASSPHRASE`]) or not.
+pub fn create_in(encrypted: bool, data: &Path, repo: &Path, extra: &[&str]) -> serde_json::Value {
+    let out = kb_for(encrypted)
         .data_dir(data)
         .backup_dir(repo)
         .args(["create", "--format", "json"])
