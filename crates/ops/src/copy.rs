@@ -288,7 +288,7 @@ fn recopy_chain(
             continue;
         }
         let mut stats = kyrodb_backup_storage::StoreStats::default();
-        let mut restore = |entry: &FileEntry, stats: &mut kyrodb_backup_storage::StoreStats| {
+        let mut rechunk = |entry: &FileEntry, stats: &mut kyrodb_backup_storage::StoreStats| {
             let key = (
                 entry.hash,
                 entry.size,
@@ -326,7 +326,7 @@ fn recopy_chain(
         };
         let mut copied = m.clone();
         for f in &mut copied.files {
-            f.chunks = restore(f, &mut stats)?;
+            f.chunks = rechunk(f, &mut stats)?;
         }
         if let Some(ids) = &mut copied.snapshot_ids {
             let as_file = FileEntry {
@@ -338,7 +338,7 @@ fn recopy_chain(
                 wal_index: None,
                 source: None,
             };
-            ids.chunks = restore(&as_file, &mut stats)?;
+            ids.chunks = rechunk(&as_file, &mut stats)?;
         }
         dst.sync()?;
         let stored = target.commit_manifest(&copied)?;
