@@ -459,19 +459,8 @@ fn show_check_and_prune_work_on_an_encrypted_repository() {
     let pruned = ok_json(
         &kb_enc()
             .backup_dir(&repo)
-            .args([
-                "prune",
-                "--keep-hourly",
-                "0",
-                "--keep-daily",
-                "0",
-                "--keep-weekly",
-                "0",
-                "--keep-monthly",
-                "0",
-                "--format",
-                "json",
-            ])
+            .args(PRUNE_ALL_BUT_NEWEST)
+            .args(["--format", "json"])
             .output()
             .unwrap(),
     );

@@ -13,21 +13,6 @@ use crate::support::proxy::Proxy;
 use crate::support::s3::S3Server;
 use crate::support::*;
 
-/// A prune whose policy keeps only what it must: the newest backup and the full it needs.
-const PRUNE_ALL_BUT_NEWEST: [&str; 11] = [
-    "prune",
-    "--keep-hourly",
-    "0",
-    "--keep-daily",
-    "0",
-    "--keep-weekly",
-    "0",
-    "--keep-monthly",
-    "0",
-    "--min-age-days",
-    "0",
-];
-
 /// A moto server with one bucket, and the binary pointed at it.
 struct Bucket {
     server: S3Server,

@@ -226,11 +226,9 @@ fn key(ctx: &Ctx, action: &KeyAction) -> kyrodb_backup_ops::Result<Outcome> {
         }
         KeyAction::Add(a) => {
             // Open with the current passphrase first: a wrong one fails before a new one is asked.
-            let r = {
-                let _ = kyrodb_backup_ops::key_list(&repo)?;
-                let new = new_passphrase(ctx, a)?;
-                kyrodb_backup_ops::key_add(&repo, &new, kdf_of(&a.kdf), now())?
-            };
+            kyrodb_backup_ops::key_unlock(&repo)?;
+            let new = new_passphrase(ctx, a)?;
+            let r = kyrodb_backup_ops::key_add(&repo, &new, kdf_of(&a.kdf), now())?;
             Ok(ctx.emit(&r, Outcome::Done, render::key_change))
         }
         KeyAction::Remove { id } => {
@@ -238,7 +236,7 @@ fn key(ctx: &Ctx, action: &KeyAction) -> kyrodb_backup_ops::Result<Outcome> {
             Ok(ctx.emit(&r, Outcome::Done, render::key_change))
         }
         KeyAction::Passwd(a) => {
-            let _ = kyrodb_backup_ops::key_list(&repo)?;
+            kyrodb_backup_ops::key_unlock(&repo)?;
             let new = new_passphrase(ctx, a)?;
             let r = kyrodb_backup_ops::key_passwd(&repo, &new, kdf_of(&a.kdf), now())?;
             Ok(ctx.emit(&r, Outcome::Done, render::key_change))

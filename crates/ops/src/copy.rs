@@ -295,7 +295,7 @@ fn recopy_chain(
                 entry.chunks.iter().map(|c| (c.hash, c.size)).collect(),
             );
             if let Some(chunks) = done.get(&key) {
-                if dst.all_chunks_present(chunks) {
+                if dst.all_intact(chunks) {
                     return Ok(chunks.clone());
                 }
             }

@@ -103,6 +103,18 @@ fn passphrase_of(repo: &RepoRef) -> Result<Secret> {
     Ok(keys.passphrase_for(&repo.display())?)
 }
 
+/// Opens the encrypted repository at `repo` with its passphrase, and nothing else: what a front
+/// end runs before it asks for a new passphrase, so a wrong current one (or a plain repository)
+/// fails first. The key it derives stays with `repo`'s keys, so the key command that follows
+/// derives none again.
+///
+/// # Errors
+///
+/// [`Error::KeyRefused`] for a plain repository; as opening it.
+pub fn key_unlock(repo: impl Into<RepoRef>) -> Result<()> {
+    encrypted(&repo.into()).map(drop)
+}
+
 /// What `key list` found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct KeyListReport {

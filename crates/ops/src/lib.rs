@@ -85,8 +85,8 @@ pub use golden::{
     GoldenCreateReport,
 };
 pub use keys::{
-    init, key_add, key_list, key_passwd, key_remove, InitOptions, InitReport, KeyChangeReport,
-    KeyListReport,
+    init, key_add, key_list, key_passwd, key_remove, key_unlock, InitOptions, InitReport,
+    KeyChangeReport, KeyListReport,
 };
 pub use list::{
     list, show, BuiltinShowReport, ListReport, ShowReport, Shown, ShownFile, TimelineBase,

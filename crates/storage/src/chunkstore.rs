@@ -241,14 +241,9 @@ impl ChainStore {
     }
 
     /// Whether every one of `chunks` exists with the size (and, on a local disk, the header) its
-    /// reference says: what a copy checks before it reuses chunks it stored for an earlier file.
-    pub fn all_chunks_present(&self, chunks: &[ChunkRef]) -> bool {
-        self.all_intact(chunks)
-    }
-
-    /// Whether every one of `chunks` [looks intact](Self::looks_intact): what lets a file or
-    /// list be taken over from an earlier backup without its bytes in hand.
-    pub(crate) fn all_intact(&self, chunks: &[ChunkRef]) -> bool {
+    /// reference says: what lets a file or list be taken over from an earlier backup, or a
+    /// copy reuse chunks it stored for an earlier file, without the bytes in hand.
+    pub fn all_intact(&self, chunks: &[ChunkRef]) -> bool {
         chunks.iter().all(|c| self.looks_intact(*c))
     }
 

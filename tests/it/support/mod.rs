@@ -153,6 +153,21 @@ pub fn kb() -> Command {
     c
 }
 
+/// A prune whose policy keeps only what it must: the newest backup and the full it needs.
+pub const PRUNE_ALL_BUT_NEWEST: [&str; 11] = [
+    "prune",
+    "--keep-hourly",
+    "0",
+    "--keep-daily",
+    "0",
+    "--keep-weekly",
+    "0",
+    "--keep-monthly",
+    "0",
+    "--min-age-days",
+    "0",
+];
+
 /// The passphrase of the tests' encrypted repositories.
 pub const PASSPHRASE: &str = "correct horse battery staple";
 
