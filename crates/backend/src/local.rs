@@ -263,7 +263,11 @@ impl Backend for LocalBackend {
             };
             for e in entries {
                 let e = e.map_err(|err| io(&dir, err))?;
-                let ft = e.file_type().map_err(|err| io(&e.path(), err))?;
+                let ft = match e.file_type() {
+                    Ok(ft) => ft,
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(err) => return Err(io(&e.path(), err)),
+                };
                 if ft.is_dir() {
                     stack.push(e.path());
                 } else if ft.is_file() || ft.is_symlink() {
@@ -276,7 +280,13 @@ impl Backend for LocalBackend {
                     let Some(key) = self.key_of(&e.path()) else {
                         continue;
                     };
-                    let meta = fs::symlink_metadata(e.path()).map_err(|err| io(&e.path(), err))?;
+                    // Deleted between the directory read and now (a prune or a merge running
+                    // beside this listing): it no longer exists, so it is not listed.
+                    let meta = match fs::symlink_metadata(e.path()) {
+                        Ok(m) => m,
+                        Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+                        Err(err) => return Err(io(&e.path(), err)),
+                    };
                     out.push(Entry {
                         key,
                         size: meta.len(),
