@@ -35,6 +35,7 @@ fn try_backup(
             tool_version: "test".into(),
             parent: parent.cloned(),
             dry_run: false,
+            golden: None,
         },
         &NoProgress,
     )

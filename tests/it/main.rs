@@ -7,6 +7,7 @@ mod cli;
 mod concurrency;
 mod crash;
 mod docs;
+mod drill;
 mod encrypted;
 mod faults;
 mod follow;

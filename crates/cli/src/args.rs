@@ -78,8 +78,14 @@ pub enum Command {
         #[command(subcommand)]
         action: GoldenAction,
     },
-    /// Monitoring: fail when the newest backup, or the continuous archive, is older than a limit.
+    /// Monitoring: fail when the newest backup, the continuous archive, or the last passed
+    /// restore drill is older than a limit.
     Check(CheckArgs),
+    /// Restore rehearsal: restore a backup into a new scratch directory, check it fully, run its
+    /// golden queries, time each phase, remove the copy, and record the result.
+    Drill(DrillArgs),
+    /// Show the repository's settings, or change them (e.g. `config --golden 100`).
+    Config(ConfigArgs),
     /// Follow --data-dir and store every WAL frame and snapshot the engine writes, until
     /// stopped (SIGTERM or Ctrl-C: what was read is stored, then exit 0).
     Archive(ArchiveArgs),
@@ -188,6 +194,44 @@ pub struct CreateArgs {
     /// Read the data dir and report how many bytes the backup would add; write nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Also record N exact top-k queries of the captured state (stored vectors as queries;
+    /// their exact nearest neighbours), which `drill` runs on the restored state. Default: the
+    /// repository's setting (`config --golden N`); 0 records none.
+    #[arg(long, value_name = "N")]
+    pub golden: Option<usize>,
+    /// Results per golden query.
+    #[arg(long, value_name = "K", default_value_t = kyrodb_backup_ops::GOLDEN_K, requires = "golden")]
+    pub golden_k: usize,
+}
+
+/// `drill` options.
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("what").args(["backup_id", "point_in_time"]))]
+pub struct DrillArgs {
+    /// The backup to drill: an id or unique prefix (8+ characters). Default: the newest.
+    #[arg(long, value_name = "ID")]
+    pub backup_id: Option<String>,
+    /// Drill a point-in-time restore of this second: Unix seconds or RFC 3339.
+    #[arg(long, value_name = "T", value_parser = parse_time)]
+    pub point_in_time: Option<u64>,
+    /// When T cannot be rebuilt exactly, drill the latest second before it that can.
+    #[arg(long, requires = "point_in_time")]
+    pub nearest: bool,
+    /// Where to make the drill's own new directory (removed at the end). Default: the
+    /// system's temporary directory. Use a disk like the one a real restore would go to.
+    #[arg(long, value_name = "DIR")]
+    pub scratch: Option<PathBuf>,
+    /// Run these golden queries (from `golden create`) instead of the backup's own.
+    #[arg(long, value_name = "FILE")]
+    pub golden: Option<PathBuf>,
+}
+
+/// `config` options.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// Golden queries `create` records when not given --golden (0: none).
+    #[arg(long, value_name = "N")]
+    pub golden: Option<u64>,
 }
 
 /// `restore` options.
@@ -325,7 +369,7 @@ pub struct GoldenCreateArgs {
 
 /// `check` options.
 #[derive(Debug, Args)]
-#[command(group = clap::ArgGroup::new("limits").required(true).multiple(true).args(["max_age", "max_lag"]))]
+#[command(group = clap::ArgGroup::new("limits").required(true).multiple(true).args(["max_age", "max_lag", "max_drill_age"]))]
 pub struct CheckArgs {
     /// Oldest acceptable age of the newest backup, e.g. `90m`, `26h`, `7d`, `1h30m`.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
@@ -335,6 +379,9 @@ pub struct CheckArgs {
     /// waited longer to be stored.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub max_lag: Option<u64>,
+    /// Oldest acceptable age of the last restore drill that passed, e.g. `35d`.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub max_drill_age: Option<u64>,
 }
 
 /// Parses an interval: `500ms`, or a duration as [`parse_duration`] reads it.

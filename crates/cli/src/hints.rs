@@ -89,10 +89,38 @@ fn key_hint(e: &Error) -> Option<&'static str> {
     })
 }
 
+/// Hints for `drill`, `config` and `create --golden`.
+fn drill_hint(e: &Error, cli: &Cli) -> Option<(String, Option<String>)> {
+    let plain = |hint: &str| Some((e.to_string(), Some(hint.to_string())));
+    let drill = matches!(cli.command, Command::Drill(_));
+    match e {
+        Error::NoBackupYet if drill => Some((
+            "the repository has no backup to drill yet".into(),
+            Some("create a backup first, with --golden N to record queries the drill runs".into()),
+        )),
+        Error::InvalidOptions(m) if drill && m.contains("scratch") => {
+            plain("pass --scratch DIR outside --data-dir, on a disk with room for a restored copy")
+        }
+        Error::InvalidOptions(_) if matches!(cli.command, Command::Create(_) | Command::Config(_)) => {
+            plain("pass --golden N with N at most 1000 (and --golden-k at least 1)")
+        }
+        Error::Io { .. } if drill => plain(
+            "the drill makes its own new directory under --scratch (default: the system's temporary directory): pass --scratch DIR on a writable disk with room for a restored copy",
+        ),
+        Error::Other(m) if m.contains("could not be recorded") => plain(
+            "check that these credentials may write to the repository (drills/ beside the backups), then run the drill again",
+        ),
+        _ => None,
+    }
+}
+
 fn render(e: &Error, cli: &Cli) -> (String, Option<String>) {
     let plain = |hint: &str| (e.to_string(), Some(hint.to_string()));
     if let Some(hint) = store_hint(e).or_else(|| key_hint(e)) {
         return plain(hint);
+    }
+    if let Some(r) = drill_hint(e, cli) {
+        return r;
     }
     match e {
         Error::NotARepository(_) => plain(
@@ -168,7 +196,8 @@ fn render(e: &Error, cli: &Cli) -> (String, Option<String>) {
             None,
         ),
         Error::PointInTime(PointInTimeError::NotRecoverable { target, windows }) => {
-            let nearest = matches!(&cli.command, Command::Restore(a) if a.nearest);
+            let nearest = matches!(&cli.command, Command::Restore(a) if a.nearest)
+                || matches!(&cli.command, Command::Drill(a) if a.nearest);
             if nearest {
                 // Nothing is recoverable before T: --nearest cannot help, name what can.
                 let hint = match windows.iter().find(|w| w.from > *target) {

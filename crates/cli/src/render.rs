@@ -1,5 +1,6 @@
 //! Text (and table) renderings of the commands' reports. JSON is the reports serialized.
 
+use std::fmt::Write as _;
 use std::path::Path;
 
 use kyrodb_backup_ops::types::{CurrentEngine, MetricSource};
@@ -71,9 +72,105 @@ pub fn create(r: &CreateReport) {
         );
     }
     outln!("  state    {}", state_line(b));
+    if let Some(g) = &b.golden {
+        outln!(
+            "  golden   {} queries, exact top-{} over {} documents{} ({:.2} s)",
+            g.queries,
+            g.k,
+            g.searched,
+            if g.searched < b.vector_count {
+                " (a sample)"
+            } else {
+                ""
+            },
+            r.golden_seconds.unwrap_or(0.0)
+        );
+    }
     for s in &r.skipped {
         outln!("  skipped  {} ({})", s.name, s.reason);
     }
+}
+
+/// The last drill of a backup, in a few words.
+fn drill_text(d: &kyrodb_backup_ops::LastDrill) -> String {
+    let mut s = format!(
+        "{} {}",
+        if d.passed { "passed" } else { "FAILED" },
+        utc(d.timestamp)
+    );
+    if let (Some(secs), Some(rate)) = (d.restore_seconds, d.restore_mb_per_s) {
+        let _ = write!(s, ", restore {secs:.2} s ({rate:.0} MB/s)");
+    }
+    if let Some(q) = d.golden_queries {
+        let _ = write!(s, ", {q} golden queries");
+    }
+    if let Some(p) = &d.problem {
+        let _ = write!(s, ": {p}");
+    }
+    s
+}
+
+pub fn drill(r: &kyrodb_backup_ops::DrillReport) {
+    outln!(
+        "{}: drill of backup {}{}",
+        if r.passed { "PASSED" } else { "FAILED" },
+        r.backup_id,
+        r.point_in_time
+            .map(|t| format!(" at {} ({t})", utc(t)))
+            .unwrap_or_default()
+    );
+    let p = &r.phases;
+    outln!(
+        "  restore  {:.2} s, {} at {:.0} MB/s, every byte checked",
+        p.restore_seconds,
+        human_bytes(r.bytes),
+        r.restore_mb_per_s
+    );
+    outln!(
+        "  check    {:.2} s, {} documents recovered from the restored files",
+        p.check_seconds,
+        r.vector_count
+    );
+    let g = &r.golden;
+    if g.queries > 0 {
+        outln!(
+            "  golden   {:.2} s, {} queries of top-{} from the {}",
+            p.golden_seconds,
+            g.queries,
+            g.k,
+            if g.source == "file" {
+                "golden file"
+            } else {
+                "backup"
+            }
+        );
+    } else {
+        outln!("  golden   none recorded");
+    }
+    outln!(
+        "  cleanup  {:.2} s, removed {}",
+        p.cleanup_seconds,
+        r.scratch.display()
+    );
+    outln!("  total    {:.2} s", p.total_seconds);
+    if let Some(problem) = &r.problem {
+        outln!("  MISMATCH: {problem}");
+    }
+    if let Some(key) = &r.recorded {
+        outln!("  recorded as {key}");
+    }
+}
+
+pub fn config(r: &kyrodb_backup_ops::ConfigReport) {
+    outln!(
+        "{}: golden queries per backup {}",
+        r.location,
+        if r.golden_queries == 0 {
+            "none (create --golden N, or config --golden N)".to_string()
+        } else {
+            r.golden_queries.to_string()
+        }
+    );
 }
 
 pub fn list(r: &ListReport, dir: &Path, boxed: bool) {
@@ -120,6 +217,13 @@ fn list_backups(r: &ListReport, dir: &Path, boxed: bool) {
                 human_bytes(b.size_bytes),
                 b.vector_count.to_string(),
                 b.distance.clone().unwrap_or_else(|| "unknown".into()),
+                b.last_drill.as_ref().map_or_else(
+                    || "-".to_string(),
+                    |d| {
+                        let day: String = utc(d.timestamp).chars().take(10).collect();
+                        format!("{} {day}", if d.passed { "passed" } else { "FAILED" })
+                    },
+                ),
                 b.description.clone(),
             ]
         })
@@ -133,6 +237,7 @@ fn list_backups(r: &ListReport, dir: &Path, boxed: bool) {
             "SIZE",
             "VECTORS",
             "METRIC",
+            "LAST DRILL",
             "DESCRIPTION",
         ],
         &table,
@@ -236,6 +341,20 @@ fn show_repository(r: &ShowReport, boxed: bool) {
     outln!("source      {}", r.source);
     outln!("checksum    {}", b.checksum);
     outln!("state       {}", state_line(b));
+    if let Some(g) = &b.golden {
+        outln!(
+            "golden      {} queries, exact top-{} over {} documents",
+            g.queries,
+            g.k,
+            g.searched
+        );
+    }
+    outln!(
+        "last drill  {}",
+        b.last_drill
+            .as_ref()
+            .map_or_else(|| "never".to_string(), drill_text)
+    );
     outln!(
         "size        {} captured, {} stored by this backup",
         human_bytes(b.size_bytes),
@@ -612,6 +731,26 @@ pub fn check(r: &CheckReport, dir: &Path) {
                 "ALERT: archived WAL in {}: {p} (limit {})",
                 dir.display(),
                 human_age(a.max_lag_seconds)
+            ),
+        }
+    }
+    if let Some(d) = &r.drill {
+        match (&d.problem, &d.backup_id, d.age_seconds) {
+            (None, Some(id), Some(age)) => outln!(
+                "OK: the last restore drill that passed (backup {id}) ran {} ago (limit {}){}",
+                human_age(age),
+                human_age(d.max_age_seconds),
+                if d.failed_since > 0 {
+                    format!("; {} failed since", d.failed_since)
+                } else {
+                    String::new()
+                }
+            ),
+            (p, ..) => outln!(
+                "ALERT: restore drills in {}: {} (limit {})",
+                dir.display(),
+                p.as_deref().unwrap_or("none passed"),
+                human_age(d.max_age_seconds)
             ),
         }
     }

@@ -5,15 +5,17 @@ use std::time::SystemTime;
 
 use kyrodb_backup_ops::types::{MetricSource, RetentionPolicy};
 use kyrodb_backup_ops::{
-    ArchiveEvent, ArchiveOptions, CheckOptions, CopyOptions, CreateOptions, GoldenCreateOptions,
-    InitOptions, KdfParams, Location, MigrateOptions, Now, PruneOptions, Reference, RepoRef,
-    RestoreOptions, RestoreSource, S3Config, Unlocker, VerifyOptions,
+    ArchiveEvent, ArchiveOptions, CheckOptions, ConfigOptions, CopyOptions, CreateOptions,
+    DrillOptions, GoldenCreateOptions, InitOptions, KdfParams, Location, MigrateOptions, Now,
+    PruneOptions, Reference, RepoRef, RestoreOptions, RestoreSource, S3Config, Unlocker,
+    VerifyOptions,
 };
 use serde::Serialize;
 
 use crate::args::{
-    ArchiveArgs, CheckArgs, Cli, Command, CopyArgs, CreateArgs, Format, GoldenAction, InitArgs,
-    KdfArgs, KeyAction, MigrateArgs, NewKeyArgs, PruneArgs, RestoreArgs, VerifyArgs,
+    ArchiveArgs, CheckArgs, Cli, Command, ConfigArgs, CopyArgs, CreateArgs, DrillArgs, Format,
+    GoldenAction, InitArgs, KdfArgs, KeyAction, MigrateArgs, NewKeyArgs, PruneArgs, RestoreArgs,
+    VerifyArgs,
 };
 use crate::hints::Failure;
 use crate::output::{print_json, Bar};
@@ -175,6 +177,8 @@ fn dispatch(ctx: &Ctx) -> kyrodb_backup_ops::Result<Outcome> {
         Command::Migrate(a) => migrate(ctx, a),
         Command::Golden { action } => golden(ctx, action),
         Command::Check(a) => check(ctx, a),
+        Command::Drill(a) => drill(ctx, a),
+        Command::Config(a) => config(ctx, a),
         Command::Copy(a) => copy(ctx, a),
         Command::Archive(a) => archive(ctx, a),
         Command::Init(a) => init(ctx, a),
@@ -277,7 +281,12 @@ fn create(ctx: &Ctx, a: &CreateArgs) -> kyrodb_backup_ops::Result<Outcome> {
         Some(r) => Some(Reference::Id(r.to_string())),
         None => None,
     };
+    opts.golden = a.golden;
+    opts.golden_k = a.golden_k;
     let r = kyrodb_backup_ops::create(&ctx.repo(&ctx.cli.backup_dir)?, &opts, now(), &ctx.bar())?;
+    if let Some(why) = &r.golden_skipped {
+        ctx.warn_all(&[format!("golden queries not recorded: {why}")]);
+    }
     if r.leftovers_removed > 0 {
         ctx.note(format!(
             "removed {} temporary files left by an interrupted run",
@@ -381,11 +390,36 @@ fn check(ctx: &Ctx, a: &CheckArgs) -> kyrodb_backup_ops::Result<Outcome> {
     let mut opts = CheckOptions::default();
     opts.max_age = a.max_age;
     opts.max_lag = a.max_lag;
+    opts.max_drill_age = a.max_drill_age;
     // The data dir is compared with the archive only where it exists (check may run on
     // another host than the database).
     opts.data_dir = Some(ctx.cli.data_dir.clone()).filter(|d| d.join("MANIFEST").is_file());
     let r = kyrodb_backup_ops::check(&ctx.repo(&ctx.cli.backup_dir)?, &opts, now())?;
     Ok(ctx.emit(&r, outcome(r.ok), |r| render::check(r, &ctx.cli.backup_dir)))
+}
+
+fn drill(ctx: &Ctx, a: &DrillArgs) -> kyrodb_backup_ops::Result<Outcome> {
+    let mut opts = DrillOptions::new(a.scratch.clone().unwrap_or_else(std::env::temp_dir));
+    opts.source = match (&a.backup_id, a.point_in_time) {
+        (Some(id), _) => Some(RestoreSource::Backup(id.clone())),
+        (None, Some(at)) => Some(RestoreSource::PointInTime {
+            at,
+            nearest: a.nearest,
+        }),
+        (None, None) => None,
+    };
+    opts.golden_file.clone_from(&a.golden);
+    opts.live_data_dir = Some(ctx.cli.data_dir.clone());
+    let r = kyrodb_backup_ops::drill(&ctx.repo(&ctx.cli.backup_dir)?, &opts, now(), &ctx.bar())?;
+    ctx.warn_all(&r.warnings);
+    Ok(ctx.emit(&r, outcome(r.passed), render::drill))
+}
+
+fn config(ctx: &Ctx, a: &ConfigArgs) -> kyrodb_backup_ops::Result<Outcome> {
+    let mut opts = ConfigOptions::default();
+    opts.golden_queries = a.golden;
+    let r = kyrodb_backup_ops::config(&ctx.repo(&ctx.cli.backup_dir)?, &opts)?;
+    Ok(ctx.emit(&r, Outcome::Done, render::config))
 }
 
 /// The system clock, for long-running commands.

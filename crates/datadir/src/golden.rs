@@ -4,7 +4,7 @@ use std::collections::{BinaryHeap, HashMap};
 use std::path::Path;
 
 use kyrodb_backup_format::engine::{
-    recover, DirSource, DistanceMetric, Metadata, RecoveryOptions, StateSink,
+    recover, DirSource, DistanceMetric, LiveIds, Metadata, RecoveryOptions, StateSink,
 };
 use serde::{Deserialize, Serialize};
 
@@ -41,6 +41,27 @@ pub struct GoldenQuery {
     pub scores: Vec<f32>,
 }
 
+/// Which documents a golden file's queries were searched over, when not all of them: those
+/// whose id hashes (with the seed) to at most `limit`. Anyone can recompute the same subset of
+/// another state, so the answers stay exact over it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sample {
+    /// Seed of the id hash.
+    pub seed: u64,
+    /// Largest hash in the sample.
+    pub limit: u64,
+    /// Documents of the recorded state in the sample.
+    pub documents: u64,
+}
+
+impl Sample {
+    /// Whether document `id` is in a sample of this seed and limit.
+    pub fn holds(seed: u64, limit: u64, id: u64) -> bool {
+        let mut s = id ^ seed.rotate_left(29);
+        splitmix(&mut s) <= limit
+    }
+}
+
 /// A golden file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GoldenFile {
@@ -56,6 +77,9 @@ pub struct GoldenFile {
     pub k: usize,
     /// Sampling seed.
     pub seed: u64,
+    /// The documents searched, when a sample of them (absent: all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample: Option<Sample>,
     /// The queries.
     pub queries: Vec<GoldenQuery>,
 }
@@ -104,15 +128,84 @@ impl Vectors {
 }
 
 /// Collects the recovered state into contiguous storage; deletes leave holes that
-/// [`VectorSink::finish`] compacts away.
-#[derive(Default)]
+/// [`VectorSink::compact`] removes.
+///
+/// Keeps only documents in the sample (id hash at most `limit`); with a budget, halves the
+/// limit whenever the kept vectors outgrow it, so memory stays bounded whatever the state's
+/// size.
 struct VectorSink {
     index: HashMap<u64, usize>,
     ids: Vec<u64>,
     data: Vec<f32>,
     alive: Vec<bool>,
+    live: usize,
     dim: Option<usize>,
     bad_dim: Option<usize>,
+    seed: u64,
+    limit: u64,
+    budget_bytes: Option<u64>,
+}
+
+impl VectorSink {
+    fn new(seed: u64, limit: u64, budget_bytes: Option<u64>) -> Self {
+        Self {
+            index: HashMap::new(),
+            ids: Vec::new(),
+            data: Vec::new(),
+            alive: Vec::new(),
+            live: 0,
+            dim: None,
+            bad_dim: None,
+            seed,
+            limit,
+            budget_bytes,
+        }
+    }
+
+    fn over_budget(&self, dim: usize) -> bool {
+        self.budget_bytes
+            .is_some_and(|b| (self.live * dim * 4) as u64 > b && self.limit > 0)
+    }
+
+    /// Halves the limit until the kept vectors fit the budget, dropping the rest.
+    fn shrink(&mut self, dim: usize) {
+        while self.over_budget(dim) {
+            self.limit /= 2;
+            let (seed, limit) = (self.seed, self.limit);
+            for r in 0..self.ids.len() {
+                if self.alive[r] && !Sample::holds(seed, limit, self.ids[r]) {
+                    self.alive[r] = false;
+                    self.live -= 1;
+                }
+            }
+        }
+        self.compact(dim);
+    }
+
+    /// Drops dead rows.
+    fn compact(&mut self, dim: usize) {
+        if self.live == self.ids.len() {
+            return;
+        }
+        let mut w = 0;
+        for r in 0..self.ids.len() {
+            if self.alive[r] {
+                self.ids[w] = self.ids[r];
+                self.data.copy_within(r * dim..(r + 1) * dim, w * dim);
+                w += 1;
+            }
+        }
+        self.ids.truncate(w);
+        self.data.truncate(w * dim);
+        self.alive.clear();
+        self.alive.resize(w, true);
+        self.index = self
+            .ids
+            .iter()
+            .enumerate()
+            .map(|(i, &id)| (id, i))
+            .collect();
+    }
 }
 
 impl StateSink for VectorSink {
@@ -122,61 +215,128 @@ impl StateSink for VectorSink {
             self.bad_dim = Some(embedding.len());
             return;
         }
+        if !Sample::holds(self.seed, self.limit, id) {
+            return;
+        }
         if let Some(&slot) = self.index.get(&id) {
             self.data[slot * dim..(slot + 1) * dim].copy_from_slice(&embedding);
-            self.alive[slot] = true;
+            if !self.alive[slot] {
+                self.alive[slot] = true;
+                self.live += 1;
+            }
         } else {
             self.index.insert(id, self.ids.len());
             self.ids.push(id);
             self.alive.push(true);
+            self.live += 1;
             self.data.extend_from_slice(&embedding);
+        }
+        if self.over_budget(dim) {
+            self.shrink(dim);
         }
     }
     fn delete(&mut self, id: u64) {
         if let Some(&slot) = self.index.get(&id) {
-            self.alive[slot] = false;
+            if self.alive[slot] {
+                self.alive[slot] = false;
+                self.live -= 1;
+                // Dead rows never outnumber live ones by much: memory stays within twice
+                // the budget however many documents come and go.
+                if self.ids.len() > 2 * self.live + 64 {
+                    let dim = self.dim.unwrap_or(0);
+                    self.compact(dim);
+                }
+            }
         }
     }
     fn update_metadata(&mut self, _: u64, _: Metadata) {}
 }
 
-impl VectorSink {
-    fn finish(mut self) -> Result<Vectors, Error> {
-        let dim = self.dim.unwrap_or(0);
-        if let Some(bad) = self.bad_dim {
+/// Collects a sample of a recovering state's vectors for golden queries: all of them, or, with
+/// a budget, the documents whose id hash falls under a limit that halves whenever the kept
+/// vectors outgrow the budget (so memory and the later brute-force pass stay bounded by the
+/// budget, not by the state's size). Feed it to recovery, then [`golden_from_sample`].
+pub struct GoldenSampler {
+    sink: VectorSink,
+}
+
+impl GoldenSampler {
+    /// A sampler with `seed` that keeps at most `budget_bytes` of vectors (`None`: all).
+    pub fn new(seed: u64, budget_bytes: Option<u64>) -> Self {
+        Self {
+            sink: VectorSink::new(seed, u64::MAX, budget_bytes),
+        }
+    }
+
+    /// A sampler that keeps exactly the documents of a recorded sample.
+    fn fixed(seed: u64, limit: u64) -> Self {
+        Self {
+            sink: VectorSink::new(seed, limit, None),
+        }
+    }
+
+    fn finish(self) -> Result<(Vectors, Option<(u64, u64)>), Error> {
+        let mut sink = self.sink;
+        let dim = sink.dim.unwrap_or(0);
+        if let Some(bad) = sink.bad_dim {
             return Err(Error::Dimension {
                 file: dim as u64,
                 dir: bad as u64,
             });
         }
-        if self.alive.iter().any(|a| !a) {
-            let mut w = 0;
-            for r in 0..self.ids.len() {
-                if self.alive[r] {
-                    self.ids[w] = self.ids[r];
-                    self.data.copy_within(r * dim..(r + 1) * dim, w * dim);
-                    w += 1;
-                }
-            }
-            self.ids.truncate(w);
-            self.data.truncate(w * dim);
-        }
-        Ok(Vectors {
-            ids: self.ids,
-            data: self.data,
-            dim,
-        })
+        sink.compact(dim);
+        let sample = (sink.limit != u64::MAX).then_some((sink.seed, sink.limit));
+        Ok((
+            Vectors {
+                ids: sink.ids,
+                data: sink.data,
+                dim,
+            },
+            sample,
+        ))
     }
 }
 
-fn load(dir: &Path) -> Result<(Vectors, Option<DistanceMetric>), Error> {
-    let mut sink = VectorSink::default();
+impl StateSink for GoldenSampler {
+    fn insert(&mut self, id: u64, embedding: Vec<f32>, metadata: Metadata) {
+        self.sink.insert(id, embedding, metadata);
+    }
+    fn delete(&mut self, id: u64) {
+        self.sink.delete(id);
+    }
+    fn update_metadata(&mut self, _: u64, _: Metadata) {}
+}
+
+/// Counts live documents and samples them at once.
+struct Counting<'a> {
+    live: LiveIds,
+    sampler: &'a mut GoldenSampler,
+}
+
+impl StateSink for Counting<'_> {
+    fn insert(&mut self, id: u64, embedding: Vec<f32>, metadata: Metadata) {
+        self.live.insert(id, Vec::new(), Metadata::default());
+        self.sampler.insert(id, embedding, metadata);
+    }
+    fn delete(&mut self, id: u64) {
+        self.live.delete(id);
+        self.sampler.delete(id);
+    }
+    fn update_metadata(&mut self, _: u64, _: Metadata) {}
+}
+
+/// Recovers `dir` into `sampler`; returns the live document count and the stored metric.
+fn load(dir: &Path, sampler: &mut GoldenSampler) -> Result<(u64, Option<DistanceMetric>), Error> {
+    let mut sink = Counting {
+        live: LiveIds::default(),
+        sampler,
+    };
     let report = recover(
         &mut DirSource::new(dir),
         &mut sink,
         &RecoveryOptions::default(),
     )?;
-    Ok((sink.finish()?, report.distance))
+    Ok((sink.live.len() as u64, report.distance))
 }
 
 /// Dot product with eight independent sums, so the compiler can use SIMD lanes.
@@ -308,8 +468,26 @@ fn splitmix(state: &mut u64) -> u64 {
 /// [`Error::NoMetric`] when neither the data dir nor `opts` names a metric, [`Error::Empty`]
 /// for a state without vectors, [`Error::Format`] when the data dir does not recover.
 pub fn golden_create(dir: &Path, opts: &GoldenOptions) -> Result<GoldenFile, Error> {
-    let (vectors, stored) = load(dir)?;
+    let mut sampler = GoldenSampler::new(opts.seed, None);
+    let (count, stored) = load(dir, &mut sampler)?;
     let metric = stored.or(opts.distance).ok_or(Error::NoMetric)?;
+    golden_from_sample(sampler, metric, count, opts)
+}
+
+/// Records the exact top-k of `opts.queries` sampled documents over what `sampler` kept of a
+/// state of `count` live documents, under `metric` (`opts.distance` is not consulted).
+///
+/// # Errors
+///
+/// [`Error::Empty`] when the sampler kept no vectors, [`Error::Dimension`] when the state's
+/// vectors differ in dimension.
+pub fn golden_from_sample(
+    sampler: GoldenSampler,
+    metric: DistanceMetric,
+    count: u64,
+    opts: &GoldenOptions,
+) -> Result<GoldenFile, Error> {
+    let (vectors, sample) = sampler.finish()?;
     if vectors.ids.is_empty() {
         return Err(Error::Empty);
     }
@@ -331,9 +509,14 @@ pub fn golden_create(dir: &Path, opts: &GoldenOptions) -> Result<GoldenFile, Err
         version: 1,
         metric,
         dimension: vectors.dim as u64,
-        count: n as u64,
+        count,
         k: opts.k,
         seed: opts.seed,
+        sample: sample.map(|(seed, limit)| Sample {
+            seed,
+            limit,
+            documents: n as u64,
+        }),
         queries: picks
             .iter()
             .zip(queries)
@@ -361,7 +544,12 @@ pub fn golden_check(
     golden: &GoldenFile,
     threads: usize,
 ) -> Result<GoldenReport, Error> {
-    let (vectors, stored) = load(dir)?;
+    let mut sampler = golden.sample.map_or_else(
+        || GoldenSampler::new(golden.seed, None),
+        |s| GoldenSampler::fixed(s.seed, s.limit),
+    );
+    let (count, stored) = load(dir, &mut sampler)?;
+    let (vectors, _) = sampler.finish()?;
     let metric = stored.unwrap_or(golden.metric);
     if !vectors.ids.is_empty() && vectors.dim as u64 != golden.dimension {
         return Err(Error::Dimension {
@@ -394,7 +582,6 @@ pub fn golden_check(
         }
     }
     let metric_differs = (metric != golden.metric).then_some((golden.metric, metric));
-    let count = vectors.ids.len() as u64;
     let count_differs = (count != golden.count).then_some((golden.count, count));
     Ok(GoldenReport {
         ok: first_mismatch.is_none() && metric_differs.is_none(),

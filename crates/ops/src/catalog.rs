@@ -460,6 +460,8 @@ impl BackupSummary {
             }),
             wal: None,
             format: Some("builtin"),
+            golden: None,
+            last_drill: None,
             subsec_nanos: 0,
         }
     }

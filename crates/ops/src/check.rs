@@ -24,6 +24,8 @@ pub struct CheckOptions {
     pub max_lag: Option<u64>,
     /// The live data dir the archive follows, to measure the delay against.
     pub data_dir: Option<PathBuf>,
+    /// Oldest acceptable age of the last restore drill that passed, in seconds.
+    pub max_drill_age: Option<u64>,
 }
 
 impl CheckOptions {
@@ -42,6 +44,33 @@ impl CheckOptions {
             ..Self::default()
         }
     }
+
+    /// Fails when no restore drill passed within the last `max_drill_age` seconds.
+    pub fn max_drill_age(max_drill_age: u64) -> Self {
+        Self {
+            max_drill_age: Some(max_drill_age),
+            ..Self::default()
+        }
+    }
+}
+
+/// How recent the last passed restore drill is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DrillCheck {
+    /// Whether one passed within the limit.
+    pub ok: bool,
+    /// The backup of the last drill that passed.
+    pub backup_id: Option<String>,
+    /// When that drill ran.
+    pub timestamp: Option<u64>,
+    /// Its age at `now`.
+    pub age_seconds: Option<u64>,
+    /// The limit.
+    pub max_age_seconds: u64,
+    /// Drills that failed after it (or at all, when none passed).
+    pub failed_since: u64,
+    /// What is wrong, in words, when not ok.
+    pub problem: Option<String>,
 }
 
 /// How far behind the continuous archive is.
@@ -80,6 +109,9 @@ pub struct CheckReport {
     /// The continuous archive's delay, when asked.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub archive: Option<ArchiveCheck>,
+    /// The last passed restore drill, when asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drill: Option<DrillCheck>,
 }
 
 /// Checks the newest backup of the repository at `backup_dir` against `opts.max_age` at
@@ -103,17 +135,70 @@ pub fn check(backup_dir: impl Into<RepoRef>, opts: &CheckOptions, now: Now) -> R
         )?),
         None => None,
     };
+    let drill = match opts.max_drill_age {
+        Some(max) => Some(check_drills(backup_dir, max, now)?),
+        None => None,
+    };
     let age_ok = opts
         .max_age
         .is_none_or(|max| age.is_some_and(|age| age <= max));
     Ok(CheckReport {
-        ok: age_ok && archive.as_ref().is_none_or(|a| a.ok),
+        ok: age_ok && archive.as_ref().is_none_or(|a| a.ok) && drill.as_ref().is_none_or(|d| d.ok),
         newest_id: newest.map(|b| b.manifest.id.clone()),
         newest_timestamp: newest.map(|b| b.manifest.timestamp),
         age_seconds: age,
         max_age_seconds: opts.max_age,
         archive,
+        drill,
     })
+}
+
+/// Finds the last drill that passed (from the records' names; the one relied on is read to
+/// confirm it says so) and compares its age with `max`.
+fn check_drills(location: &RepoRef, max: u64, now: Now) -> Result<DrillCheck> {
+    let mut out = DrillCheck {
+        ok: false,
+        backup_id: None,
+        timestamp: None,
+        age_seconds: None,
+        max_age_seconds: max,
+        failed_since: 0,
+        problem: None,
+    };
+    let repo = match location.open() {
+        Ok(r) => r,
+        Err(Error::NotARepository(_)) => {
+            out.problem = Some("no restore drill has run on this repository".into());
+            return Ok(out);
+        }
+        Err(e) => return Err(e),
+    };
+    let keys = repo.drill_keys()?;
+    let last_passed = keys.iter().rev().find(|k| k.passed);
+    out.failed_since = keys
+        .iter()
+        .filter(|k| {
+            !k.passed && last_passed.is_none_or(|p| (k.timestamp, k.nanos) > (p.timestamp, p.nanos))
+        })
+        .count() as u64;
+    let Some(key) = last_passed else {
+        out.problem = Some(if keys.is_empty() {
+            "no restore drill has run on this repository".into()
+        } else {
+            format!("none of the {} restore drills passed", keys.len())
+        });
+        return Ok(out);
+    };
+    let record = repo.load_drill(key)?;
+    let age = now.secs.saturating_sub(record.timestamp);
+    out.backup_id = Some(record.backup_id);
+    out.timestamp = Some(record.timestamp);
+    out.age_seconds = Some(age);
+    if age > max {
+        out.problem = Some(format!("the last restore drill that passed ran {age}s ago"));
+    }
+    out.ok = out.problem.is_none();
+    Ok(out)
 }
 
 fn check_archive(

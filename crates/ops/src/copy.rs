@@ -273,6 +273,7 @@ fn recopy_chain(
                         .map(|f| (f.name.clone(), f.size, f.hash))
                         .collect::<Vec<_>>(),
                     x.snapshot_ids.as_ref().map(|i| (i.count, i.size, i.hash)),
+                    x.golden.as_ref().map(|g| (g.size, g.hash)),
                     x.timestamp,
                     x.subsec_nanos,
                 )
@@ -339,6 +340,9 @@ fn recopy_chain(
                 source: None,
             };
             ids.chunks = rechunk(&as_file, &mut stats)?;
+        }
+        if let Some(golden) = &mut copied.golden {
+            golden.chunks = rechunk(&golden.entry(), &mut stats)?;
         }
         dst.sync()?;
         let stored = target.commit_manifest(&copied)?;

@@ -4,7 +4,7 @@ use crate::access::RepoRef;
 use std::path::PathBuf;
 
 use kyrodb_backup_format::repo::SkippedFile;
-use kyrodb_backup_storage::{create_backup, Progress, StoreStats};
+use kyrodb_backup_storage::{create_backup, GoldenOutcome, GoldenSpec, Progress, StoreStats};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -36,7 +36,25 @@ pub struct CreateOptions {
     /// Read and chunk the data dir and report what the backup would add to the repository,
     /// writing nothing (so a wrapper can check free space first).
     pub dry_run: bool,
+    /// Golden queries to record with the backup; `None` takes the repository's default
+    /// ([`crate::config`]), `Some(0)` records none.
+    pub golden: Option<usize>,
+    /// Results per golden query.
+    pub golden_k: usize,
+    /// At most this many bytes of vectors are searched by the golden queries: above it, they
+    /// search a sample of the documents (chosen by id hash, so a drill searches the same ones).
+    /// It bounds both the memory and the time they take.
+    pub golden_budget_bytes: u64,
 }
+
+/// Most golden queries a backup records.
+pub const MAX_GOLDEN_QUERIES: usize = 1000;
+
+/// Results per golden query unless told otherwise.
+pub const GOLDEN_K: usize = 10;
+
+/// Vector bytes the golden queries of a backup search at most, unless told otherwise.
+pub const GOLDEN_BUDGET_BYTES: u64 = 64 << 20;
 
 impl CreateOptions {
     /// A full backup of `data_dir` with a new random id and no description.
@@ -47,6 +65,9 @@ impl CreateOptions {
             description: String::new(),
             id: uuid::Uuid::new_v4().to_string(),
             dry_run: false,
+            golden: None,
+            golden_k: GOLDEN_K,
+            golden_budget_bytes: GOLDEN_BUDGET_BYTES,
         }
     }
 }
@@ -75,6 +96,12 @@ pub struct CreateReport {
     /// Temporary files of an interrupted earlier run that were removed first.
     #[serde(skip)]
     pub leftovers_removed: u64,
+    /// Seconds the golden queries took after the replay (the top-k pass and storing them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub golden_seconds: Option<f64>,
+    /// Why golden queries that were asked for were not recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub golden_skipped: Option<String>,
 }
 
 /// Takes a backup of `opts.data_dir` into the repository at `backup_dir` (made if missing),
@@ -125,9 +152,15 @@ pub fn create(
             tool_version: env!("CARGO_PKG_VERSION").to_string(),
             parent: parent.map(|p| p.manifest),
             dry_run: opts.dry_run,
+            golden: golden_spec(&repo, opts)?,
         },
         progress,
     )?;
+    let (golden_seconds, golden_skipped) = match &report.golden {
+        Some(GoldenOutcome::Recorded { seconds, .. }) => (Some(*seconds), None),
+        Some(GoldenOutcome::Skipped(why)) => (None, Some(why.clone())),
+        None => (None, None),
+    };
     let m = &report.backup.manifest;
     let mut backup = BackupSummary::of(&report.backup);
     if opts.dry_run {
@@ -141,5 +174,41 @@ pub fn create(
         source: m.source.clone(),
         stats: report.stats,
         leftovers_removed,
+        golden_seconds,
+        golden_skipped,
     })
+}
+
+/// The golden queries to record: as asked, else the repository's default.
+fn golden_spec(
+    repo: &kyrodb_backup_storage::Repository,
+    opts: &CreateOptions,
+) -> Result<Option<GoldenSpec>> {
+    let queries = match opts.golden {
+        Some(n) => n,
+        None => usize::try_from(repo.settings()?.golden_queries).unwrap_or(usize::MAX),
+    };
+    if queries == 0 {
+        return Ok(None);
+    }
+    if opts.golden_k == 0 || queries > MAX_GOLDEN_QUERIES {
+        return Err(Error::InvalidOptions(format!(
+            "golden queries: at most {MAX_GOLDEN_QUERIES}, with at least 1 result each"
+        )));
+    }
+    // Each backup samples its own queries (the seed comes from its id), so a series of
+    // backups and drills covers more of the data than one fixed set would.
+    let hex: String = opts
+        .id
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .take(16)
+        .collect();
+    Ok(Some(GoldenSpec {
+        queries,
+        k: opts.golden_k,
+        seed: u64::from_str_radix(&hex, 16).unwrap_or(42),
+        budget_bytes: opts.golden_budget_bytes,
+        threads: std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
+    }))
 }

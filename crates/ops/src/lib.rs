@@ -8,7 +8,9 @@
 //! and the continuous archive, or a backup of the engine's built-in tool), [`verify()`],
 //! [`prune()`], [`check()`], [`copy()`] (between any two repositories), [`archive()`] (follows
 //! a live data dir until stopped; it takes a [`Clock`] instead of a [`Now`]), [`migrate()`],
-//! [`golden_create_file`] and [`golden_check_file`]. Repository backups and the built-in
+//! [`golden_create_file`] and [`golden_check_file`], [`drill()`] (a restore rehearsal into a
+//! scratch directory, checked with the golden queries [`create()`] records when asked, and
+//! recorded in the repository, which [`check()`] watches) and [`config()`]. Repository backups and the built-in
 //! tool's backups beside them are found through one catalog, so ids of either kind work
 //! everywhere. Failures are one [`Error`] whose [`Error::kind`] tells refusals for safety
 //! from damage from plain failures.
@@ -59,8 +61,10 @@ mod access;
 mod archive;
 mod catalog;
 mod check;
+mod config;
 mod copy;
 mod create;
+mod drill;
 mod error;
 mod golden;
 mod keys;
@@ -76,9 +80,14 @@ pub use archive::{
     archive, ArchiveEvent, ArchiveGap, ArchiveOptions, ArchiveReport, ArchiveStatus, Clock,
 };
 pub use catalog::BuiltinBackup;
-pub use check::{check, ArchiveCheck, CheckOptions, CheckReport};
+pub use check::{check, ArchiveCheck, CheckOptions, CheckReport, DrillCheck};
+pub use config::{config, ConfigOptions, ConfigReport};
 pub use copy::{copy, CopiedBackup, CopyOptions, CopyReport};
-pub use create::{create, CreateOptions, CreateReport, Reference};
+pub use create::{
+    create, CreateOptions, CreateReport, Reference, GOLDEN_BUDGET_BYTES, GOLDEN_K,
+    MAX_GOLDEN_QUERIES,
+};
+pub use drill::{drill, DrillGolden, DrillOptions, DrillPhases, DrillReport};
 pub use error::{Error, ErrorKind, Result};
 pub use golden::{
     golden_check_file, golden_create_file, GoldenCheckReport, GoldenCreateOptions,
@@ -93,7 +102,9 @@ pub use list::{
     TimelineReport, Windows,
 };
 pub use migrate::{migrate, MigrateOptions, MigrateReport, MigratedSnapshot};
-pub use model::{BackupSummary, ChainLink, FileSize, Now, SnapshotRef, WalCoverage};
+pub use model::{
+    BackupSummary, ChainLink, FileSize, GoldenSummary, LastDrill, Now, SnapshotRef, WalCoverage,
+};
 pub use prune::{prune, ChainNotCollected, KeptBackup, PruneOptions, PruneReport};
 pub use restore::{restore, Migrated, RestoreOptions, RestoreReport, RestoreSource};
 pub use verify::{verify, BuiltinCheck, TimelineCheck, Unreadable, VerifyOptions, VerifyReport};

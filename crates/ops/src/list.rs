@@ -12,7 +12,7 @@ use crate::catalog::{
     builtin_chain, builtin_state, chain_view, members, open_repo, timeline_view, Catalog,
 };
 use crate::error::Result;
-use crate::model::{BackupSummary, ChainLink, FileSize};
+use crate::model::{BackupSummary, ChainLink, FileSize, LastDrill};
 
 /// Every backup in a backup directory, newest first. Serialized, it is a JSON array.
 #[derive(Debug, Clone, Serialize)]
@@ -107,14 +107,28 @@ pub(crate) fn timeline_reports(
 pub fn list(backup_dir: impl Into<RepoRef>) -> Result<ListReport> {
     let backup_dir = &backup_dir.into();
     let catalog = Catalog::read(backup_dir)?;
-    let (backups, unreadable) = catalog.summaries();
+    let (mut backups, unreadable) = catalog.summaries();
     let mut warnings = catalog.warnings;
     warnings.extend(unreadable);
     let timelines = match open_repo(backup_dir) {
-        Ok(repo) => timeline_reports(&repo).unwrap_or_else(|e| {
-            warnings.push(format!("the continuous archive cannot be listed: {e}"));
-            Vec::new()
-        }),
+        Ok(repo) => {
+            match repo.drill_keys() {
+                Ok(keys) => {
+                    for b in &mut backups {
+                        b.last_drill = keys
+                            .iter()
+                            .rev()
+                            .find(|k| k.backup_id == b.id)
+                            .map(LastDrill::of_key);
+                    }
+                }
+                Err(e) => warnings.push(format!("the drill records cannot be listed: {e}")),
+            }
+            timeline_reports(&repo).unwrap_or_else(|e| {
+                warnings.push(format!("the continuous archive cannot be listed: {e}"));
+                Vec::new()
+            })
+        }
         Err(_) => Vec::new(),
     };
     Ok(ListReport {
@@ -237,8 +251,21 @@ pub fn show(backup_dir: impl Into<RepoRef>, id: &str) -> Result<Shown> {
             .ok_or_else(|| crate::Error::NotFound(id.to_string()));
     }
     // One listing serves both the lookup and the chain.
-    let listing = open_repo(backup_dir)?.list()?;
+    let repo = open_repo(backup_dir)?;
+    let listing = repo.list()?;
     let b = listing.find(id)?;
+    let last_drill = repo
+        .drill_keys()?
+        .iter()
+        .rev()
+        .find(|k| k.backup_id == b.manifest.id)
+        .map(|k| match repo.load_drill(k) {
+            Ok(r) => LastDrill::of_record(&r),
+            Err(e) => LastDrill {
+                problem: Some(format!("its record cannot be read: {e}")),
+                ..LastDrill::of_key(k)
+            },
+        });
     let mut chain: Vec<StoredBackup> = listing
         .backups
         .into_iter()
@@ -247,8 +274,10 @@ pub fn show(backup_dir: impl Into<RepoRef>, id: &str) -> Result<Shown> {
     chain.reverse();
     let views: Vec<_> = chain.iter().map(|c| chain_view(&c.manifest)).collect();
     let m = &b.manifest;
+    let mut backup = BackupSummary::of(&b);
+    backup.last_drill = last_drill;
     Ok(Shown::Repository(ShowReport {
-        backup: BackupSummary::of(&b),
+        backup,
         source: m.source.clone(),
         tool_version: m.tool_version.clone(),
         files: m

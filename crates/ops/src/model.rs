@@ -72,6 +72,11 @@ pub struct BackupSummary {
     /// `builtin` for the engine's built-in tool's backups.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub format: Option<&'static str>,
+    /// The golden queries recorded with it (`create --golden N`), if any.
+    pub golden: Option<GoldenSummary>,
+    /// The last restore drill of it, if any (`list` fills what the record's name says,
+    /// `show` the figures too).
+    pub last_drill: Option<LastDrill>,
     /// Nanoseconds within `timestamp` (orders backups of one second).
     #[serde(skip)]
     pub subsec_nanos: u32,
@@ -148,7 +153,67 @@ impl BackupSummary {
                 entries: w.entries,
             }),
             format: None,
+            golden: m.golden.as_ref().map(|g| GoldenSummary {
+                queries: g.queries,
+                k: g.k,
+                searched: g.searched,
+            }),
+            last_drill: None,
             subsec_nanos: m.subsec_nanos,
+        }
+    }
+}
+
+/// The golden queries a backup records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct GoldenSummary {
+    /// Number of queries.
+    pub queries: u64,
+    /// Results per query.
+    pub k: u64,
+    /// Documents they searched (all live ones, or a sample).
+    pub searched: u64,
+}
+
+/// The last restore drill of a backup.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LastDrill {
+    /// Unix second it ran.
+    pub timestamp: u64,
+    /// Whether it passed.
+    pub passed: bool,
+    /// Seconds its restore took (`show` only).
+    pub restore_seconds: Option<f64>,
+    /// Its restore throughput in MB/s (`show` only).
+    pub restore_mb_per_s: Option<f64>,
+    /// Golden queries it ran (`show` only).
+    pub golden_queries: Option<u64>,
+    /// What differed, when it failed (`show` only).
+    pub problem: Option<String>,
+}
+
+impl LastDrill {
+    /// What a record's name says.
+    pub(crate) fn of_key(k: &kyrodb_backup_storage::DrillKey) -> Self {
+        Self {
+            timestamp: k.timestamp,
+            passed: k.passed,
+            restore_seconds: None,
+            restore_mb_per_s: None,
+            golden_queries: None,
+            problem: None,
+        }
+    }
+
+    /// A whole record.
+    pub(crate) fn of_record(r: &kyrodb_backup_storage::DrillRecord) -> Self {
+        Self {
+            timestamp: r.timestamp,
+            passed: r.passed,
+            restore_seconds: Some(r.restore_seconds),
+            restore_mb_per_s: Some(r.restore_mb_per_s),
+            golden_queries: Some(r.golden_queries),
+            problem: r.problem.clone(),
         }
     }
 }

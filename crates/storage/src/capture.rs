@@ -3,18 +3,22 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{self, Read};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use kyrodb_backup_format::engine::{recover, FileSource, LiveIds, RecoveryOptions, RecoveryReport};
+use kyrodb_backup_format::engine::{
+    recover, FileSource, LiveIds, Metadata, RecoveryOptions, RecoveryReport, StateSink,
+};
 use kyrodb_backup_format::repo::{
-    recover_from_snapshot_ids, BackupManifest, BackupType, FileEntry, FileKind, SkippedFile,
-    SnapshotIdRecorder, SnapshotIds, SnapshotSummary, SourceStamp, WalIndex, WalSummary,
+    recover_from_snapshot_ids, BackupManifest, BackupType, FileEntry, FileKind, GoldenQueries,
+    SkippedFile, SnapshotIdRecorder, SnapshotIds, SnapshotSummary, SourceStamp, WalIndex,
+    WalSummary, GOLDEN_MANIFEST_VERSION,
 };
 
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use kyrodb_backup_datadir::capture::{open_consistent, scan_wal, OpenedState, PrefixReader};
+use kyrodb_backup_datadir::golden::{golden_from_sample, GoldenOptions, GoldenSampler};
 
 use crate::chunkstore::{ChainStore, SharedChunk, StoreStats};
 use crate::error::{Error, Result};
@@ -40,6 +44,41 @@ pub struct CreateOptions {
     /// Read and chunk everything, and report what would be stored, but write nothing: no
     /// chunk and no manifest.
     pub dry_run: bool,
+    /// Golden queries to record with the backup.
+    pub golden: Option<GoldenSpec>,
+}
+
+/// Golden queries to record with a backup: `queries` stored vectors of the captured state as
+/// queries, with their exact top-`k` over the state, or over a sample of it when its vectors
+/// are more than `budget_bytes` (which bounds both the memory and the brute-force pass).
+#[derive(Debug, Clone, Copy)]
+pub struct GoldenSpec {
+    /// Number of queries.
+    pub queries: usize,
+    /// Results per query.
+    pub k: usize,
+    /// Seed of the sampling.
+    pub seed: u64,
+    /// Largest amount of vector data searched.
+    pub budget_bytes: u64,
+    /// Worker threads of the brute-force pass.
+    pub threads: usize,
+}
+
+/// What recording golden queries came to.
+#[derive(Debug, Clone)]
+pub enum GoldenOutcome {
+    /// Recorded: queries, documents searched, seconds of the brute-force pass.
+    Recorded {
+        /// Queries recorded.
+        queries: usize,
+        /// Documents searched.
+        searched: u64,
+        /// Seconds spent after the replay (top-k pass and storing).
+        seconds: f64,
+    },
+    /// Not recorded, and why (the backup is made without them).
+    Skipped(String),
 }
 
 /// What `create` did.
@@ -51,6 +90,8 @@ pub struct CreateReport {
     pub stats: StoreStats,
     /// How many MANIFEST reads it took to open a consistent set of files.
     pub attempts: u32,
+    /// Golden queries, when asked for.
+    pub golden: Option<GoldenOutcome>,
 }
 
 /// The files of one MANIFEST generation, opened (so later deletions cannot take them away),
@@ -301,15 +342,6 @@ fn store_backup(
     lease: Option<&crate::Lease>,
     progress: &dyn crate::Progress,
 ) -> Result<CreateReport> {
-    let dir = &opts.data_dir;
-    let (chain_id, backup_type, parent_id) = match &opts.parent {
-        None => (opts.id.clone(), BackupType::Full, None),
-        Some(p) => (
-            p.chain_id.clone(),
-            BackupType::Incremental,
-            Some(p.id.clone()),
-        ),
-    };
     let unchanged = unchanged_files(store, state, opts.parent.as_ref());
     for name in unchanged.keys() {
         tracing::debug!(file = %name, "unchanged since the reference; not read again");
@@ -334,14 +366,14 @@ fn store_backup(
             let guard = ScanGuard(&cuts);
             let _ = guard.0.set(scan_wals(&state.files, &unchanged));
         });
-        store_and_replay(store, state, &unchanged, known_ids, &cuts, dir, progress)
+        store_and_replay(store, state, &unchanged, known_ids, &cuts, opts, progress)
     });
     let mut indexes = match Arc::into_inner(cuts).and_then(OnceLock::into_inner) {
         Some(Ok(cuts)) => cuts,
         Some(Err(e)) => return Err(e),
         None => return Err(Error::Capture("the WAL scan left no result".into())),
     };
-    let (mut files, mut counters, report, vector_count, id_list) = stored?;
+    let (mut files, mut counters, report, vector_count, id_list, sampler) = stored?;
     // `files` starts with the MANIFEST (read whole every time, never taken over), then
     // follows `state.files`.
     for (f, stamp) in files.iter_mut().skip(1).zip(&state.stamps) {
@@ -358,14 +390,59 @@ fn store_backup(
         },
         IdList::Missing => None,
     };
+    let (golden, golden_outcome) = match (opts.golden.as_ref(), sampler) {
+        (Some(spec), Some(sampler)) => {
+            record_golden(store, spec, sampler, &report, vector_count, &mut counters)?
+        }
+        _ => (None, None),
+    };
     store.sync()?;
 
+    let mut m = new_manifest(opts, &report, vector_count, &state.listing, files);
+    m.stored_bytes = counters.stored_bytes;
+    m.snapshot_ids = snapshot_ids;
+    if golden.is_some() {
+        m.format_version = GOLDEN_MANIFEST_VERSION;
+    }
+    m.golden = golden;
+    let backup = if opts.dry_run {
+        repo.preview_manifest(&m)?
+    } else {
+        if let Some(lease) = lease {
+            lease.check()?;
+        }
+        repo.commit_manifest(&m)?
+    };
+    tracing::debug!(id = %m.id, new_chunks = counters.new_chunks, reused = counters.reused_chunks, dry_run = opts.dry_run, "manifest committed");
+    Ok(CreateReport {
+        backup,
+        stats: counters,
+        attempts: 0,
+        golden: golden_outcome,
+    })
+}
+
+/// The manifest of the new backup: who it is, what it captured and what that recovers to.
+fn new_manifest(
+    opts: &CreateOptions,
+    report: &RecoveryReport,
+    vector_count: u64,
+    listing: &[String],
+    files: Vec<FileEntry>,
+) -> BackupManifest {
+    let (chain_id, backup_type, parent_id) = match &opts.parent {
+        None => (opts.id.clone(), BackupType::Full, None),
+        Some(p) => (
+            p.chain_id.clone(),
+            BackupType::Incremental,
+            Some(p.id.clone()),
+        ),
+    };
     let mut m = BackupManifest::new(opts.id.clone(), chain_id, opts.now, backup_type);
     m.subsec_nanos = opts.now_subsec_nanos;
     m.parent_id = parent_id;
     m.description.clone_from(&opts.description);
     m.size_bytes = files.iter().map(|f| f.size).sum();
-    m.stored_bytes = counters.stored_bytes;
     m.vector_count = vector_count;
     m.dimension = report.dimension;
     m.distance = report.distance;
@@ -380,26 +457,80 @@ fn store_backup(
             last_wal_seq: info.last_wal_seq,
             doc_count: info.documents,
         });
-    m.wal = wal_summary(&report);
-    m.source = dir.display().to_string();
+    m.wal = wal_summary(report);
+    m.source = opts.data_dir.display().to_string();
     m.tool_version.clone_from(&opts.tool_version);
-    m.skipped = skipped_files(&state.listing, &files);
+    m.skipped = skipped_files(listing, &files);
     m.files = files;
-    m.snapshot_ids = snapshot_ids;
-    let backup = if opts.dry_run {
-        repo.preview_manifest(&m)?
-    } else {
-        if let Some(lease) = lease {
-            lease.check()?;
-        }
-        repo.commit_manifest(&m)?
+    m
+}
+
+/// Computes the golden queries of the replayed state and stores their file in the chain. A
+/// state without a metric or without vectors gets none (the backup is made without them, and
+/// the outcome says why).
+fn record_golden(
+    store: &ChainStore,
+    spec: &GoldenSpec,
+    sampler: GoldenSampler,
+    report: &RecoveryReport,
+    vector_count: u64,
+    counters: &mut StoreStats,
+) -> Result<(Option<GoldenQueries>, Option<GoldenOutcome>)> {
+    let started = std::time::Instant::now();
+    let Some(metric) = report.distance else {
+        return Ok((
+            None,
+            Some(GoldenOutcome::Skipped(
+                "the captured state records no distance metric".into(),
+            )),
+        ));
     };
-    tracing::debug!(id = %m.id, new_chunks = counters.new_chunks, reused = counters.reused_chunks, dry_run = opts.dry_run, "manifest committed");
-    Ok(CreateReport {
-        backup,
-        stats: counters,
-        attempts: 0,
-    })
+    let opts = GoldenOptions {
+        queries: spec.queries,
+        k: spec.k,
+        seed: spec.seed,
+        distance: None,
+        threads: spec.threads,
+    };
+    let file = match golden_from_sample(sampler, metric, vector_count, &opts) {
+        Ok(f) => f,
+        Err(kyrodb_backup_datadir::Error::Empty) => {
+            return Ok((
+                None,
+                Some(GoldenOutcome::Skipped(
+                    "the captured state holds no vectors".into(),
+                )),
+            ))
+        }
+        Err(e) => return Err(Error::Capture(format!("golden queries: {e}"))),
+    };
+    let searched = file.sample.map_or(file.count, |s| s.documents);
+    let mut bytes = serde_json::to_vec(&file)
+        .map_err(|e| Error::Capture(format!("golden queries do not encode: {e}")))?;
+    bytes.push(b'\n');
+    let e = store.store_file(
+        bytes.as_slice(),
+        GoldenQueries::FILE_NAME,
+        FileKind::Manifest,
+        counters,
+        &crate::NoProgress,
+    )?;
+    let queries = file.queries.len();
+    Ok((
+        Some(GoldenQueries {
+            queries: queries as u64,
+            k: file.k as u64,
+            searched,
+            size: e.size,
+            hash: e.hash,
+            chunks: e.chunks,
+        }),
+        Some(GoldenOutcome::Recorded {
+            queries,
+            searched,
+            seconds: started.elapsed().as_secs_f64(),
+        }),
+    ))
 }
 
 /// The parent's entries for files that are still the ones it captured: same name and kind,
@@ -467,7 +598,32 @@ enum IdList {
 
 /// What the replay learnt: the recovery report, the live document count, and the snapshot's
 /// id list.
-type Replayed = (RecoveryReport, u64, IdList);
+type Replayed = (RecoveryReport, u64, IdList, Option<GoldenSampler>);
+
+/// Counts live documents and, for golden queries, samples their vectors.
+struct ReplaySink<'a> {
+    ids: &'a mut LiveIds,
+    golden: Option<&'a mut GoldenSampler>,
+}
+
+impl StateSink for ReplaySink<'_> {
+    fn insert(&mut self, id: u64, embedding: Vec<f32>, metadata: Metadata) {
+        if let Some(g) = &mut self.golden {
+            g.insert(id, embedding, Metadata::default());
+        }
+        self.ids.insert(id, Vec::new(), metadata);
+    }
+    fn delete(&mut self, id: u64) {
+        if let Some(g) = &mut self.golden {
+            g.delete(id);
+        }
+        self.ids.delete(id);
+    }
+    fn update_metadata(&mut self, _: u64, _: Metadata) {}
+    fn wants_contents(&self) -> bool {
+        self.golden.is_some()
+    }
+}
 
 /// Replays the captured state to count live documents. With the reference's id list for an
 /// unchanged snapshot, only the WAL is read; if that list cannot be read, the snapshot is.
@@ -475,11 +631,13 @@ fn replay(
     store: &ChainStore,
     mut src: OpenState,
     known_ids: Option<&SnapshotIds>,
+    golden: Option<&GoldenSpec>,
 ) -> Result<Replayed> {
     let opts = RecoveryOptions {
         torn_tail_is_error: true,
     };
-    if let Some(known) = known_ids {
+    // Golden queries need every vector, so the snapshot is read even when its id list is known.
+    if let (Some(known), None) = (known_ids, golden) {
         let entry = known.entry();
         let mut ids = LiveIds::default();
         match recover_from_snapshot_ids(
@@ -490,7 +648,7 @@ fn replay(
             &mut ids,
             &opts,
         ) {
-            Ok(report) => return Ok((report, ids.len() as u64, IdList::Known)),
+            Ok(report) => return Ok((report, ids.len() as u64, IdList::Known, None)),
             Err(e) => tracing::warn!(
                 error = %e,
                 "the reference's snapshot id list cannot be used; reading the snapshot"
@@ -498,17 +656,29 @@ fn replay(
         }
     }
     let mut ids = LiveIds::default();
-    let mut recorder = SnapshotIdRecorder::new(&mut ids);
+    let mut sampler = golden.map(|g| GoldenSampler::new(g.seed, Some(g.budget_bytes)));
+    let mut sink = ReplaySink {
+        ids: &mut ids,
+        golden: sampler.as_mut(),
+    };
+    let mut recorder = SnapshotIdRecorder::new(&mut sink);
     let report = recover(&mut src, &mut recorder, &opts)?;
     let list = match recorder.finish() {
         Some((bytes, count)) => IdList::Recorded(bytes, count),
         None => IdList::Missing,
     };
-    Ok((report, ids.len() as u64, list))
+    Ok((report, ids.len() as u64, list, sampler))
 }
 
 /// What storing and replaying produced.
-type Stored = (Vec<FileEntry>, StoreStats, RecoveryReport, u64, IdList);
+type Stored = (
+    Vec<FileEntry>,
+    StoreStats,
+    RecoveryReport,
+    u64,
+    IdList,
+    Option<GoldenSampler>,
+);
 
 /// Stores the captured files in the chain (taking over the unchanged ones) and, at the same
 /// time on a second thread, replays them to learn what state they recover to. Each file is read
@@ -520,9 +690,10 @@ fn store_and_replay(
     unchanged: &BTreeMap<String, &FileEntry>,
     known_ids: Option<&SnapshotIds>,
     cuts: &SharedCuts,
-    dir: &Path,
+    opts: &CreateOptions,
     progress: &dyn crate::Progress,
 ) -> Result<Stored> {
+    let (dir, golden) = (&opts.data_dir, opts.golden.as_ref());
     let mut counters = StoreStats::default();
     let mut senders = BTreeMap::new();
     let mut taps = BTreeMap::new();
@@ -548,7 +719,7 @@ fn store_and_replay(
                 taps: Mutex::new(taps),
                 cuts: Some(Arc::clone(cuts)),
             };
-            replay(store, src, known_ids)
+            replay(store, src, known_ids, golden)
         });
         let stored = (move || -> Result<(Vec<FileEntry>, StoreStats)> {
             let mut files = vec![store.store_file(
@@ -592,8 +763,8 @@ fn store_and_replay(
         (stored, replay.join().expect("replay thread panicked"))
     });
     let (files, counters) = stored?;
-    let (report, count, recorded) = recovered?;
-    Ok((files, counters, report, count, recorded))
+    let (report, count, recorded, sampler) = recovered?;
+    Ok((files, counters, report, count, recorded, sampler))
 }
 
 fn skipped_files(listing: &[String], captured: &[FileEntry]) -> Vec<SkippedFile> {
@@ -702,6 +873,7 @@ mod tests {
             tool_version: "test".into(),
             parent,
             dry_run: false,
+            golden: None,
         }
     }
 

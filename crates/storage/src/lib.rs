@@ -35,10 +35,12 @@ mod capture;
 mod cdc;
 mod chunkstore;
 mod error;
+mod golden;
 mod keys;
 mod lease;
 mod progress;
 mod prune;
+mod records;
 mod repository;
 mod restore;
 mod sealed;
@@ -47,11 +49,14 @@ pub use archive::{
     plan_archive_prune, prune_archive, ArchivePrunePlan, ArchivePruneReport, ArchivedBase,
     ArchivedPiece, ArchivedTimeline, ObservedRecord, ARCHIVE_DIR,
 };
-pub use capture::{create_backup, wal_summary, CreateOptions, CreateReport};
+pub use capture::{
+    create_backup, wal_summary, CreateOptions, CreateReport, GoldenOutcome, GoldenSpec,
+};
 pub use chunkstore::{
     store_failure, ChainStore, FileReader, SharedChunk, StoreStats, AVG_CHUNK, MAX_CHUNK, MIN_CHUNK,
 };
 pub use error::{Error, Result};
+pub use golden::{read_golden, MAX_GOLDEN_BYTES};
 pub use keys::{
     init_encrypted, init_plain, InitOptions, KeySlotInfo, KeySource, Passphrase, Unlocker,
 };
@@ -63,6 +68,7 @@ pub use lease::{
 };
 pub use progress::{NoProgress, Progress, ProgressWriter};
 pub use prune::{prune_backups, PruneReport};
+pub use records::{DrillKey, DrillRecord, Settings, DRILLS_PREFIX, SETTINGS_KEY};
 pub use repository::{
     parallel_map, Listing, Repository, StoredBackup, ENCRYPTED_REPOSITORY_VERSION, LEFTOVER_AGE,
 };

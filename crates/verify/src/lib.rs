@@ -193,6 +193,24 @@ fn compare_with_manifest(
 
 /// Checks the snapshot id list incrementals count from: every byte read, and equal to the list
 /// derived from the snapshot just now (`derived`, when the state recovered).
+/// Reads the backup's golden queries whole (every chunk and the file's hash) and decodes them.
+fn check_golden(
+    store: &ChainStore,
+    m: &kyrodb_backup_format::repo::BackupManifest,
+    bytes: &RefCell<u64>,
+    problems: &mut Vec<Problem>,
+) {
+    if let Some(g) = &m.golden {
+        match kyrodb_backup_storage::read_golden(store, g) {
+            Ok(_) => *bytes.borrow_mut() += g.size,
+            Err(e) => problems.push(Problem {
+                file: Some(kyrodb_backup_format::repo::GoldenQueries::FILE_NAME.to_string()),
+                message: e.to_string(),
+            }),
+        }
+    }
+}
+
 fn check_id_list(
     store: &ChainStore,
     list: &kyrodb_backup_format::repo::SnapshotIds,
@@ -340,6 +358,7 @@ pub fn verify_backup(
             &mut problems,
         );
     }
+    check_golden(&store, m, &bytes, &mut problems);
     check.store_failure = store.store_failure();
     for p in &mut problems {
         if p.file.is_none() {

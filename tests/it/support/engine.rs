@@ -173,6 +173,12 @@ impl Engine {
         );
     }
 
+    /// Inserts (or replaces) a document with exactly this embedding (no metadata).
+    #[allow(dead_code)] // xtask's benchmarks include this file and do not call it
+    pub fn insert_embedding(&mut self, id: u64, embedding: Vec<f32>) {
+        self.append(WalOp::Insert, id, embedding, Vec::new());
+    }
+
     /// Deletes a document.
     pub fn delete(&mut self, id: u64) {
         self.append(WalOp::Delete, id, Vec::new(), Vec::new());

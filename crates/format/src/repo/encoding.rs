@@ -17,6 +17,15 @@ use crate::{DistanceMetric, Error, Result};
 /// versions; lower versions do not exist yet.
 pub const REPOSITORY_VERSION: u32 = 1;
 
+/// Highest backup manifest version this build reads. Manifests are written as version 1 unless
+/// they record golden queries ([`GOLDEN_MANIFEST_VERSION`]): an older build refuses such a
+/// manifest as newer instead of reading it without the golden file's chunks (its `prune` would
+/// delete them).
+pub const MANIFEST_VERSION: u32 = 2;
+
+/// The manifest version of a backup that records golden queries.
+pub const GOLDEN_MANIFEST_VERSION: u32 = 2;
+
 /// Largest plain size a chunk may have. Chunkers must stay below it; decoders refuse more, so a
 /// hostile manifest or chunk cannot make the reader allocate without bound.
 pub const MAX_CHUNK_SIZE: u32 = 16 * 1024 * 1024;
@@ -354,6 +363,43 @@ impl SnapshotIds {
     }
 }
 
+/// Golden queries recorded with a backup (`create --golden N`): the exact top-k answers of
+/// sampled queries over the captured state, stored as a file (the datadir crate's golden file
+/// JSON) in the backup's chain. A drill runs them on the restored state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GoldenQueries {
+    /// Number of queries.
+    pub queries: u64,
+    /// Results per query.
+    pub k: u64,
+    /// Documents searched (all live ones, or a sample of them).
+    pub searched: u64,
+    /// Size of the stored file.
+    pub size: u64,
+    /// XXH3-128 of the stored file.
+    pub hash: ContentHash,
+    /// The file's chunks in order.
+    pub chunks: Vec<ChunkRef>,
+}
+
+impl GoldenQueries {
+    /// Name of the stored file in readers' messages.
+    pub const FILE_NAME: &'static str = "golden.json";
+
+    /// The golden file as a stored file (for readers of stored files).
+    pub fn entry(&self) -> FileEntry {
+        FileEntry {
+            name: Self::FILE_NAME.to_string(),
+            kind: FileKind::Manifest,
+            size: self.size,
+            hash: self.hash,
+            chunks: self.chunks.clone(),
+            wal_index: None,
+            source: None,
+        }
+    }
+}
+
 /// The entries of a captured WAL segment, compressed to what point-in-time resolution needs:
 /// one run per stretch of entries with consecutive sequence numbers and the same timestamp.
 ///
@@ -483,6 +529,9 @@ pub struct BackupManifest {
     /// The snapshot's document ids, when recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_ids: Option<SnapshotIds>,
+    /// Golden queries recorded with the backup (manifest version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub golden: Option<GoldenQueries>,
 }
 
 impl BackupManifest {
@@ -509,6 +558,7 @@ impl BackupManifest {
             files: Vec::new(),
             skipped: Vec::new(),
             snapshot_ids: None,
+            golden: None,
         }
     }
 
@@ -520,9 +570,15 @@ impl BackupManifest {
     /// [`Error::BackupManifest`](crate::Error::BackupManifest) naming the first rule broken.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::BackupManifest(m));
-        if self.format_version > REPOSITORY_VERSION {
+        if self.format_version > MANIFEST_VERSION {
             return bad(format!(
-                "written by a newer kyrodb_backup (format {}, this build reads up to {REPOSITORY_VERSION}); upgrade kyrodb_backup",
+                "written by a newer kyrodb_backup (format {}, this build reads up to {MANIFEST_VERSION}); upgrade kyrodb_backup",
+                self.format_version
+            ));
+        }
+        if self.golden.is_some() && self.format_version < GOLDEN_MANIFEST_VERSION {
+            return bad(format!(
+                "records golden queries in a version {} manifest",
                 self.format_version
             ));
         }
@@ -599,6 +655,12 @@ impl BackupManifest {
                 return bad(format!("{} id list: sizes do not add up", ids.snapshot));
             }
         }
+        if let Some(g) = &self.golden {
+            let total = chunks_total(GoldenQueries::FILE_NAME, &g.chunks)?;
+            if total != g.size || g.queries == 0 || g.k == 0 || g.searched > self.vector_count {
+                return bad(format!("{}: sizes do not add up", GoldenQueries::FILE_NAME));
+            }
+        }
         Ok(())
     }
 
@@ -613,6 +675,7 @@ impl BackupManifest {
                     .iter()
                     .flat_map(|s| s.chunks.iter().copied()),
             )
+            .chain(self.golden.iter().flat_map(|g| g.chunks.iter().copied()))
             .filter(|c| seen.insert(c.hash))
             .collect()
     }
@@ -648,7 +711,8 @@ pub fn encode_manifest(manifest: &BackupManifest) -> Result<Vec<u8>> {
     let body = serde_json::to_vec_pretty(manifest)
         .map_err(|e| Error::BackupManifest(format!("cannot encode: {e}")))?;
     let mut out = format!(
-        "{MANIFEST_MAGIC} {REPOSITORY_VERSION} {} {}\n",
+        "{MANIFEST_MAGIC} {} {} {}\n",
+        manifest.format_version.max(1),
         ContentHash::of(&body),
         body.len()
     )
@@ -656,6 +720,17 @@ pub fn encode_manifest(manifest: &BackupManifest) -> Result<Vec<u8>> {
     out.extend_from_slice(&body);
     out.push(b'\n');
     Ok(out)
+}
+
+/// The version in an encoded manifest's header line.
+fn manifest_header_version(encoded: &[u8]) -> Option<u32> {
+    let nl = encoded.iter().take(256).position(|&b| b == b'\n')?;
+    std::str::from_utf8(&encoded[..nl])
+        .ok()?
+        .split(' ')
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// The checksum recorded in an encoded manifest's header (the XXH3-128 of its body).
@@ -686,9 +761,9 @@ fn split_manifest(encoded: &[u8]) -> Result<(ContentHash, &[u8])> {
     if version == 0 {
         return Err(bad("header has version 0"));
     }
-    if version > REPOSITORY_VERSION {
+    if version > MANIFEST_VERSION {
         return Err(Error::BackupManifest(format!(
-            "written by a newer kyrodb_backup (format {version}, this build reads up to {REPOSITORY_VERSION}); upgrade kyrodb_backup"
+            "written by a newer kyrodb_backup (format {version}, this build reads up to {MANIFEST_VERSION}); upgrade kyrodb_backup"
         )));
     }
     let hash: ContentHash = parts
@@ -738,6 +813,14 @@ pub fn decode_manifest(encoded: &[u8]) -> Result<BackupManifest> {
     let manifest: BackupManifest = serde_json::from_slice(body)
         .map_err(|e| Error::BackupManifest(format!("body does not decode: {e}")))?;
     manifest.validate()?;
+    let header = manifest_header_version(encoded);
+    if header != Some(manifest.format_version.max(1)) {
+        return Err(Error::BackupManifest(format!(
+            "header says format {}, the body {}",
+            header.unwrap_or(0),
+            manifest.format_version
+        )));
+    }
     Ok(manifest)
 }
 
@@ -856,11 +939,11 @@ mod tests {
     #[test]
     fn newer_versions_are_refused_clearly() {
         let mut m = sample();
-        m.format_version = REPOSITORY_VERSION + 1;
+        m.format_version = MANIFEST_VERSION + 1;
         let err = decode_manifest(&encode_manifest(&m).unwrap()).unwrap_err();
         assert!(err.to_string().contains("newer kyrodb_backup"), "{err}");
         let enc = encode_manifest(&sample()).unwrap();
-        let s = String::from_utf8(enc).unwrap().replacen(" 1 ", " 2 ", 1);
+        let s = String::from_utf8(enc).unwrap().replacen(" 1 ", " 3 ", 1);
         let err = decode_manifest(s.as_bytes()).unwrap_err();
         assert!(err.to_string().contains("upgrade"), "{err}");
     }
