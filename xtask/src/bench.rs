@@ -1,8 +1,8 @@
-//! `cargo xtask bench [--vectors N] [--runs N] [--enc-pairs N] [--dir D]`: times `cp -r && sync`,
-//! `create`, `restore` into an empty dir, `verify`, and an incremental after a 1% WAL append, on
-//! one generated data dir in one run, and prints each as a ratio to `cp -r && sync` with its peak
-//! RSS. Caches are dropped before each step when the machine allows it (root), so every step
-//! reads from disk alike.
+//! `cargo xtask bench [--vectors N] [--runs N] [--enc-pairs N] [--restore-sizes GB,..]
+//! [--restore-pairs N] [--dir D]`: times `cp -r && sync`, `create`, `restore` into an empty dir,
+//! `verify`, and an incremental after a 1% WAL append, on one generated data dir in one run, and
+//! prints each as a ratio to `cp -r && sync` with its peak RSS. Caches are dropped before each
+//! step when the machine allows it (root), so every step reads from disk alike.
 //! Every step runs `--runs N` times (3 by default; the data dir grows by 1% of WAL per run) and
 //! the medians are reported, since one run on a virtual disk can be off by a third.
 //!
@@ -13,7 +13,19 @@
 //! encrypted/plain with their range, the median seconds, each one's ratio to `cp -r && sync`, and
 //! the peak RSS. The encrypted repository uses `init --encrypt`'s default Argon2id settings,
 //! so the key derivation of every command is part of its time.
-//! The 10 GB variant: `--vectors 6000000`.
+//!
+//! Last, `bench_drill`: for each size of `--restore-sizes` (GB, comma-separated, default `1`; `1`
+//! is this data dir, any other G a data dir of G x 600,000 vectors generated for it and deleted
+//! afterwards; the free disk space is checked first), one full backup, then warm and cold
+//! `--restore-pairs N` pairs (default 5, at least 5) of `restore` into a dir that does not exist
+//! and `cp -r && sync`, at most one output on disk at a time: the median per-pair ratio
+//! restore/cp with its range, the median seconds and the restore MB/s. Then, when the binary
+//! has `drill` and `create --golden`, the cost of `create --golden 100` against `create`
+//! (paired, warm and cold, `--restore-pairs` pairs), and the phase times of three warm and
+//! three cold `drill` runs on the `--golden` backup, which must pass; without them, a message
+//! says these were skipped.
+//! The 10 GB variant: `--vectors 6000000`; the restore comparison at 1 and 10 GB on the 1 GB
+//! bench: `--restore-sizes 1,10`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -23,7 +35,7 @@ use std::time::Instant;
 use anyhow::{ensure, Context, Result};
 
 use crate::util::{build_binary, drop_caches, du, median, peak_rss_kib, root};
-use crate::{append_wal, gen_data};
+use crate::{append_wal, bench_drill, gen_data};
 
 /// Arguments of `cargo xtask bench`.
 #[derive(Debug, Clone, clap::Args)]
@@ -41,6 +53,19 @@ pub(crate) struct Args {
     /// Where to put the data dir, copies and repository [default: target/bench].
     #[arg(long, value_name = "D")]
     dir: Option<PathBuf>,
+    /// Sizes in GB of the restore-vs-cp comparison, comma-separated: 1 is the bench's data dir,
+    /// any other G a data dir of G x 600,000 vectors made for it and deleted after (e.g. 1,10).
+    #[arg(
+        long,
+        value_name = "GB,..",
+        value_delimiter = ',',
+        default_value = "1",
+        value_parser = bench_drill::parse_gb
+    )]
+    restore_sizes: Vec<f64>,
+    /// Pairs per row of the restore-vs-cp and golden-cost comparisons (at least 5).
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    restore_pairs: u64,
 }
 
 /// The passphrase of the encrypted repositories of the comparison.
@@ -50,15 +75,15 @@ const PASSWORD: &str = "kyrodb-bench-passphrase";
 const PASSWORD_VAR: &str = "KYRODB_BACKUP_PASSWORD";
 
 /// One timed command: wall seconds, peak RSS in KiB, and what it printed on stdout.
-struct Sample {
-    secs: f64,
-    rss: u64,
-    stdout: String,
+pub(crate) struct Sample {
+    pub(crate) secs: f64,
+    pub(crate) rss: u64,
+    pub(crate) stdout: String,
 }
 
 /// Runs a shell command under `/usr/bin/time`, with the bench passphrase in the environment
 /// when `password` (and without any otherwise), and without dropping caches first.
-fn time_shell(cmd: &str, password: bool) -> Result<Sample> {
+pub(crate) fn time_shell(cmd: &str, password: bool) -> Result<Sample> {
     let mut command = Command::new("/usr/bin/time");
     command.args(["-f", "%M", "sh", "-c", cmd]);
     if password {
@@ -134,6 +159,12 @@ pub(crate) fn run(args: Args) -> Result<()> {
     let bin = build_binary(true)?;
     let _ = fs::remove_dir_all(&base);
     fs::create_dir_all(&base)?;
+    let drill = bench_drill::Options {
+        sizes: args.restore_sizes,
+        pairs: args.restore_pairs,
+        vectors,
+    };
+    bench_drill::preflight(&base, &drill)?;
     let data = base.join("data");
     gen_data::run(gen_data::Args::new(data.clone(), vectors))?;
     let size = du(&data);
@@ -195,7 +226,8 @@ pub(crate) fn run(args: Args) -> Result<()> {
         inc_stored as f64 / size as f64 * 100.0
     );
     println!();
-    encrypted_vs_plain(&bin, &base, &data, pairs)
+    encrypted_vs_plain(&bin, &base, &data, pairs)?;
+    bench_drill::run(&bin, &base, &data, &drill)
 }
 
 // The encrypted-vs-plain comparison.
@@ -234,7 +266,7 @@ enum Member {
 const MEMBERS: [Member; 3] = [Member::Cp, Member::Plain, Member::Encrypted];
 
 /// Caches are dropped before each run (cold) or kept after one untimed round (warm).
-const CACHE_STATES: [(bool, &str); 2] = [(false, "warm"), (true, "cold")];
+pub(crate) const CACHE_STATES: [(bool, &str); 2] = [(false, "warm"), (true, "cold")];
 
 /// The paths of the comparison, and the backup id of the newest `create` in each repository.
 struct Compare {
@@ -247,7 +279,7 @@ struct Compare {
 }
 
 /// The single-quoted form of `path` for `sh -c`.
-fn quoted(path: &Path) -> String {
+pub(crate) fn quoted(path: &Path) -> String {
     format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
 }
 
@@ -431,7 +463,7 @@ impl Row {
 }
 
 /// Whether the page cache can be dropped here (root, and a writable `/proc/sys/vm`).
-fn can_drop_caches() -> bool {
+pub(crate) fn can_drop_caches() -> bool {
     fs::OpenOptions::new()
         .write(true)
         .open("/proc/sys/vm/drop_caches")

@@ -7,6 +7,7 @@ mod append_wal;
 mod archive_soak;
 mod bench;
 mod bench_archive;
+mod bench_drill;
 mod bench_s3;
 mod crash;
 mod dist;
@@ -45,7 +46,7 @@ enum Task {
     AppendWal(append_wal::Args),
     /// Mutation-fuzz the decoders of untrusted bytes (engine files, repository encodings, built-in archives)
     Fuzz(fuzz::Args),
-    /// Benchmark create, restore, verify, incremental vs cp -r && sync (1 GB by default)
+    /// Benchmark create, restore, verify, incremental vs cp -r && sync, golden queries, drill (1 GB by default)
     Bench(bench::Args),
     /// Benchmark create, restore, incremental and list on a bucket of a local S3 server vs a local repository
     BenchS3(bench_s3::Args),
