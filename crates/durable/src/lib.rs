@@ -195,6 +195,164 @@ pub fn open_no_follow(path: &Path) -> std::io::Result<File> {
         .open(path)
 }
 
+/// Syncs files on a thread of its own, so that what a writer wrote reaches the disk while it
+/// goes on writing: its final `fsync` then waits only for the tail, instead of for the whole
+/// file's writeback after all the work that produced it.
+///
+/// A thread runs [`Syncer::run`]; the writer asks for [`Syncer::write_back`] every few dozen MiB
+/// of a file and hands the file to [`Syncer::sync`] when it is complete, then
+/// [`Syncer::wait`]s for all of them and [`Syncer::close`]s. Every sync's error is kept and
+/// reported by [`Syncer::wait`]: a write-back shares the file's open description, so a
+/// failure it saw would not be seen again by the final `fsync`.
+///
+/// ```
+/// use kyrodb_backup_durable::Syncer;
+/// use std::io::Write;
+///
+/// let tmp = tempfile::tempdir()?;
+/// let syncer = Syncer::default();
+/// std::thread::scope(|s| {
+///     s.spawn(|| syncer.run());
+///     let path = tmp.path().join("f");
+///     let mut f = std::fs::File::create(&path)?;
+///     f.write_all(b"first part")?;
+///     syncer.write_back(&f, &path);
+///     f.write_all(b", and the rest")?;
+///     syncer.sync(f, &path);
+///     let done = syncer.wait();
+///     syncer.close();
+///     done.map_err(std::io::Error::other)
+/// })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Default)]
+pub struct Syncer {
+    state: std::sync::Mutex<SyncQueue>,
+    changed: std::sync::Condvar,
+}
+
+#[derive(Debug, Default)]
+struct SyncQueue {
+    jobs: std::collections::VecDeque<SyncJob>,
+    /// A job is running.
+    busy: bool,
+    /// The first failure.
+    error: Option<Error>,
+    /// `run` returns (queued jobs are dropped).
+    closed: bool,
+}
+
+#[derive(Debug)]
+struct SyncJob {
+    file: File,
+    path: PathBuf,
+    /// The final `fsync` (data and metadata); otherwise a write-back of the data so far.
+    last: bool,
+}
+
+impl Syncer {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SyncQueue> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Runs the queued syncs in order until [`Syncer::close`]; for a thread of its own.
+    pub fn run(&self) {
+        let mut q = self.lock();
+        loop {
+            if q.closed {
+                return;
+            }
+            let Some(job) = q.jobs.pop_front() else {
+                q = self
+                    .changed
+                    .wait(q)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                continue;
+            };
+            q.busy = true;
+            drop(q);
+            let done = if job.last {
+                job.file.sync_all()
+            } else {
+                job.file.sync_data()
+            };
+            drop(job.file);
+            q = self.lock();
+            q.busy = false;
+            if let Err(source) = done {
+                q.error.get_or_insert(Error::Io {
+                    path: job.path,
+                    source,
+                });
+            }
+            self.changed.notify_all();
+        }
+    }
+
+    /// Asks for the data written to `file` so far to be written to disk (`fdatasync` of a
+    /// second handle), without waiting for it. Nothing is queued while an earlier write-back
+    /// is still waiting to start: that one covers these bytes too. A handle that cannot be
+    /// duplicated is skipped (the final sync covers everything).
+    pub fn write_back(&self, file: &File, path: &Path) {
+        let mut q = self.lock();
+        if q.jobs.iter().any(|j| !j.last) {
+            return;
+        }
+        if let Ok(file) = file.try_clone() {
+            q.jobs.push_back(SyncJob {
+                file,
+                path: path.to_path_buf(),
+                last: false,
+            });
+            self.changed.notify_all();
+        }
+    }
+
+    /// Queues the final `fsync` of a complete file; [`Syncer::wait`] tells how it went.
+    pub fn sync(&self, file: File, path: &Path) {
+        self.lock().jobs.push_back(SyncJob {
+            file,
+            path: path.to_path_buf(),
+            last: true,
+        });
+        self.changed.notify_all();
+    }
+
+    /// Waits until every queued sync has run (a thread must be in [`Syncer::run`]).
+    ///
+    /// # Errors
+    ///
+    /// The first sync that failed, with its path.
+    pub fn wait(&self) -> Result<()> {
+        let mut q = self.lock();
+        while !q.closed && (q.busy || !q.jobs.is_empty()) {
+            q = self
+                .changed
+                .wait(q)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        match q.error.take() {
+            Some(e) => Err(e),
+            None if q.jobs.is_empty() => Ok(()),
+            None => Err(Error::Io {
+                path: q.jobs[0].path.clone(),
+                source: std::io::Error::other("closed before the file was synced"),
+            }),
+        }
+    }
+
+    /// Makes [`Syncer::run`] return once its current sync is done; what is still queued is
+    /// dropped unsynced.
+    pub fn close(&self) {
+        let mut q = self.lock();
+        q.closed = true;
+        q.jobs.clear();
+        self.changed.notify_all();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,6 +379,33 @@ mod tests {
         let err = atomic_write(&dest, b"x", true).unwrap_err();
         assert!(err.path().starts_with(tmp.path()));
         assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_syncer_syncs_every_file_and_reports_the_first_failure() {
+        let tmp = tempfile::tempdir().unwrap();
+        let syncer = Syncer::default();
+        std::thread::scope(|s| {
+            s.spawn(|| syncer.run());
+            for i in 0..3 {
+                let path = tmp.path().join(format!("f{i}"));
+                let mut f = File::create(&path).unwrap();
+                f.write_all(b"some").unwrap();
+                syncer.write_back(&f, &path);
+                f.write_all(b" more").unwrap();
+                syncer.sync(f, &path);
+            }
+            assert!(syncer.wait().is_ok());
+            // A handle whose sync fails: a pipe cannot be fsynced.
+            let (reader, _writer) = std::io::pipe().unwrap();
+            let pipe = File::from(std::os::fd::OwnedFd::from(reader));
+            syncer.sync(pipe, Path::new("pipe"));
+            let err = syncer.wait().unwrap_err();
+            assert_eq!(err.path(), Path::new("pipe"));
+            assert!(syncer.wait().is_ok());
+            syncer.close();
+        });
+        assert_eq!(fs::read(tmp.path().join("f2")).unwrap(), b"some more");
     }
 
     #[test]

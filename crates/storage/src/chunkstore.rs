@@ -9,8 +9,8 @@ use kyrodb_backup_backend::{Backend, Written};
 use kyrodb_backup_crypto::RepoKeys;
 
 use kyrodb_backup_format::repo::{
-    chunk_header, decode_chunk_with, encode_chunk, ChunkRef, ContentHash, FileEntry, FileKind,
-    CHUNK_HEADER_LEN, MAX_CHUNK_SIZE,
+    chunk_header, decode_chunk_with, encode_chunk, stored_chunk_payload, ChunkRef, ContentHash,
+    FileEntry, FileKind, CHUNK_HEADER_LEN, MAX_CHUNK_SIZE,
 };
 use xxhash_rust::xxh3::Xxh3;
 
@@ -365,6 +365,26 @@ impl ChainStore {
             .map_err(|e| Error::Damaged(format!("{}: {e}", name.display())))
     }
 
+    /// [`get`](Self::get) without copying a chunk that is stored uncompressed: its plain bytes
+    /// are checked where they were read, after the header. The same checks as
+    /// [`decode_chunk_with`]; a chunk that fails any of them goes through it for its message.
+    fn get_plain(&self, r: &ChunkRef) -> Result<Plain> {
+        let stored = self.read_stored(r)?;
+        let checks = stored_chunk_payload(&stored).is_some_and(|plain| {
+            plain.len() == r.size as usize && (!self.recheck || self.id_of(plain) == r.hash)
+        });
+        if checks {
+            return Ok(Plain {
+                bytes: stored,
+                start: CHUNK_HEADER_LEN,
+            });
+        }
+        let id_of = |p: &[u8]| if self.recheck { self.id_of(p) } else { r.hash };
+        decode_chunk_with(&stored, r.hash, r.size, &id_of)
+            .map(|bytes| Plain { bytes, start: 0 })
+            .map_err(|e| Error::Damaged(format!("{}: {e}", self.chunk_path(r.hash).display())))
+    }
+
     /// Splits a file into content-defined chunks, stores the ones the chain lacks, and returns
     /// the file's entry. The chunker runs on this thread; six workers (ten on an object store,
     /// behind a queue of four) hash, encode, write and fsync chunks behind a bounded queue, so writes overlap chunking and memory stays bounded
@@ -507,8 +527,7 @@ impl ChainStore {
             store: self,
             entry,
             next: 0,
-            buf: Vec::new(),
-            pos: 0,
+            buf: Plain::default(),
             whole: Xxh3::new(),
             done: false,
             ahead: None,
@@ -521,9 +540,17 @@ impl ChainStore {
     }
 }
 
+/// A checked chunk's plain bytes: `bytes[start..]` (a chunk stored uncompressed keeps its
+/// header in front, so its bytes are not copied).
+#[derive(Default)]
+struct Plain {
+    bytes: Vec<u8>,
+    start: usize,
+}
+
 /// Chunks read and checked ahead of the reader: reader thread `k` serves chunks `k`, `k + n`,
 /// `k + 2n` and so on, in order, through its own channel.
-type Ahead = Vec<std::sync::mpsc::Receiver<Result<Vec<u8>>>>;
+type Ahead = Vec<std::sync::mpsc::Receiver<Result<Plain>>>;
 
 /// How many threads read chunks ahead of the reader from a local disk, each with one chunk
 /// ready: several reads in flight keep the disk's queue full (one at a time leaves it idle
@@ -537,8 +564,8 @@ pub struct FileReader<'a> {
     store: &'a ChainStore,
     entry: &'a FileEntry,
     next: usize,
-    buf: Vec<u8>,
-    pos: usize,
+    /// The current chunk; `buf.start` moves past what was read of it.
+    buf: Plain,
     whole: Xxh3,
     done: bool,
     ahead: Option<Ahead>,
@@ -564,7 +591,7 @@ impl FileReader<'_> {
                     let chunks = std::sync::Arc::clone(&chunks);
                     std::thread::spawn(move || {
                         for r in chunks.iter().skip(k).step_by(width) {
-                            if tx.send(store.get(r)).is_err() {
+                            if tx.send(store.get_plain(r)).is_err() {
                                 break;
                             }
                         }
@@ -574,15 +601,15 @@ impl FileReader<'_> {
                 .collect()
         })
     }
-}
 
-impl Read for FileReader<'_> {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.buf.len() {
+    /// Makes the current chunk hold unread bytes, taking the next checked chunk when it is
+    /// used up; `false` at the end of the file, once the whole-file hash checked.
+    fn fill(&mut self) -> io::Result<bool> {
+        while self.buf.start == self.buf.bytes.len() {
             if self.done {
-                return Ok(0);
+                return Ok(false);
             }
-            let Some(r) = self.entry.chunks.get(self.next) else {
+            if self.next == self.entry.chunks.len() {
                 let actual = ContentHash(self.whole.digest128());
                 self.done = true;
                 if actual != self.entry.hash {
@@ -594,9 +621,8 @@ impl Read for FileReader<'_> {
                         ),
                     ));
                 }
-                return Ok(0);
-            };
-            let _ = r;
+                return Ok(false);
+            }
             let which = self.next % self.width;
             let next = self.start_ahead()[which]
                 .recv()
@@ -615,13 +641,38 @@ impl Read for FileReader<'_> {
                 }
                 e => io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
             })?;
-            self.whole.update(&self.buf);
-            self.pos = 0;
+            self.whole.update(&self.buf.bytes[self.buf.start..]);
             self.next += 1;
         }
-        let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
+        Ok(true)
+    }
+
+    /// The next bytes of the file without copying them: the unread rest of the current chunk,
+    /// or the next chunk whole, checked; `None` at the end, once the whole-file hash checked.
+    /// What [`Read::read`] would copy out, for a caller that writes the bytes on as they are.
+    ///
+    /// # Errors
+    ///
+    /// As [`Read::read`]: `InvalidData` for damage, a [`store_failure`] for the store failing.
+    pub fn next_chunk(&mut self) -> io::Result<Option<&[u8]>> {
+        if !self.fill()? {
+            return Ok(None);
+        }
+        let start = self.buf.start;
+        self.buf.start = self.buf.bytes.len();
+        Ok(Some(&self.buf.bytes[start..]))
+    }
+}
+
+impl Read for FileReader<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if !self.fill()? {
+            return Ok(0);
+        }
+        let rest = &self.buf.bytes[self.buf.start..];
+        let n = out.len().min(rest.len());
+        out[..n].copy_from_slice(&rest[..n]);
+        self.buf.start += n;
         Ok(n)
     }
 }

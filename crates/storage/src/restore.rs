@@ -18,6 +18,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::repository::StoredBackup;
 use kyrodb_backup_datadir::migrate::{migrate_staged, MetricSource};
 use kyrodb_backup_datadir::target::{Previous, Staging, Target};
+use kyrodb_backup_durable::Syncer;
 
 /// How a restore treats the target; which target, and whether replacing it is allowed, was
 /// settled by the [`Target`] check before any work.
@@ -355,8 +356,32 @@ impl<R: io::Read, W: Write> io::Read for Copying<'_, R, W> {
     }
 }
 
-/// Writes one file's content; returns the bytes written.
+/// Writes one file's content; returns the bytes written. `out` is not buffered: a stored
+/// file's chunks go to it whole, as they were read and checked (no copy), and the contents
+/// written in small pieces go through a buffer here.
 fn write_content(content: &PlannedContent<'_>, out: &mut impl Write) -> io::Result<u64> {
+    if let PlannedContent::Stored {
+        store,
+        entry,
+        keep_frames: None,
+    } = content
+    {
+        let mut reader = store.reader(entry);
+        let mut n = 0u64;
+        while let Some(chunk) = reader.next_chunk()? {
+            out.write_all(chunk)?;
+            n += chunk.len() as u64;
+        }
+        return Ok(n);
+    }
+    let mut out = BufWriter::with_capacity(1 << 20, out);
+    let n = write_small(content, &mut out)?;
+    out.flush()?;
+    Ok(n)
+}
+
+/// [`write_content`] of the contents written in small pieces, into a buffer.
+fn write_small(content: &PlannedContent<'_>, out: &mut impl Write) -> io::Result<u64> {
     match content {
         PlannedContent::Generated(bytes) => {
             out.write_all(bytes)?;
@@ -494,11 +519,21 @@ impl Progressing {
     }
 }
 
-/// A staged file's writer that tells followers how many bytes are in the file.
+/// How many bytes of a staged file are written between two requests that the disk be given
+/// what was written so far: the disk writes while the restore goes on checking and writing,
+/// and a file's final fsync waits only for its tail.
+const WRITE_BACK_STEP: u64 = 32 << 20;
+
+/// A staged file's writer that tells followers how many bytes are in the file, and starts the
+/// disk's writeback every [`WRITE_BACK_STEP`].
 struct Publishing<'a> {
     file: File,
     name: String,
+    path: PathBuf,
     shared: &'a Progressing,
+    syncer: &'a Syncer,
+    /// Bytes written since the last write-back request.
+    unsynced: u64,
 }
 
 impl Write for Publishing<'_> {
@@ -509,6 +544,11 @@ impl Write for Publishing<'_> {
                 e.0 += n as u64;
             }
         });
+        self.unsynced += n as u64;
+        if self.unsynced >= WRITE_BACK_STEP {
+            self.syncer.write_back(&self.file, &self.path);
+            self.unsynced = 0;
+        }
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -611,7 +651,9 @@ fn build_staging(
     progress: &dyn crate::Progress,
 ) -> Result<Staged> {
     let shared = Progressing::default();
+    let syncer = Syncer::default();
     let (written, replayed) = std::thread::scope(|s| {
+        s.spawn(|| syncer.run());
         let replay = s.spawn(|| {
             let mut ids = LiveIds::default();
             let report = recover(
@@ -626,7 +668,7 @@ fn build_staging(
             );
             (report, ids.len() as u64)
         });
-        let written = write_staging(set, staging, &shared, progress);
+        let written = write_staging(set, staging, &shared, &syncer, progress);
         shared.update(|w| {
             if written.is_ok() {
                 w.finished = true;
@@ -634,6 +676,9 @@ fn build_staging(
                 w.failed = true;
             }
         });
+        // Every staged file is durable before the staging directory may be swapped in.
+        let written = written.and_then(|w| Ok(syncer.wait().map(|()| w)?));
+        syncer.close();
         (written, replay.join().expect("replay thread panicked"))
     });
     let written = written?;
@@ -648,6 +693,7 @@ fn write_staging(
     set: &RestoreSet<'_>,
     staging: &Staging,
     shared: &Progressing,
+    syncer: &Syncer,
     progress: &dyn crate::Progress,
 ) -> Result<Vec<(String, u64)>> {
     let mut written = Vec::new();
@@ -660,9 +706,12 @@ fn write_staging(
         let out = Publishing {
             file,
             name: f.name.clone(),
+            path: path.clone(),
             shared,
+            syncer,
+            unsynced: 0,
         };
-        let mut w = crate::ProgressWriter::new(BufWriter::with_capacity(1 << 20, out), progress);
+        let mut w = crate::ProgressWriter::new(out, progress);
         let n = write_content(&f.content, &mut w).map_err(|e| {
             if e.kind() == io::ErrorKind::InvalidData {
                 damage(set, f, &e)
@@ -670,16 +719,14 @@ fn write_staging(
                 Error::io(&path, e)
             }
         })?;
-        let out = w
-            .into_inner()
-            .into_inner()
-            .map_err(|e| Error::io(&path, e.into_error()))?;
+        let out = w.into_inner();
         shared.update(|w| {
             if let Some(e) = w.files.get_mut(&f.name) {
                 e.1 = true;
             }
         });
-        out.file.sync_all().at(&path)?;
+        // Synced in the background while the next files are written; see `build_staging`.
+        syncer.sync(out.file, &path);
         written.push((f.name.clone(), n));
     }
     Ok(written)

@@ -172,6 +172,18 @@ pub fn chunk_header(head: &[u8]) -> Option<(u32, u32)> {
     })
 }
 
+/// The plain bytes of a chunk file stored uncompressed, in place, when its header is well
+/// formed and its lengths agree (its hash is the caller's to check); `None` for a compressed
+/// chunk or one that is not well formed ([`decode_chunk`] then says what is wrong).
+pub fn stored_chunk_payload(stored: &[u8]) -> Option<&[u8]> {
+    let (plain, payload) = chunk_header(stored)?;
+    (stored[5] == CODEC_STORED
+        && plain == payload
+        && plain <= MAX_CHUNK_SIZE
+        && u64::from(payload) == (stored.len() - CHUNK_HEADER_LEN) as u64)
+        .then(|| &stored[CHUNK_HEADER_LEN..])
+}
+
 /// Decodes a chunk file and checks it against what the manifest says of it: its plain size and
 /// its content hash. Never allocates more than `expected_len` bytes for the plain data.
 ///
@@ -846,6 +858,36 @@ mod tests {
             source: None,
         });
         m
+    }
+
+    #[test]
+    fn stored_chunks_are_read_in_place_and_anything_else_is_left_to_decode() {
+        // Incompressible bytes are stored as they are.
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let plain: Vec<u8> = (0..100_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let stored = encode_chunk(&plain).unwrap();
+        assert!(!stored.compressed);
+        assert_eq!(stored_chunk_payload(&stored.bytes), Some(plain.as_slice()));
+        // A compressed chunk, a truncated one, one with a byte appended, a bad header: None.
+        let zeros = encode_chunk(&[0u8; 100_000]).unwrap();
+        assert!(zeros.compressed);
+        assert_eq!(stored_chunk_payload(&zeros.bytes), None);
+        let b = &stored.bytes;
+        assert_eq!(stored_chunk_payload(&b[..b.len() - 1]), None);
+        let mut longer = b.clone();
+        longer.push(0);
+        assert_eq!(stored_chunk_payload(&longer), None);
+        let mut bad = b.clone();
+        bad[0] ^= 1;
+        assert_eq!(stored_chunk_payload(&bad), None);
+        assert_eq!(stored_chunk_payload(&b[..8]), None);
     }
 
     #[test]
