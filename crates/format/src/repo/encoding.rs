@@ -876,7 +876,7 @@ mod tests {
         assert!(!stored.compressed);
         assert_eq!(stored_chunk_payload(&stored.bytes), Some(plain.as_slice()));
         // A compressed chunk, a truncated one, one with a byte appended, a bad header: None.
-        let zeros = encode_chunk(&[0u8; 100_000]).unwrap();
+        let zeros = encode_chunk(&vec![0u8; 100_000]).unwrap();
         assert!(zeros.compressed);
         assert_eq!(stored_chunk_payload(&zeros.bytes), None);
         let b = &stored.bytes;
