@@ -426,3 +426,156 @@ fn hints_of_refusals_and_integrity_failures() {
         )
     );
 }
+
+/// Timings and rates vary between runs: placeholders for them, on top of [`settings`].
+fn drill_settings(tmp: &std::path::Path) -> insta::Settings {
+    let mut s = settings(tmp);
+    s.add_filter(r"\d+\.\d\d s\b", "[S] s");
+    s.add_filter(r"at \d+ MB/s", "at [R] MB/s");
+    s.add_filter(r"\(\d+ MB/s\)", "([R] MB/s)");
+    s.add_filter(
+        r#""(restore_seconds|check_seconds|golden_seconds|cleanup_seconds|total_seconds|restore_mb_per_s)": [0-9.e-]+"#,
+        r#""$1": [X]"#,
+    );
+    s.add_filter(r"kyrodb-drill-[0-9a-f]{8}", "kyrodb-drill-[D]");
+    s.add_filter(r"/\d{10}-\d{9}-", "/[NOW]-[NS]-");
+    s.add_filter(r"ran \d+s ago", "ran [AGE] ago");
+    s.add_filter(r"ran \d+d \d+h ago", "ran [AGE] ago");
+    s
+}
+
+#[test]
+#[allow(clippy::too_many_lines)] // one scenario, step by step, each output pinned
+fn output_of_golden_backups_drills_config_and_check() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let repo = tmp.path().join("backups");
+    let scratch = tmp.path().join("scratch");
+    copy_fixture_data("v4-basic", &data);
+    let (d, r, s) = (
+        data.to_str().unwrap(),
+        repo.to_str().unwrap(),
+        scratch.to_str().unwrap(),
+    );
+    let _guard = drill_settings(tmp.path()).bind_to_scope();
+    insta::assert_snapshot!(
+        "config_set",
+        run(&["--data-dir", d, "--backup-dir", r, "create", "-q"], &[])
+            + &run(&["--backup-dir", r, "config", "--golden", "5"], &[])
+            + &run(&["--backup-dir", r, "config", "--format", "json"], &[])
+    );
+    insta::assert_snapshot!(
+        "drill_none_yet",
+        run(
+            &[
+                "--backup-dir",
+                r,
+                "--data-dir",
+                d,
+                "check",
+                "--max-drill-age",
+                "35d"
+            ],
+            &[]
+        )
+    );
+    insta::assert_snapshot!(
+        "create_golden_text",
+        run(
+            &[
+                "--data-dir",
+                d,
+                "--backup-dir",
+                r,
+                "create",
+                "--golden-k",
+                "3",
+                "--golden",
+                "4"
+            ],
+            &[]
+        )
+    );
+    insta::assert_snapshot!(
+        "drill_text",
+        run(
+            &["--backup-dir", r, "--data-dir", d, "drill", "--scratch", s],
+            &[]
+        )
+    );
+    insta::assert_snapshot!(
+        "drill_json",
+        run(
+            &[
+                "--backup-dir",
+                r,
+                "--data-dir",
+                d,
+                "drill",
+                "--scratch",
+                s,
+                "--format",
+                "json"
+            ],
+            &[]
+        )
+    );
+    insta::assert_snapshot!(
+        "check_drill",
+        run(
+            &[
+                "--backup-dir",
+                r,
+                "--data-dir",
+                d,
+                "check",
+                "--max-drill-age",
+                "35d"
+            ],
+            &[]
+        ) + &run(
+            &[
+                "--backup-dir",
+                r,
+                "--data-dir",
+                d,
+                "check",
+                "--max-drill-age",
+                "35d",
+                "--format",
+                "json"
+            ],
+            &[]
+        )
+    );
+    let id = {
+        let out = kb()
+            .args(["--backup-dir", r, "list", "--format", "json"])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v[0]["id"].as_str().unwrap().to_string()
+    };
+    insta::assert_snapshot!(
+        "list_and_show_after_drills",
+        run(&["--backup-dir", r, "list", "--format", "text"], &[])
+            + &run(&["--backup-dir", r, "show", &id], &[])
+    );
+    let inside = data.join("drill");
+    insta::assert_snapshot!(
+        "drill_scratch_inside_data_dir",
+        run(
+            &[
+                "--backup-dir",
+                r,
+                "--data-dir",
+                d,
+                "drill",
+                "--scratch",
+                inside.to_str().unwrap()
+            ],
+            &[]
+        )
+    );
+    assert!(!inside.exists(), "nothing made inside the live data dir");
+}
