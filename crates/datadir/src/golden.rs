@@ -275,6 +275,14 @@ impl GoldenSampler {
         }
     }
 
+    /// A sampler that keeps the documents `golden`'s queries search: its sample, or all.
+    pub fn for_file(golden: &GoldenFile) -> Self {
+        golden.sample.map_or_else(
+            || Self::new(golden.seed, None),
+            |s| Self::fixed(s.seed, s.limit),
+        )
+    }
+
     fn finish(self) -> Result<(Vectors, Option<(u64, u64)>), Error> {
         let mut sink = self.sink;
         let dim = sink.dim.unwrap_or(0);
@@ -544,11 +552,25 @@ pub fn golden_check(
     golden: &GoldenFile,
     threads: usize,
 ) -> Result<GoldenReport, Error> {
-    let mut sampler = golden.sample.map_or_else(
-        || GoldenSampler::new(golden.seed, None),
-        |s| GoldenSampler::fixed(s.seed, s.limit),
-    );
+    let mut sampler = GoldenSampler::for_file(golden);
     let (count, stored) = load(dir, &mut sampler)?;
+    golden_check_sample(sampler, stored, count, golden, threads)
+}
+
+/// [`golden_check`] of a state already recovered into `sampler` (made by
+/// [`GoldenSampler::for_file`] of `golden`): `stored` is the state's metric, `count` its live
+/// documents. For a caller that recovers the state once for other checks too.
+///
+/// # Errors
+///
+/// [`Error::Dimension`] when the file's vectors cannot be compared with the state's.
+pub fn golden_check_sample(
+    sampler: GoldenSampler,
+    stored: Option<DistanceMetric>,
+    count: u64,
+    golden: &GoldenFile,
+    threads: usize,
+) -> Result<GoldenReport, Error> {
     let (vectors, _) = sampler.finish()?;
     let metric = stored.unwrap_or(golden.metric);
     if !vectors.ids.is_empty() && vectors.dim as u64 != golden.dimension {

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use kyrodb_backup_datadir::golden::{golden_check, GoldenFile, GoldenReport};
+use kyrodb_backup_datadir::golden::{golden_check_sample, GoldenFile, GoldenReport, GoldenSampler};
 use kyrodb_backup_format::engine::{
     recover, DirSource, DistanceMetric, LiveIds, Metadata, RecoveryOptions, StateSink,
 };
@@ -54,9 +54,10 @@ impl DrillOptions {
 pub struct DrillPhases {
     /// The restore (every byte checked against its hash, replayed, made durable).
     pub restore_seconds: f64,
-    /// The full check of the restored state (recovered again from the files on disk).
+    /// The full check of the restored state (recovered again from the files on disk; the
+    /// same pass keeps the vectors the golden queries search).
     pub check_seconds: f64,
-    /// The golden queries.
+    /// The golden queries: the exact search over what the check kept, and the comparison.
     pub golden_seconds: f64,
     /// Removing the scratch copy.
     pub cleanup_seconds: f64,
@@ -363,11 +364,23 @@ fn run_phases(
     ran.vector_count = restored.vector_count;
     warnings.extend(restored.warnings);
 
-    // The full check: recover the restored files again, every vector decoded.
+    let golden = match golden_queries(repo, external, manifest.as_ref(), warnings)? {
+        Ok(g) => g,
+        Err(problem) => {
+            ran.problem = Some(problem);
+            return Ok(ran);
+        }
+    };
+
+    // The full check: recover the restored files again, every vector decoded; the same pass
+    // keeps the vectors the golden queries search.
     let t = Instant::now();
-    let checked = check_state(target);
+    let checked = check_state(
+        target,
+        golden.as_ref().map(|(_, f)| GoldenSampler::for_file(f)),
+    );
     ran.phases.check_seconds = t.elapsed().as_secs_f64();
-    let state = match checked {
+    let mut state = match checked {
         Ok(s) => s,
         Err(e) => {
             ran.problem = Some(format!("the restored state does not recover: {e}"));
@@ -379,17 +392,11 @@ fn run_phases(
         return Ok(ran);
     }
 
-    // Golden queries.
-    let golden = match golden_queries(repo, external, manifest.as_ref(), warnings)? {
-        Ok(g) => g,
-        Err(problem) => {
-            ran.problem = Some(problem);
-            return Ok(ran);
-        }
-    };
-    if let Some((from, file)) = golden {
+    // Golden queries, over what the check kept.
+    if let (Some((from, file)), Some(sampler)) = (golden, state.golden.take()) {
         let t = Instant::now();
-        let report = golden_check(target, &file, threads());
+        let count = state.live.len() as u64;
+        let report = golden_check_sample(sampler, state.metric, count, &file, threads());
         ran.phases.golden_seconds = t.elapsed().as_secs_f64();
         ran.golden = DrillGolden {
             source: from.into(),
@@ -441,13 +448,15 @@ fn threads() -> usize {
 }
 
 /// What the full check learnt of the restored state.
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct CheckedState {
     live: LiveIds,
     dimension: Option<usize>,
     bad_dimension: Option<(u64, usize)>,
     not_finite: Option<u64>,
     metric: Option<DistanceMetric>,
+    /// The vectors the golden queries search, when there are queries.
+    golden: Option<GoldenSampler>,
 }
 
 impl StateSink for CheckedState {
@@ -460,15 +469,27 @@ impl StateSink for CheckedState {
             self.not_finite = Some(id);
         }
         self.live.insert(id, Vec::new(), Metadata::default());
+        if let Some(g) = &mut self.golden {
+            g.insert(id, embedding, Metadata::default());
+        }
     }
     fn delete(&mut self, id: u64) {
         self.live.delete(id);
+        if let Some(g) = &mut self.golden {
+            g.delete(id);
+        }
     }
     fn update_metadata(&mut self, _: u64, _: Metadata) {}
 }
 
-fn check_state(dir: &Path) -> std::result::Result<CheckedState, kyrodb_backup_format::Error> {
-    let mut state = CheckedState::default();
+fn check_state(
+    dir: &Path,
+    golden: Option<GoldenSampler>,
+) -> std::result::Result<CheckedState, kyrodb_backup_format::Error> {
+    let mut state = CheckedState {
+        golden,
+        ..CheckedState::default()
+    };
     let report = recover(
         &mut DirSource::new(dir),
         &mut state,
