@@ -33,6 +33,27 @@ impl Ran {
     }
 }
 
+/// A fixture's data dir in a temporary directory and a backup of it with `golden` golden
+/// queries: (the directory, the data dir, the repository, the backup's JSON, its id).
+fn golden_backup(
+    fixture: &str,
+    golden: &str,
+) -> (
+    tempfile::TempDir,
+    PathBuf,
+    PathBuf,
+    serde_json::Value,
+    String,
+) {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let repo = tmp.path().join("backups");
+    copy_fixture_data(fixture, &data);
+    let b = create(&data, &repo, &["--golden", golden]);
+    let id = b["id"].as_str().unwrap().to_string();
+    (tmp, data, repo, b, id)
+}
+
 fn run(cmd: &mut Command) -> Ran {
     let out = cmd.output().unwrap();
     Ran {
@@ -489,12 +510,7 @@ fn a_consistent_backup_whose_vector_changed_fails_its_drill_naming_the_query() {
 
 #[test]
 fn a_damaged_chunk_fails_the_drill_which_is_recorded_and_cleaned_up() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let repo = tmp.path().join("backups");
-    copy_fixture_data("v4-rotated", &data);
-    let b = create(&data, &repo, &["--golden", "10"]);
-    let id = b["id"].as_str().unwrap().to_string();
+    let (tmp, data, repo, _, id) = golden_backup("v4-rotated", "10");
     let m = read_manifest(&repo, &id, &id);
     let biggest = m.files.iter().max_by_key(|f| f.size).unwrap();
     flip_byte(&chunk_file(&repo, &id, &biggest.chunks[0].hash));
@@ -522,12 +538,7 @@ fn a_damaged_chunk_fails_the_drill_which_is_recorded_and_cleaned_up() {
 
 #[test]
 fn a_drill_never_restores_into_the_live_data_dir_nor_runs_on_nothing() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let repo = tmp.path().join("backups");
-    copy_fixture_data("v4-basic", &data);
-    let b = create(&data, &repo, &["--golden", "3"]);
-    let id = b["id"].as_str().unwrap().to_string();
+    let (tmp, data, repo, _, id) = golden_backup("v4-basic", "3");
     let live = tree(&data);
     let live_entries = walk_all(&data);
 
@@ -765,12 +776,7 @@ fn copies_of_golden_backups_drill_in_plain_and_encrypted_targets() {
 
 #[test]
 fn verify_and_drill_catch_a_damaged_golden_file() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let repo = tmp.path().join("backups");
-    copy_fixture_data("v4-rotated", &data);
-    let b = create(&data, &repo, &["--golden", "10"]);
-    let id = b["id"].as_str().unwrap().to_string();
+    let (tmp, data, repo, b, id) = golden_backup("v4-rotated", "10");
     let m = read_manifest(&repo, &id, &id);
     let used: BTreeSet<_> = m
         .files
@@ -824,12 +830,7 @@ fn verify_and_drill_catch_a_damaged_golden_file() {
 #[test]
 #[allow(clippy::too_many_lines)] // one scenario, checked at every step
 fn a_point_in_time_drill_runs_a_golden_file_and_a_damaged_one_is_recorded_as_failed() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let repo = tmp.path().join("backups");
-    copy_fixture_data("v4-basic", &data);
-    let b = create(&data, &repo, &["--golden", "5"]);
-    let id = b["id"].as_str().unwrap().to_string();
+    let (tmp, data, repo, b, id) = golden_backup("v4-basic", "5");
     let at = b["timestamp"].as_u64().unwrap() - 1;
     let at_arg = at.to_string();
     let scratch = tmp.path().join("scratch");
