@@ -275,6 +275,12 @@ impl GoldenSampler {
         }
     }
 
+    /// Bytes of vectors it holds now, live and deleted rows not yet compacted: at most about
+    /// twice its budget.
+    pub fn held_bytes(&self) -> u64 {
+        (self.sink.data.len() * 4) as u64
+    }
+
     /// A sampler that keeps the documents `golden`'s queries search: its sample, or all.
     pub fn for_file(golden: &GoldenFile) -> Self {
         golden.sample.map_or_else(
