@@ -979,6 +979,51 @@ mod tests {
     }
 
     #[test]
+    fn golden_queries_need_a_version_2_manifest_whose_header_says_so() {
+        let golden = |m: &mut BackupManifest| {
+            let hash = ContentHash::of(b"{}");
+            m.vector_count = 10;
+            m.golden = Some(GoldenQueries {
+                queries: 1,
+                k: 1,
+                searched: 10,
+                size: 2,
+                hash,
+                chunks: vec![ChunkRef { hash, size: 2 }],
+            });
+        };
+        // Written as version 2, it reads back with its golden record and chunks.
+        let mut m = sample();
+        golden(&mut m);
+        m.format_version = GOLDEN_MANIFEST_VERSION;
+        let enc = encode_manifest(&m).unwrap();
+        assert!(enc.starts_with(b"kyrodb-backup-manifest 2 "));
+        let back = decode_manifest(&enc).unwrap();
+        assert_eq!(back, m);
+        assert!(
+            back.chunk_refs().iter().any(|c| c.size == 2),
+            "golden chunks are needed"
+        );
+        // A golden record in a version 1 manifest: refused.
+        let mut v1 = m.clone();
+        v1.format_version = 1;
+        let err = decode_manifest(&encode_manifest(&v1).unwrap()).unwrap_err();
+        assert!(err.to_string().contains("golden"), "{err}");
+        // A header that says 1 over a version 2 body: refused.
+        let forged = String::from_utf8(enc).unwrap().replacen(
+            "kyrodb-backup-manifest 2 ",
+            "kyrodb-backup-manifest 1 ",
+            1,
+        );
+        let err = decode_manifest(forged.as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("header says format 1"), "{err}");
+        // Sizes that do not add up: refused.
+        let mut bad = m.clone();
+        bad.golden.as_mut().unwrap().size = 3;
+        assert!(decode_manifest(&encode_manifest(&bad).unwrap()).is_err());
+    }
+
+    #[test]
     fn newer_versions_are_refused_clearly() {
         let mut m = sample();
         m.format_version = MANIFEST_VERSION + 1;
