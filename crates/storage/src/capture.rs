@@ -502,7 +502,9 @@ fn record_golden(
                 )),
             ))
         }
-        Err(e) => return Err(Error::Capture(format!("golden queries: {e}"))),
+        // The backup matters more than its queries: a state they cannot be computed on (say,
+        // vectors of two dimensions) is backed up without them, and the outcome says why.
+        Err(e) => return Ok((None, Some(GoldenOutcome::Skipped(e.to_string())))),
     };
     let searched = file.sample.map_or(file.count, |s| s.documents);
     let mut bytes = serde_json::to_vec(&file)
