@@ -457,96 +457,29 @@ fn output_of_golden_backups_drills_config_and_check() {
         repo.to_str().unwrap(),
         scratch.to_str().unwrap(),
     );
+    // A command on this repository and data dir.
+    let on = |args: &[&str]| run(&[&["--backup-dir", r, "--data-dir", d], args].concat(), &[]);
     let _guard = drill_settings(tmp.path()).bind_to_scope();
     insta::assert_snapshot!(
         "config_set",
-        run(&["--data-dir", d, "--backup-dir", r, "create", "-q"], &[])
-            + &run(&["--backup-dir", r, "config", "--golden", "5"], &[])
-            + &run(&["--backup-dir", r, "config", "--format", "json"], &[])
+        on(&["create", "-q"])
+            + &on(&["config", "--golden", "5"])
+            + &on(&["config", "--format", "json"])
     );
-    insta::assert_snapshot!(
-        "drill_none_yet",
-        run(
-            &[
-                "--backup-dir",
-                r,
-                "--data-dir",
-                d,
-                "check",
-                "--max-drill-age",
-                "35d"
-            ],
-            &[]
-        )
-    );
+    insta::assert_snapshot!("drill_none_yet", on(&["check", "--max-drill-age", "35d"]));
     insta::assert_snapshot!(
         "create_golden_text",
-        run(
-            &[
-                "--data-dir",
-                d,
-                "--backup-dir",
-                r,
-                "create",
-                "--golden-k",
-                "3",
-                "--golden",
-                "4"
-            ],
-            &[]
-        )
+        on(&["create", "--golden-k", "3", "--golden", "4"])
     );
-    insta::assert_snapshot!(
-        "drill_text",
-        run(
-            &["--backup-dir", r, "--data-dir", d, "drill", "--scratch", s],
-            &[]
-        )
-    );
+    insta::assert_snapshot!("drill_text", on(&["drill", "--scratch", s]));
     insta::assert_snapshot!(
         "drill_json",
-        run(
-            &[
-                "--backup-dir",
-                r,
-                "--data-dir",
-                d,
-                "drill",
-                "--scratch",
-                s,
-                "--format",
-                "json"
-            ],
-            &[]
-        )
+        on(&["drill", "--scratch", s, "--format", "json"])
     );
     insta::assert_snapshot!(
         "check_drill",
-        run(
-            &[
-                "--backup-dir",
-                r,
-                "--data-dir",
-                d,
-                "check",
-                "--max-drill-age",
-                "35d"
-            ],
-            &[]
-        ) + &run(
-            &[
-                "--backup-dir",
-                r,
-                "--data-dir",
-                d,
-                "check",
-                "--max-drill-age",
-                "35d",
-                "--format",
-                "json"
-            ],
-            &[]
-        )
+        on(&["check", "--max-drill-age", "35d"])
+            + &on(&["check", "--max-drill-age", "35d", "--format", "json"])
     );
     let id = {
         let out = kb()
@@ -558,24 +491,12 @@ fn output_of_golden_backups_drills_config_and_check() {
     };
     insta::assert_snapshot!(
         "list_and_show_after_drills",
-        run(&["--backup-dir", r, "list", "--format", "text"], &[])
-            + &run(&["--backup-dir", r, "show", &id], &[])
+        on(&["list", "--format", "text"]) + &on(&["show", &id])
     );
     let inside = data.join("drill");
     insta::assert_snapshot!(
         "drill_scratch_inside_data_dir",
-        run(
-            &[
-                "--backup-dir",
-                r,
-                "--data-dir",
-                d,
-                "drill",
-                "--scratch",
-                inside.to_str().unwrap()
-            ],
-            &[]
-        )
+        on(&["drill", "--scratch", inside.to_str().unwrap()])
     );
     assert!(!inside.exists(), "nothing made inside the live data dir");
 }

@@ -13,7 +13,7 @@ use crate::error::Error;
 /// Scores may differ by this much and still match (float summation order differs).
 pub const SCORE_TOLERANCE: f32 = 1e-4;
 
-/// What `golden create` is asked for.
+/// What golden queries are asked for (`golden create`, or `create --golden N`).
 #[derive(Debug, Clone, Copy)]
 pub struct GoldenOptions {
     /// Number of stored vectors sampled as queries.
@@ -26,6 +26,9 @@ pub struct GoldenOptions {
     pub distance: Option<DistanceMetric>,
     /// Worker threads.
     pub threads: usize,
+    /// Largest amount of vector data searched: above it, a sample of the documents (see
+    /// [`GoldenSampler`]); `None`: every document.
+    pub budget_bytes: Option<u64>,
 }
 
 /// One golden query: the vector and its exact top-k.
@@ -127,13 +130,13 @@ impl Vectors {
     }
 }
 
-/// Collects the recovered state into contiguous storage; deletes leave holes that
-/// [`VectorSink::compact`] removes.
-///
-/// Keeps only documents in the sample (id hash at most `limit`); with a budget, halves the
-/// limit whenever the kept vectors outgrow it, so memory stays bounded whatever the state's
-/// size.
-struct VectorSink {
+/// Collects a sample of a recovering state's vectors for golden queries, in contiguous
+/// storage: all of them, or, with a budget, the documents whose id hash falls under a limit
+/// that halves whenever the kept vectors outgrow the budget (so memory and the later
+/// brute-force pass stay bounded by the budget, not by the state's size). Deletes leave holes
+/// that compaction removes as they pile up. Feed it to recovery (alone, or through
+/// [`Counting`]), then [`golden_from_sample`].
+pub struct GoldenSampler {
     index: HashMap<u64, usize>,
     ids: Vec<u64>,
     data: Vec<f32>,
@@ -146,8 +149,18 @@ struct VectorSink {
     budget_bytes: Option<u64>,
 }
 
-impl VectorSink {
-    fn new(seed: u64, limit: u64, budget_bytes: Option<u64>) -> Self {
+impl GoldenSampler {
+    /// A sampler with `seed` that keeps at most `budget_bytes` of vectors (`None`: all).
+    pub fn new(seed: u64, budget_bytes: Option<u64>) -> Self {
+        Self::with_limit(seed, u64::MAX, budget_bytes)
+    }
+
+    /// A sampler that keeps exactly the documents of a recorded sample.
+    fn fixed(seed: u64, limit: u64) -> Self {
+        Self::with_limit(seed, limit, None)
+    }
+
+    fn with_limit(seed: u64, limit: u64, budget_bytes: Option<u64>) -> Self {
         Self {
             index: HashMap::new(),
             ids: Vec::new(),
@@ -208,7 +221,7 @@ impl VectorSink {
     }
 }
 
-impl StateSink for VectorSink {
+impl StateSink for GoldenSampler {
     fn insert(&mut self, id: u64, embedding: Vec<f32>, _: Metadata) {
         let dim = *self.dim.get_or_insert(embedding.len());
         if embedding.len() != dim {
@@ -252,33 +265,11 @@ impl StateSink for VectorSink {
     fn update_metadata(&mut self, _: u64, _: Metadata) {}
 }
 
-/// Collects a sample of a recovering state's vectors for golden queries: all of them, or, with
-/// a budget, the documents whose id hash falls under a limit that halves whenever the kept
-/// vectors outgrow the budget (so memory and the later brute-force pass stay bounded by the
-/// budget, not by the state's size). Feed it to recovery, then [`golden_from_sample`].
-pub struct GoldenSampler {
-    sink: VectorSink,
-}
-
 impl GoldenSampler {
-    /// A sampler with `seed` that keeps at most `budget_bytes` of vectors (`None`: all).
-    pub fn new(seed: u64, budget_bytes: Option<u64>) -> Self {
-        Self {
-            sink: VectorSink::new(seed, u64::MAX, budget_bytes),
-        }
-    }
-
-    /// A sampler that keeps exactly the documents of a recorded sample.
-    fn fixed(seed: u64, limit: u64) -> Self {
-        Self {
-            sink: VectorSink::new(seed, limit, None),
-        }
-    }
-
     /// Bytes of vectors it holds now, live and deleted rows not yet compacted: at most about
     /// twice its budget.
     pub fn held_bytes(&self) -> u64 {
-        (self.sink.data.len() * 4) as u64
+        (self.data.len() * 4) as u64
     }
 
     /// A sampler that keeps the documents `golden`'s queries search: its sample, or all.
@@ -289,21 +280,20 @@ impl GoldenSampler {
         )
     }
 
-    fn finish(self) -> Result<(Vectors, Option<(u64, u64)>), Error> {
-        let mut sink = self.sink;
-        let dim = sink.dim.unwrap_or(0);
-        if let Some(bad) = sink.bad_dim {
+    fn finish(mut self) -> Result<(Vectors, Option<(u64, u64)>), Error> {
+        let dim = self.dim.unwrap_or(0);
+        if let Some(bad) = self.bad_dim {
             return Err(Error::Dimension {
                 file: dim as u64,
                 dir: bad as u64,
             });
         }
-        sink.compact(dim);
-        let sample = (sink.limit != u64::MAX).then_some((sink.seed, sink.limit));
+        self.compact(dim);
+        let sample = (self.limit != u64::MAX).then_some((self.seed, self.limit));
         Ok((
             Vectors {
-                ids: sink.ids,
-                data: sink.data,
+                ids: self.ids,
+                data: self.data,
                 dim,
             },
             sample,
@@ -311,46 +301,46 @@ impl GoldenSampler {
     }
 }
 
-impl StateSink for GoldenSampler {
-    fn insert(&mut self, id: u64, embedding: Vec<f32>, metadata: Metadata) {
-        self.sink.insert(id, embedding, metadata);
-    }
-    fn delete(&mut self, id: u64) {
-        self.sink.delete(id);
-    }
-    fn update_metadata(&mut self, _: u64, _: Metadata) {}
-}
-
-/// Counts live documents and samples them at once.
-struct Counting<'a> {
-    live: LiveIds,
-    sampler: &'a mut GoldenSampler,
+/// Counts a recovering state's live documents and, when given a sampler, samples their
+/// vectors too: one recovery serves both. Without a sampler, recovery skips decoding vectors.
+pub struct Counting<'a> {
+    /// The live documents.
+    pub live: &'a mut LiveIds,
+    /// Where the vectors go, if anywhere.
+    pub sampler: Option<&'a mut GoldenSampler>,
 }
 
 impl StateSink for Counting<'_> {
-    fn insert(&mut self, id: u64, embedding: Vec<f32>, metadata: Metadata) {
+    fn insert(&mut self, id: u64, embedding: Vec<f32>, _: Metadata) {
         self.live.insert(id, Vec::new(), Metadata::default());
-        self.sampler.insert(id, embedding, metadata);
+        if let Some(s) = &mut self.sampler {
+            s.insert(id, embedding, Metadata::default());
+        }
     }
     fn delete(&mut self, id: u64) {
         self.live.delete(id);
-        self.sampler.delete(id);
+        if let Some(s) = &mut self.sampler {
+            s.delete(id);
+        }
     }
     fn update_metadata(&mut self, _: u64, _: Metadata) {}
+    fn wants_contents(&self) -> bool {
+        self.sampler.is_some()
+    }
 }
 
 /// Recovers `dir` into `sampler`; returns the live document count and the stored metric.
 fn load(dir: &Path, sampler: &mut GoldenSampler) -> Result<(u64, Option<DistanceMetric>), Error> {
-    let mut sink = Counting {
-        live: LiveIds::default(),
-        sampler,
-    };
+    let mut live = LiveIds::default();
     let report = recover(
         &mut DirSource::new(dir),
-        &mut sink,
+        &mut Counting {
+            live: &mut live,
+            sampler: Some(sampler),
+        },
         &RecoveryOptions::default(),
     )?;
-    Ok((sink.live.len() as u64, report.distance))
+    Ok((live.len() as u64, report.distance))
 }
 
 /// Dot product with eight independent sums, so the compiler can use SIMD lanes.
@@ -482,14 +472,15 @@ fn splitmix(state: &mut u64) -> u64 {
 /// [`Error::NoMetric`] when neither the data dir nor `opts` names a metric, [`Error::Empty`]
 /// for a state without vectors, [`Error::Format`] when the data dir does not recover.
 pub fn golden_create(dir: &Path, opts: &GoldenOptions) -> Result<GoldenFile, Error> {
-    let mut sampler = GoldenSampler::new(opts.seed, None);
+    let mut sampler = GoldenSampler::new(opts.seed, opts.budget_bytes);
     let (count, stored) = load(dir, &mut sampler)?;
     let metric = stored.or(opts.distance).ok_or(Error::NoMetric)?;
     golden_from_sample(sampler, metric, count, opts)
 }
 
 /// Records the exact top-k of `opts.queries` sampled documents over what `sampler` kept of a
-/// state of `count` live documents, under `metric` (`opts.distance` is not consulted).
+/// state of `count` live documents, under `metric` (`opts.distance` and `opts.budget_bytes`
+/// are not consulted: the sampler was made with its budget).
 ///
 /// # Errors
 ///

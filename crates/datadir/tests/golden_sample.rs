@@ -92,6 +92,7 @@ fn all_kept(sampler: GoldenSampler, count: u64) -> GoldenFile {
             seed: SEED,
             distance: None,
             threads: 2,
+            budget_bytes: None,
         },
     )
     .unwrap()
@@ -239,6 +240,7 @@ fn golden_check_searches_the_recorded_sample_of_a_copy() {
             seed: SEED,
             distance: None,
             threads: 2,
+            budget_bytes: None,
         },
     )
     .unwrap();

@@ -3,8 +3,9 @@
 use crate::access::RepoRef;
 use std::path::PathBuf;
 
+use kyrodb_backup_datadir::golden::GoldenOptions;
 use kyrodb_backup_format::repo::SkippedFile;
-use kyrodb_backup_storage::{create_backup, GoldenOutcome, GoldenSpec, Progress, StoreStats};
+use kyrodb_backup_storage::{create_backup, GoldenOutcome, Progress, StoreStats};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -152,7 +153,7 @@ pub fn create(
             tool_version: env!("CARGO_PKG_VERSION").to_string(),
             parent: parent.map(|p| p.manifest),
             dry_run: opts.dry_run,
-            golden: golden_spec(&repo, opts)?,
+            golden: golden_options(&repo, opts)?,
         },
         progress,
     )?;
@@ -180,10 +181,10 @@ pub fn create(
 }
 
 /// The golden queries to record: as asked, else the repository's default.
-fn golden_spec(
+fn golden_options(
     repo: &kyrodb_backup_storage::Repository,
     opts: &CreateOptions,
-) -> Result<Option<GoldenSpec>> {
+) -> Result<Option<GoldenOptions>> {
     let queries = match opts.golden {
         Some(n) => n,
         None => usize::try_from(repo.settings()?.golden_queries).unwrap_or(usize::MAX),
@@ -204,11 +205,12 @@ fn golden_spec(
         .filter(char::is_ascii_hexdigit)
         .take(16)
         .collect();
-    Ok(Some(GoldenSpec {
+    Ok(Some(GoldenOptions {
         queries,
         k: opts.golden_k,
         seed: u64::from_str_radix(&hex, 16).unwrap_or(42),
-        budget_bytes: opts.golden_budget_bytes,
-        threads: std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
+        distance: None,
+        threads: crate::golden::threads(),
+        budget_bytes: Some(opts.golden_budget_bytes),
     }))
 }

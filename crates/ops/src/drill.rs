@@ -15,6 +15,7 @@ use serde::Serialize;
 use crate::access::RepoRef;
 use crate::catalog::open_repo;
 use crate::error::{Error, ErrorKind, Result};
+use crate::golden::{read_golden_file, threads};
 use crate::model::Now;
 use crate::restore::{restore, RestoreOptions, RestoreSource};
 
@@ -295,13 +296,6 @@ fn resolved(path: &Path) -> PathBuf {
     }
 }
 
-fn read_golden_file(path: &Path) -> Result<GoldenFile> {
-    let bytes =
-        std::fs::read(path).map_err(|e| Error::GoldenFile(format!("{}: {e}", path.display())))?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| Error::GoldenFile(format!("{} is not a golden file: {e}", path.display())))
-}
-
 /// Restore, check, golden queries. Damage and differences end up in `problem`; other
 /// failures are errors.
 #[allow(clippy::too_many_arguments)]
@@ -441,10 +435,6 @@ fn golden_queries(
     Ok(read_golden(&store, g)
         .map(|f| Some(("backup", f)))
         .map_err(|e| format!("the backup's golden queries: {e}")))
-}
-
-fn threads() -> usize {
-    std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
 }
 
 /// What the full check learnt of the restored state.

@@ -12,8 +12,17 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 
-fn threads() -> usize {
+/// Worker threads of an exact top-k search: one per core.
+pub(crate) fn threads() -> usize {
     std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
+}
+
+/// Reads a golden file (of `golden create`).
+pub(crate) fn read_golden_file(path: &Path) -> Result<GoldenFile> {
+    let bytes =
+        std::fs::read(path).map_err(|e| Error::GoldenFile(format!("{}: {e}", path.display())))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Error::GoldenFile(format!("{} is not a golden file: {e}", path.display())))
 }
 
 /// What `golden create` is asked to do.
@@ -104,6 +113,7 @@ pub fn golden_create_file(opts: &GoldenCreateOptions) -> Result<GoldenCreateRepo
             seed: opts.seed,
             distance: opts.distance,
             threads: threads(),
+            budget_bytes: None,
         },
     )
     .map_err(|e| golden_error(&opts.data_dir, e))?;
@@ -150,10 +160,7 @@ pub struct GoldenCheckReport {
 /// [`Error::GoldenFile`] when the file cannot be read, [`Error::Golden`] when the data dir
 /// does not recover.
 pub fn golden_check_file(data_dir: &Path, file: &Path) -> Result<GoldenCheckReport> {
-    let bytes =
-        std::fs::read(file).map_err(|e| Error::GoldenFile(format!("{}: {e}", file.display())))?;
-    let golden: GoldenFile = serde_json::from_slice(&bytes)
-        .map_err(|e| Error::GoldenFile(format!("{} is not a golden file: {e}", file.display())))?;
+    let golden = read_golden_file(file)?;
     let (report, dimension_differs) = match golden_check(data_dir, &golden, threads()) {
         Err(kyrodb_backup_datadir::Error::Dimension { file: f, dir: d }) => (
             GoldenReport {

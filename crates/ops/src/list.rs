@@ -1,11 +1,12 @@
 //! `list` and `show`: what a backup directory holds.
 
 use crate::access::RepoRef;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use kyrodb_backup_chain::{recoverable_windows, timeline_gaps, timeline_windows, Window};
 use kyrodb_backup_format::repo::{ContentHash, FileKind, SkippedFile};
-use kyrodb_backup_storage::StoredBackup;
+use kyrodb_backup_storage::{DrillKey, StoredBackup};
 use serde::Serialize;
 
 use crate::catalog::{
@@ -114,12 +115,11 @@ pub fn list(backup_dir: impl Into<RepoRef>) -> Result<ListReport> {
         Ok(repo) => {
             match repo.drill_keys() {
                 Ok(keys) => {
+                    // Oldest first: the last one of each backup stays.
+                    let last: BTreeMap<&str, &DrillKey> =
+                        keys.iter().map(|k| (k.backup_id.as_str(), k)).collect();
                     for b in &mut backups {
-                        b.last_drill = keys
-                            .iter()
-                            .rev()
-                            .find(|k| k.backup_id == b.id)
-                            .map(LastDrill::of_key);
+                        b.last_drill = last.get(b.id.as_str()).map(|k| LastDrill::of_key(k));
                     }
                 }
                 Err(e) => warnings.push(format!("the drill records cannot be listed: {e}")),
@@ -255,10 +255,8 @@ pub fn show(backup_dir: impl Into<RepoRef>, id: &str) -> Result<Shown> {
     let listing = repo.list()?;
     let b = listing.find(id)?;
     let last_drill = repo
-        .drill_keys()?
-        .iter()
-        .rev()
-        .find(|k| k.backup_id == b.manifest.id)
+        .drill_keys_of(&b.manifest.id)?
+        .last()
         .map(|k| match repo.load_drill(k) {
             Ok(r) => LastDrill::of_record(&r),
             Err(e) => LastDrill {

@@ -5,9 +5,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::PathBuf;
 
-use kyrodb_backup_format::engine::{
-    recover, FileSource, LiveIds, Metadata, RecoveryOptions, RecoveryReport, StateSink,
-};
+use kyrodb_backup_format::engine::{recover, FileSource, LiveIds, RecoveryOptions, RecoveryReport};
 use kyrodb_backup_format::repo::{
     recover_from_snapshot_ids, BackupManifest, BackupType, FileEntry, FileKind, GoldenQueries,
     SkippedFile, SnapshotIdRecorder, SnapshotIds, SnapshotSummary, SourceStamp, WalIndex,
@@ -18,7 +16,7 @@ use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use kyrodb_backup_datadir::capture::{open_consistent, scan_wal, OpenedState, PrefixReader};
-use kyrodb_backup_datadir::golden::{golden_from_sample, GoldenOptions, GoldenSampler};
+use kyrodb_backup_datadir::golden::{golden_from_sample, Counting, GoldenOptions, GoldenSampler};
 
 use crate::chunkstore::{ChainStore, SharedChunk, StoreStats};
 use crate::error::{Error, Result};
@@ -44,25 +42,11 @@ pub struct CreateOptions {
     /// Read and chunk everything, and report what would be stored, but write nothing: no
     /// chunk and no manifest.
     pub dry_run: bool,
-    /// Golden queries to record with the backup.
-    pub golden: Option<GoldenSpec>,
-}
-
-/// Golden queries to record with a backup: `queries` stored vectors of the captured state as
-/// queries, with their exact top-`k` over the state, or over a sample of it when its vectors
-/// are more than `budget_bytes` (which bounds both the memory and the brute-force pass).
-#[derive(Debug, Clone, Copy)]
-pub struct GoldenSpec {
-    /// Number of queries.
-    pub queries: usize,
-    /// Results per query.
-    pub k: usize,
-    /// Seed of the sampling.
-    pub seed: u64,
-    /// Largest amount of vector data searched.
-    pub budget_bytes: u64,
-    /// Worker threads of the brute-force pass.
-    pub threads: usize,
+    /// Golden queries to record with the backup: `queries` stored vectors of the captured
+    /// state as queries, with their exact top-`k` over the state, or over a sample of it when
+    /// its vectors are more than `budget_bytes` (which bounds both the memory and the
+    /// brute-force pass). The metric is the state's (`distance` is not consulted).
+    pub golden: Option<GoldenOptions>,
 }
 
 /// What recording golden queries came to.
@@ -391,8 +375,8 @@ fn store_backup(
         IdList::Missing => None,
     };
     let (golden, golden_outcome) = match (opts.golden.as_ref(), sampler) {
-        (Some(spec), Some(sampler)) => {
-            record_golden(store, spec, sampler, &report, vector_count, &mut counters)?
+        (Some(golden), Some(sampler)) => {
+            record_golden(store, golden, sampler, &report, vector_count, &mut counters)?
         }
         _ => (None, None),
     };
@@ -470,7 +454,7 @@ fn new_manifest(
 /// the outcome says why).
 fn record_golden(
     store: &ChainStore,
-    spec: &GoldenSpec,
+    opts: &GoldenOptions,
     sampler: GoldenSampler,
     report: &RecoveryReport,
     vector_count: u64,
@@ -485,14 +469,7 @@ fn record_golden(
             )),
         ));
     };
-    let opts = GoldenOptions {
-        queries: spec.queries,
-        k: spec.k,
-        seed: spec.seed,
-        distance: None,
-        threads: spec.threads,
-    };
-    let file = match golden_from_sample(sampler, metric, vector_count, &opts) {
+    let file = match golden_from_sample(sampler, metric, vector_count, opts) {
         Ok(f) => f,
         Err(kyrodb_backup_datadir::Error::Empty) => {
             return Ok((
@@ -602,38 +579,13 @@ enum IdList {
 /// id list.
 type Replayed = (RecoveryReport, u64, IdList, Option<GoldenSampler>);
 
-/// Counts live documents and, for golden queries, samples their vectors.
-struct ReplaySink<'a> {
-    ids: &'a mut LiveIds,
-    golden: Option<&'a mut GoldenSampler>,
-}
-
-impl StateSink for ReplaySink<'_> {
-    fn insert(&mut self, id: u64, embedding: Vec<f32>, metadata: Metadata) {
-        if let Some(g) = &mut self.golden {
-            g.insert(id, embedding, Metadata::default());
-        }
-        self.ids.insert(id, Vec::new(), metadata);
-    }
-    fn delete(&mut self, id: u64) {
-        if let Some(g) = &mut self.golden {
-            g.delete(id);
-        }
-        self.ids.delete(id);
-    }
-    fn update_metadata(&mut self, _: u64, _: Metadata) {}
-    fn wants_contents(&self) -> bool {
-        self.golden.is_some()
-    }
-}
-
 /// Replays the captured state to count live documents. With the reference's id list for an
 /// unchanged snapshot, only the WAL is read; if that list cannot be read, the snapshot is.
 fn replay(
     store: &ChainStore,
     mut src: OpenState,
     known_ids: Option<&SnapshotIds>,
-    golden: Option<&GoldenSpec>,
+    golden: Option<&GoldenOptions>,
 ) -> Result<Replayed> {
     let opts = RecoveryOptions {
         torn_tail_is_error: true,
@@ -658,10 +610,10 @@ fn replay(
         }
     }
     let mut ids = LiveIds::default();
-    let mut sampler = golden.map(|g| GoldenSampler::new(g.seed, Some(g.budget_bytes)));
-    let mut sink = ReplaySink {
-        ids: &mut ids,
-        golden: sampler.as_mut(),
+    let mut sampler = golden.map(|g| GoldenSampler::new(g.seed, g.budget_bytes));
+    let mut sink = Counting {
+        live: &mut ids,
+        sampler: sampler.as_mut(),
     };
     let mut recorder = SnapshotIdRecorder::new(&mut sink);
     let report = recover(&mut src, &mut recorder, &opts)?;

@@ -350,24 +350,21 @@ impl ChainStore {
         }
     }
 
+    /// A checked chunk's plain bytes, copied out (for tests).
+    #[cfg(test)]
+    pub(crate) fn get(&self, r: &ChunkRef) -> Result<Vec<u8>> {
+        self.get_plain(r).map(|p| p.bytes[p.start..].to_vec())
+    }
+
     /// Reads and checks one chunk: present, decodable, of the size and hash the manifest says.
+    /// A chunk stored uncompressed is not copied: its plain bytes are checked where they were
+    /// read, after the header (the same checks as [`decode_chunk_with`]; a chunk that fails
+    /// any of them goes through it for its message).
     ///
     /// # Errors
     ///
-    /// [`Error::Damaged`] or [`Error::Format`] when the chunk is missing or does not check;
-    /// [`Error::Backend`] when the store cannot be read.
-    pub fn get(&self, r: &ChunkRef) -> Result<Vec<u8>> {
-        let stored = self.read_stored(r)?;
-        let name = self.chunk_path(r.hash);
-        // Without the recheck (a sealed chunk, see `trusting_seals`), the name stands for itself.
-        let id_of = |p: &[u8]| if self.recheck { self.id_of(p) } else { r.hash };
-        decode_chunk_with(&stored, r.hash, r.size, &id_of)
-            .map_err(|e| Error::Damaged(format!("{}: {e}", name.display())))
-    }
-
-    /// [`get`](Self::get) without copying a chunk that is stored uncompressed: its plain bytes
-    /// are checked where they were read, after the header. The same checks as
-    /// [`decode_chunk_with`]; a chunk that fails any of them goes through it for its message.
+    /// [`Error::Damaged`] when the chunk is missing or does not check; [`Error::Backend`] when
+    /// the store cannot be read.
     fn get_plain(&self, r: &ChunkRef) -> Result<Plain> {
         let stored = self.read_stored(r)?;
         let checks = stored_chunk_payload(&stored).is_some_and(|plain| {
@@ -379,6 +376,7 @@ impl ChainStore {
                 start: CHUNK_HEADER_LEN,
             });
         }
+        // Without the recheck (a sealed chunk, see `trusting_seals`), the name stands for itself.
         let id_of = |p: &[u8]| if self.recheck { self.id_of(p) } else { r.hash };
         decode_chunk_with(&stored, r.hash, r.size, &id_of)
             .map(|bytes| Plain { bytes, start: 0 })

@@ -1,7 +1,5 @@
 //! Golden queries stored with a backup: reading them back.
 
-use std::io::Read;
-
 use kyrodb_backup_datadir::golden::GoldenFile;
 use kyrodb_backup_format::repo::GoldenQueries;
 
@@ -26,13 +24,11 @@ pub fn read_golden(store: &ChainStore, golden: &GoldenQueries) -> Result<GoldenF
             golden.size
         )));
     }
-    let mut bytes = Vec::with_capacity(usize::try_from(golden.size).unwrap_or(0));
-    store
-        .reader(&golden.entry())
-        .read_to_end(&mut bytes)
-        .map_err(|e| Error::Damaged(format!("{name}: {e}")))?;
-    let file: GoldenFile = serde_json::from_slice(&bytes)
-        .map_err(|e| Error::Damaged(format!("{name} does not decode: {e}")))?;
+    // Decoded as it is read; decoding reads to the end, where the reader checks the whole
+    // file's hash (a damaged chunk fails its own hash before it is decoded).
+    let file: GoldenFile =
+        serde_json::from_reader(std::io::BufReader::new(store.reader(&golden.entry())))
+            .map_err(|e| Error::Damaged(format!("{name} does not decode: {e}")))?;
     let dims_ok = file
         .queries
         .iter()

@@ -49,9 +49,7 @@ pub use archive::{
     plan_archive_prune, prune_archive, ArchivePrunePlan, ArchivePruneReport, ArchivedBase,
     ArchivedPiece, ArchivedTimeline, ObservedRecord, ARCHIVE_DIR,
 };
-pub use capture::{
-    create_backup, wal_summary, CreateOptions, CreateReport, GoldenOutcome, GoldenSpec,
-};
+pub use capture::{create_backup, wal_summary, CreateOptions, CreateReport, GoldenOutcome};
 pub use chunkstore::{
     store_failure, ChainStore, FileReader, SharedChunk, StoreStats, AVG_CHUNK, MAX_CHUNK, MIN_CHUNK,
 };

@@ -161,9 +161,22 @@ impl Repository {
     ///
     /// When the repository cannot be listed.
     pub fn drill_keys(&self) -> Result<Vec<DrillKey>> {
+        self.drill_keys_under(DRILLS_PREFIX)
+    }
+
+    /// The keys of one backup's drill records, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// When the repository cannot be listed.
+    pub fn drill_keys_of(&self, backup_id: &str) -> Result<Vec<DrillKey>> {
+        self.drill_keys_under(&format!("{DRILLS_PREFIX}{backup_id}/"))
+    }
+
+    fn drill_keys_under(&self, prefix: &str) -> Result<Vec<DrillKey>> {
         let mut keys: Vec<DrillKey> = self
             .backend()
-            .list(DRILLS_PREFIX)?
+            .list(prefix)?
             .iter()
             .filter_map(|e| DrillKey::parse(&e.key))
             .collect();
